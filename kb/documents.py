@@ -1,0 +1,448 @@
+"""Files -> Documents: a reader per suffix, encoding detection, metadata from the text.
+
+Every failure is a :class:`DocumentError` whose message names the problem in one
+sentence; the indexer turns it into one warning line and carries on.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .errors import DocumentError, UnsupportedFormat
+from .textproc import normalize
+from .types import Document
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+
+# --------------------------------------------------------------------------- encodings
+
+_BOMS = [
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+]
+
+
+def _plausible(text: str) -> bool:
+    """True when decoded text looks like Chinese or Western prose rather than mojibake:
+    nearly every character is CJK, CJK punctuation, ASCII or whitespace."""
+    if not text:
+        return True
+    sample = text[:20000]
+    good = 0
+    for ch in sample:
+        o = ord(ch)
+        if (
+            (32 <= o < 127)
+            or ch in "\n\r\t"
+            or 0x4E00 <= o <= 0x9FFF
+            or 0x3000 <= o <= 0x303F
+            or 0xFF00 <= o <= 0xFFEF
+            or 0x2010 <= o <= 0x206F
+            or 0x3400 <= o <= 0x4DBF
+        ):
+            good += 1
+    return good / len(sample) >= 0.9
+
+
+def _control_ratio(text: str) -> float:
+    sample = text[:20000]
+    if not sample:
+        return 0.0
+    bad = sum(1 for ch in sample if (ord(ch) < 32 and ch not in "\n\r\t\f") or 0xFFF0 <= ord(ch) <= 0xFFFF)
+    return bad / len(sample)
+
+
+def _utf16_without_bom(raw: bytes) -> str | None:
+    sample = raw[:4096]
+    if len(sample) < 4:
+        return None
+    even_zeros = sample[0::2].count(0)
+    odd_zeros = sample[1::2].count(0)
+    half = len(sample) / 2
+    if odd_zeros > 0.3 * half and even_zeros < 0.05 * half:
+        return "utf-16-le"
+    if even_zeros > 0.3 * half and odd_zeros < 0.05 * half:
+        return "utf-16-be"
+    # CJK text in UTF-16 has few zero bytes; accept only when it decodes strictly to CJK prose.
+    return None
+
+
+def decode_bytes(raw: bytes, name: str = "file") -> tuple[str, str, list[str]]:
+    """Decode ``raw`` by detection, never assumption. Returns ``(text, encoding, warnings)``.
+
+    Order: BOM; UTF-16 by its zero-byte pattern; strict UTF-8; strict GB18030 (a superset
+    of GBK and GB2312) and Big5 when the result is plausible Chinese; charset-normalizer's
+    best guess when plausible; finally UTF-8 with replacement if under 1% of the text is
+    undecodable (with a warning). Anything else is not text.
+    """
+    for bom, enc in _BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw.decode(enc), enc.replace("-sig", "") + " (BOM)", []
+            except UnicodeDecodeError as e:
+                raise DocumentError(f"{name}: starts with a {enc} byte-order mark but does not decode ({e})")
+    enc16 = _utf16_without_bom(raw)
+    if enc16:
+        try:
+            text = raw.decode(enc16)
+            if _plausible(text):
+                return text, enc16, []
+        except UnicodeDecodeError:
+            pass
+    if b"\x00" in raw[:8192]:
+        raise DocumentError(f"{name}: looks binary (contains NUL bytes), not a text document")
+    try:
+        return raw.decode("utf-8"), "utf-8", []
+    except UnicodeDecodeError:
+        pass
+    for enc in ("gb18030", "big5"):
+        try:
+            text = raw.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        if _plausible(text):
+            return text, enc, []
+    try:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(raw[: 1 << 20]).best()
+        if best is not None and best.encoding:
+            text = raw.decode(best.encoding, errors="strict")
+            if _plausible(text):
+                return text, best.encoding, []
+    except (UnicodeDecodeError, LookupError):
+        pass
+    text = raw.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    if bad <= 0.01 * max(len(text), 1) and _plausible(text.replace("\ufffd", "")):
+        return text, "utf-8", [f"{name}: {bad} undecodable byte sequence(s) replaced with U+FFFD"]
+    raise DocumentError(f"{name}: cannot be decoded as text in any known encoding (binary or corrupt?)")
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _read_text(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
+    text, enc, warnings = decode_bytes(raw, name)
+    if _control_ratio(text) > 0.02:
+        raise DocumentError(f"{name}: looks binary (control characters), not a text document")
+    return text, enc, None, warnings
+
+
+_MD_HEADING = re.compile(r"^#{1,6}\s")
+
+
+def _read_markdown(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
+    text, enc, _, warnings = _read_text(raw, name)
+    title = None
+    for line in text.splitlines():
+        if _MD_HEADING.match(line.strip()):
+            title = line.strip().lstrip("#").strip()
+            break
+        if line.strip():
+            break
+    return text, enc, title, warnings
+
+
+_HTML_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([\w-]+)""", re.I)
+_BLOCK_TAGS = {
+    "p", "div", "section", "article", "li", "tr", "br", "blockquote", "pre", "table", "ul", "ol",
+    "dd", "dt", "figcaption", "main", "td", "th",
+}
+
+
+def _read_html(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
+    from bs4 import BeautifulSoup
+
+    m = _HTML_META_CHARSET.search(raw[:4096])
+    html = None
+    enc = ""
+    warnings: list[str] = []
+    if m:
+        try:
+            enc = m.group(1).decode("ascii").lower()
+            html = raw.decode(enc)
+        except (LookupError, UnicodeDecodeError):
+            html = None
+    if html is None:
+        html, enc, warnings = decode_bytes(raw, name)
+    try:
+        soup = BeautifulSoup(html, "html.parser")
+    except Exception as e:  # html.parser is lenient; this is a last resort
+        raise DocumentError(f"{name}: HTML could not be parsed ({e})") from e
+    for tag in soup(["script", "style", "noscript", "template", "svg", "iframe", "nav", "footer", "form"]):
+        tag.decompose()
+    title = None
+    if soup.title and soup.title.get_text(strip=True):
+        title = soup.title.get_text(strip=True)
+    if soup.head:
+        soup.head.decompose()
+    for level in range(1, 7):
+        for h in soup.find_all(f"h{level}"):
+            h.insert_before("\n\n" + "#" * level + " ")
+            h.insert_after("\n\n")
+    for tag in soup.find_all(_BLOCK_TAGS):
+        tag.insert_before("\n")
+        tag.insert_after("\n")
+    text = soup.get_text()
+    if title is None:
+        h1 = re.search(r"^# (.+)$", text, re.M)
+        title = h1.group(1).strip() if h1 else None
+    return text, enc, title, warnings
+
+
+def _read_docx(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
+    try:
+        import docx
+
+        d = docx.Document(io.BytesIO(raw))
+    except Exception as e:
+        raise DocumentError(f"{name}: not a readable DOCX file ({type(e).__name__}: {e})") from e
+    lines = []
+    for p in d.paragraphs:
+        text = p.text.strip()
+        if not text:
+            continue
+        style = (p.style.name if p.style is not None else "") or ""
+        m = re.match(r"(?:Heading|标题)\s*(\d)", style)
+        if m:
+            lines.append("#" * int(m.group(1)) + " " + text)
+        elif style == "Title":
+            lines.append(text)
+        else:
+            lines.append(text)
+    for table in d.tables:
+        for row in table.rows:
+            cells = [c.text.strip() for c in row.cells if c.text.strip()]
+            if cells:
+                lines.append(" | ".join(cells))
+    title = (d.core_properties.title or "").strip() or None
+    return "\n\n".join(lines), "docx", title, []
+
+
+def _read_pdf(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
+    try:
+        from pypdf import PdfReader
+
+        reader = PdfReader(io.BytesIO(raw))
+        if reader.is_encrypted:
+            try:
+                reader.decrypt("")
+            except Exception as e:
+                raise DocumentError(f"{name}: PDF is encrypted") from e
+        pages = [page.extract_text() or "" for page in reader.pages]
+        title = None
+        if reader.metadata and reader.metadata.title:
+            title = str(reader.metadata.title).strip() or None
+    except DocumentError:
+        raise
+    except Exception as e:
+        raise DocumentError(f"{name}: not a readable PDF file ({type(e).__name__}: {e})") from e
+    text = "\n\n".join(_unwrap_pdf_lines(p) for p in pages)
+    if not text.strip():
+        raise DocumentError(f"{name}: PDF has no text layer (scanned images need OCR first)")
+    return text, "pdf", title, []
+
+
+_SENT_END_CHARS = "。！？!?；;：:”’」』）)"
+
+
+def _unwrap_pdf_lines(page: str) -> str:
+    """PDF text comes as visual lines; join a line to the next unless it ends a sentence
+    or the next one starts a heading, so that paragraphs survive."""
+    from .splitting import heading_match
+
+    out: list[str] = []
+    for line in page.splitlines():
+        line = line.strip()
+        if not line:
+            out.append("")
+            continue
+        if out and out[-1] and not out[-1].endswith(tuple(_SENT_END_CHARS)) and not heading_match(line):
+            if heading_match(out[-1]) is None:
+                sep = " " if out[-1][-1].isascii() and line[0].isascii() else ""
+                out[-1] = out[-1] + sep + line
+                continue
+        out.append(line)
+    return "\n".join(out)
+
+
+Reader = Callable[[bytes, str], tuple[str, str, "str | None", list[str]]]
+
+READERS: dict[str, tuple[str, Reader]] = {
+    ".txt": ("txt", _read_text),
+    ".text": ("txt", _read_text),
+    ".md": ("md", _read_markdown),
+    ".markdown": ("md", _read_markdown),
+    ".html": ("html", _read_html),
+    ".htm": ("html", _read_html),
+    ".docx": ("docx", _read_docx),
+    ".pdf": ("pdf", _read_pdf),
+}
+
+SUPPORTED_SUFFIXES = tuple(READERS)
+
+
+def is_supported(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in READERS
+
+
+# --------------------------------------------------------------------------- metadata
+
+_DATE = re.compile(
+    r"(\d{4})\s*[-/年.]\s*(\d{1,2})\s*[-/月.]\s*(\d{1,2})\s*日?(?:\s*(\d{1,2}:\d{2}(?::\d{2})?))?"
+)
+_FIELD = {
+    "source": re.compile(r"(?:来源|出处|稿源)\s*[:：]\s*([^\s|｜]+)"),
+    "editor": re.compile(r"(?:责任编辑|编辑|责编)\s*[:：]\s*([^\s|｜]+)"),
+    "author": re.compile(r"(?:作者|撰文|文)\s*[:：/]\s*([^\s|｜]+)"),
+    "date_field": re.compile(r"(?:发布时间|发表时间|发布日期|时间|日期)\s*[:：]\s*([^|｜]+)"),
+}
+_ROLE_END = (
+    "长", "记", "员", "任", "委", "授", "者", "师", "席", "理", "官", "编", "部", "处", "局", "厅", "院", "所",
+    "校", "会", "办", "司", "社", "站", "队", "组", "室", "生", "家", "人",
+)
+_AUTHOR_LINE = re.compile(r"^(?P<position>\S.{1,60}?)\s+(?P<name>[\u4e00-\u9fff·]{2,4})$")
+
+
+def header_line_count(lines: list[str]) -> int:
+    """How many leading non-empty lines form the document's header block (title, source
+    line, subtitle, author line): short lines that are not headings and end no sentence.
+    The first line counts as the title whatever it looks like, when it is short."""
+    from .splitting import heading_match
+
+    n = 0
+    for i, line in enumerate(lines[:12]):
+        s = line.strip()
+        if i > 0 and heading_match(s):
+            break
+        if len(s) > 80 or (i > 0 and ("。" in s or len(s) > 50)):
+            break
+        n += 1
+    return n
+
+
+def extract_meta(header_lines: list[str]) -> dict[str, str]:
+    """Metadata found in the header block: source, editor, author, author position, date."""
+    meta: dict[str, str] = {}
+    for line in header_lines:
+        for key, rx in _FIELD.items():
+            m = rx.search(line)
+            if m and key not in meta:
+                meta[key] = m.group(1).strip()
+    raw_date = meta.pop("date_field", None)
+    for candidate in [raw_date] + header_lines:
+        if not candidate:
+            continue
+        m = _DATE.search(candidate)
+        if m:
+            y, mo, d, t = m.groups()
+            meta["date"] = f"{int(y):04d}-{int(mo):02d}-{int(d):02d}"
+            if t:
+                meta["time"] = t
+            break
+    if "author" not in meta:
+        for line in header_lines[1:]:
+            s = line.strip()
+            if ":" in s or "：" in s:
+                continue
+            m = _AUTHOR_LINE.match(s)
+            if m and m.group("position").rstrip().endswith(_ROLE_END):
+                meta["author"] = m.group("name")
+                meta["author_position"] = m.group("position").strip()
+                break
+    return meta
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def doc_id_for(relpath: str) -> str:
+    """Stable id of a document: from its path relative to the corpus root."""
+    return hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:12]
+
+
+def content_hash(raw: bytes) -> str:
+    return hashlib.sha1(raw).hexdigest()
+
+
+def read_document(
+    path: str | Path, root: str | Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+    raw: bytes | None = None,
+) -> Document:
+    """Read one file into a :class:`Document`. Raises :class:`UnsupportedFormat` or
+    :class:`DocumentError` with a one-sentence message naming the file."""
+    path = Path(path)
+    rel = path.relative_to(root).as_posix() if root else path.name
+    suffix = path.suffix.lower()
+    if suffix not in READERS:
+        raise UnsupportedFormat(
+            f"{rel}: unsupported file type {suffix or '(none)'} (supported: {', '.join(SUPPORTED_SUFFIXES)})"
+        )
+    if raw is None:
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise DocumentError(
+                    f"{rel}: {size / 1048576:.1f} MB is over the {max_bytes / 1048576:.0f} MB limit "
+                    "(raise it with --max-file-mb)"
+                )
+            raw = path.read_bytes()
+        except OSError as e:
+            raise DocumentError(f"{rel}: cannot be read ({e.strerror or e})") from e
+    return parse_document(raw, rel, max_bytes=max_bytes)
+
+
+def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+    suffix = Path(rel).suffix.lower()
+    if suffix not in READERS:
+        raise UnsupportedFormat(f"{rel}: unsupported file type {suffix or '(none)'}")
+    if len(raw) > max_bytes:
+        raise DocumentError(
+            f"{rel}: {len(raw) / 1048576:.1f} MB is over the {max_bytes / 1048576:.0f} MB limit "
+            "(raise it with --max-file-mb)"
+        )
+    if not raw.strip():
+        raise DocumentError(f"{rel}: empty file")
+    fmt, reader = READERS[suffix]
+    original, encoding, title, warnings = reader(raw, rel)
+    text, offsets = normalize(original)
+    if not text.strip():
+        raise DocumentError(f"{rel}: no text found")
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    first = lines[0].lstrip("#").strip() if lines else ""
+    if not title:
+        title = first if 0 < len(first) <= 80 else Path(rel).stem
+    meta = extract_meta(lines[: header_line_count(lines)])
+    return Document(
+        doc_id=doc_id_for(rel),
+        path=rel,
+        title=title,
+        text=text,
+        original=original,
+        offsets=offsets,
+        meta=meta,
+        content_hash=content_hash(raw),
+        encoding=encoding,
+        format=fmt,
+        warnings=warnings,
+    )
+
+
+def iter_files(root: str | Path) -> Iterator[Path]:
+    """Every file under ``root``, recursively, sorted, skipping hidden files and folders."""
+    root = Path(root)
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file():
+            yield path

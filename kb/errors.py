@@ -1,0 +1,35 @@
+"""Errors that reach a user as one clear sentence."""
+
+from __future__ import annotations
+
+
+class KBError(Exception):
+    """Base class: the message is shown to the user as it is."""
+
+
+class UnsupportedFormat(KBError):
+    pass
+
+
+class DocumentError(KBError):
+    """A file could not be read as a document (empty, binary, corrupt, too large)."""
+
+
+class IndexNotFound(KBError):
+    pass
+
+
+class IndexMismatch(KBError):
+    pass
+
+
+class UnknownPassage(KBError):
+    pass
+
+
+class EmptyQuery(KBError):
+    pass
+
+
+class IndexBusy(KBError):
+    pass

@@ -1,0 +1,213 @@
+"""Text rules shared by reading, splitting and ranking: normalisation that keeps a map
+back to the original text, sentence boundaries, and jieba tokens for BM25."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass
+
+# --------------------------------------------------------------------------- normalisation
+
+_SPACE_RUN = re.compile(r"[ \t\f\v\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
+_ZERO_WIDTH = re.compile(r"[\u200b-\u200d\u2060\ufeff]+")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n|\u2028|\u2029")
+_STRIP_CHARS = " \t\f\v\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+    "\u202f\u205f\u3000\u200b\u200c\u200d\u2060\ufeff"
+
+
+@dataclass
+class OffsetMap:
+    """Piecewise map from positions in normalised text to positions in the original.
+
+    Each piece ``k`` covers normalised positions ``[norm[k], norm[k+1])`` and maps them
+    one-to-one onto the original starting at ``orig[k]``. Compact (one pair per run of
+    unchanged text) so that a large document does not cost a list entry per character.
+    """
+
+    norm: list[int]
+    orig: list[int]
+    length: int  # length of the normalised text
+    orig_length: int
+
+    def to_original(self, i: int) -> int:
+        if i >= self.length:
+            return self.orig_length
+        k = bisect.bisect_right(self.norm, i) - 1
+        if k < 0:
+            return 0
+        return self.orig[k] + (i - self.norm[k])
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Original ``[start, end)`` of the normalised span ``[start, end)``."""
+        if end <= start:
+            pos = self.to_original(start)
+            return pos, pos
+        return self.to_original(start), self.to_original(end - 1) + 1
+
+    def to_json(self) -> dict:
+        return {"norm": self.norm, "orig": self.orig, "length": self.length, "orig_length": self.orig_length}
+
+    @classmethod
+    def from_json(cls, data: dict) -> OffsetMap:
+        return cls(data["norm"], data["orig"], data["length"], data["orig_length"])
+
+
+def normalize(original: str) -> tuple[str, OffsetMap]:
+    """Normalise line breaks, full-width and other spaces, zero-width characters and runs
+    of blank lines, keeping an :class:`OffsetMap` back into ``original``.
+
+    - CRLF / CR / Unicode line separators become ``\\n``;
+    - each line is stripped; inside a line any run of spaces (ASCII, no-break, full-width
+      ``\\u3000``...) becomes one ASCII space; zero-width characters and BOMs vanish;
+    - one or more blank lines between two lines become exactly one blank line;
+    - leading and trailing blank lines are dropped.
+    """
+    out: list[str] = []
+    norm_starts: list[int] = []
+    orig_starts: list[int] = []
+    pos = 0  # length of normalised output so far
+
+    def emit(s: str, orig_at: int) -> None:
+        nonlocal pos
+        norm_starts.append(pos)
+        orig_starts.append(orig_at)
+        out.append(s)
+        pos += len(s)
+
+    pending_break: tuple[int, int] | None = None  # (orig position of the break, blank lines seen)
+    line_start = 0
+    lines: list[tuple[int, int, int]] = []  # (start, end, break position after it or -1)
+    for m in _LINE_BREAK.finditer(original):
+        lines.append((line_start, m.start(), m.start()))
+        line_start = m.end()
+    lines.append((line_start, len(original), -1))
+
+    for start, end, brk in lines:
+        line = original[start:end]
+        lstripped = line.lstrip(_STRIP_CHARS)
+        content_start = start + (len(line) - len(lstripped))
+        content = lstripped.rstrip(_STRIP_CHARS)
+        if not content:
+            if pending_break is not None:
+                pending_break = (pending_break[0], pending_break[1] + 1)
+            if brk >= 0 and pending_break is None and pos > 0:
+                pending_break = (brk, 1)
+            continue
+        if pending_break is not None and pos > 0:
+            brk_at, blanks = pending_break
+            emit("\n\n" if blanks > 0 else "\n", brk_at)
+        pending_break = None
+        _emit_line(content, content_start, emit)
+        if brk >= 0:
+            pending_break = (brk, 0)
+
+    text = "".join(out)
+    return text, OffsetMap(norm_starts, orig_starts, len(text), len(original))
+
+
+def _emit_line(content: str, base: int, emit) -> None:
+    i = 0
+    for m in re.finditer(f"{_SPACE_RUN.pattern}|{_ZERO_WIDTH.pattern}", content):
+        if m.start() > i:
+            emit(content[i:m.start()], base + i)
+        if _SPACE_RUN.fullmatch(m.group()):
+            emit(" ", base + m.start())
+        i = m.end()
+    if i < len(content):
+        emit(content[i:], base + i)
+
+
+# --------------------------------------------------------------------------- sentences
+
+_CLOSERS = "”’」』）)】》\"'"
+_SENTENCE_END = re.compile(r"(?:[。！？!?；;]+|…+|\.{3,})[" + re.escape(_CLOSERS) + r"]*|\n+")
+
+
+def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """``[(s, e)]`` spans of sentences in ``text[start:end]``, ends included
+    (``。！？；…`` and their ASCII forms, with closing quotes; a line break also ends one).
+    Spans exclude surrounding whitespace; empty spans are dropped."""
+    end = len(text) if end is None else end
+    spans = []
+    s = start
+    for m in _SENTENCE_END.finditer(text, start, end):
+        e = m.end() if not m.group().startswith("\n") else m.start()
+        _add_span(text, s, e, spans)
+        s = m.end()
+    _add_span(text, s, end, spans)
+    return spans
+
+
+def _add_span(text: str, s: int, e: int, spans: list) -> None:
+    while s < e and text[s].isspace():
+        s += 1
+    while e > s and text[e - 1].isspace():
+        e -= 1
+    if e > s:
+        spans.append((s, e))
+
+
+def split_sentences(text: str) -> list[str]:
+    return [text[s:e] for s, e in sentence_spans(text)]
+
+
+# --------------------------------------------------------------------------- tokens
+
+_jieba_lock = threading.Lock()
+_jieba = None
+
+# Function words and question words carry no topic: they match everywhere and only add noise.
+STOP_WORDS = frozenset(
+    """的 了 是 在 和 与 及 或 而 也 都 就 又 被 把 对 从 向 以 于 为 之 其 这 那 此 该 各 每 个 等 着 过 吗 呢 吧 啊 呀
+    么 嘛 哦 有 没有 要 会 能 可 可以 什么 如何 怎样 怎么 怎么样 为什么 为何 哪些 哪个 哪里 哪儿 哪 谁 多少 几 是否
+    是不是 有没有 请问 一下 一个 一种 这个 那个 这些 那些 我们 你们 他们 它们 我 你 他 她 它 自己 以及 并且 而且 还是
+    因为 所以 但是 但 如果 虽然 然后 还有 就是 不是 已经 比较 非常 进行 通过 关于 其中 或者 并 且 则 即 所 得 地
+    a an the of to in on for is are was were be and or what how why which who""".split()
+)
+
+_TOKEN_OK = re.compile(r"[\w\u4e00-\u9fff]")
+
+
+def _get_jieba():
+    global _jieba
+    if _jieba is None:
+        with _jieba_lock:
+            if _jieba is None:
+                import jieba
+
+                jieba.setLogLevel(logging.WARNING)
+                cache_dir = os.environ.get("KB_CACHE_DIR")
+                if cache_dir:
+                    os.makedirs(cache_dir, exist_ok=True)
+                    jieba.dt.tmp_dir = cache_dir
+                jieba.initialize()
+                _jieba = jieba
+    return _jieba
+
+
+def fold(text: str) -> str:
+    """Fold for matching: full-width letters and digits to ASCII, lower case."""
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def tokenize(text: str, stop_words: frozenset[str] = STOP_WORDS) -> list[str]:
+    """BM25 tokens: jieba search-mode words of the folded text, minus punctuation and
+    stop words. Search mode also emits the shorter words inside long ones
+    (``马克思主义`` -> ``马克思``, ``主义``, ``马克思主义``), which helps recall."""
+    jieba = _get_jieba()
+    tokens = []
+    for tok in jieba.cut_for_search(fold(text)):
+        tok = tok.strip()
+        if not tok or tok in stop_words or not _TOKEN_OK.search(tok):
+            continue
+        tokens.append(tok)
+    return tokens
+
+
+def is_cjk(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf"
