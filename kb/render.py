@@ -1,0 +1,120 @@
+"""Pure presentation helpers shared by the CLI and the page: citations, the best
+sentence, matched terms, and HTML highlighting that escapes first."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Sequence
+
+from .textproc import fold, sentence_spans
+
+
+def citation(title: str, meta: dict[str, str], heading_path: Sequence[str], path: str = "") -> str:
+    """A ready-to-paste citation: author, title, source, date, section path.
+
+    ``董清河（中共河北省蔚县县委常委、组织部长）.《标题》. 百度文库, 2024-07-11. 章节：三、… > 二要创新方法.``
+    """
+    parts = []
+    author = meta.get("author")
+    if author:
+        pos = meta.get("author_position")
+        parts.append(f"{author}（{pos}）" if pos else author)
+    parts.append(f"《{title}》")
+    where = ", ".join(x for x in (meta.get("source"), meta.get("date")) if x)
+    if where:
+        parts.append(where)
+    sections = [h for h in heading_path[1:] if h]
+    if sections:
+        parts.append("章节：" + " > ".join(sections))
+    elif path and not where:
+        parts.append(path)
+    return ". ".join(parts) + "."
+
+
+def matched_terms(query_tokens: Sequence[str], text: str) -> list[str]:
+    """Query terms found in ``text`` (folded), in query order, longest first when one
+    contains another so that highlighting prefers whole words."""
+    folded = fold(text)
+    seen: dict[str, None] = {}
+    for tok in query_tokens:
+        if tok and tok in folded:
+            seen[tok] = None
+    return list(seen)
+
+
+def best_sentence(text: str, terms: Sequence[str], weight: Callable[[str], float] | None = None,
+                  query: str = "") -> str:
+    """The sentence of ``text`` that best matches: most query-term weight (idf), ties
+    broken by shared characters with the query, then by position."""
+    spans = sentence_spans(text)
+    if not spans:
+        return text.strip()
+    qchars = set(fold(query)) - set(" ，,。？?！!")
+    best, best_score = spans[0], (-1.0, -1.0)
+    for s, e in spans:
+        sent = fold(text[s:e])
+        lex = sum((weight(t) if weight else 1.0) for t in terms if t in sent)
+        chars = len(qchars & set(sent)) / (len(qchars) or 1)
+        score = (lex, chars)
+        if score > best_score:
+            best, best_score = (s, e), score
+    return text[best[0]: best[1]]
+
+
+def highlight_html(text: str, terms: Sequence[str], sentence: str = "", mark_class: str = "kb-term",
+                   sentence_class: str = "kb-best") -> str:
+    """``text`` as safe HTML: every character escaped, matched ``terms`` wrapped in
+    ``<mark>``, the best ``sentence`` wrapped in ``<span>``. Matching runs on the raw
+    text, escaping on every piece, so document content can never inject markup."""
+    if not text:
+        return ""
+    n = len(text)
+    is_term = [False] * n
+    folded = fold(text)
+    if len(folded) == n:  # NFKC may change the length (rare ligatures); then skip term marks
+        for term in sorted(set(terms), key=len, reverse=True):
+            if not term:
+                continue
+            for m in re.finditer(re.escape(term), folded):
+                for i in range(m.start(), m.end()):
+                    is_term[i] = True
+    in_sent = [False] * n
+    if sentence:
+        pos = text.find(sentence)
+        if pos >= 0:
+            for i in range(pos, pos + len(sentence)):
+                in_sent[i] = True
+    out = []
+    i = 0
+    while i < n:
+        j = i
+        while j < n and is_term[j] == is_term[i] and in_sent[j] == in_sent[i]:
+            j += 1
+        piece = html.escape(text[i:j])
+        if is_term[i]:
+            piece = f'<mark class="{mark_class}">{piece}</mark>'
+        out.append((in_sent[i], piece))
+        i = j
+    # merge the sentence wrapper around consecutive pieces
+    html_out = []
+    open_sent = False
+    for sent, piece in out:
+        if sent and not open_sent:
+            html_out.append(f'<span class="{sentence_class}">')
+            open_sent = True
+        if not sent and open_sent:
+            html_out.append("</span>")
+            open_sent = False
+        html_out.append(piece)
+    if open_sent:
+        html_out.append("</span>")
+    return "".join(html_out)
+
+
+def terminal_highlight(text: str, terms: Sequence[str]) -> str:
+    """Bold matched terms with ANSI codes (for a terminal)."""
+    if not terms:
+        return text
+    rx = re.compile("|".join(re.escape(t) for t in sorted(set(terms), key=len, reverse=True)), re.I)
+    return rx.sub(lambda m: f"\033[1;33m{m.group()}\033[0m", text)

@@ -1,0 +1,386 @@
+"""Query an index: hybrid (dense + BM25) ranking, family de-duplication, related passages,
+passage and document views."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .embedding import Embedder, embedder_from_spec, same_embedder
+from .errors import EmptyQuery, IndexMismatch, KBError, UnknownPassage
+from .fusion import rrf, rrf_max
+from .index import check_model
+from .lexical import BM25Index, top_k
+from .render import best_sentence, citation, matched_terms
+from .store import IndexDir, open_db, read_manifest
+from .textproc import tokenize
+from .types import Hit
+from .vectors import VectorIndex
+
+MODES = ("hybrid", "dense", "lexical")
+
+
+class Searcher:
+    """A loaded index generation. Thread-safe: the page shares one across sessions."""
+
+    # Fusion settings (tuned in the evaluation issue).
+    fusion = "convex"  # or "rrf"
+    rrf_k = 60.0
+    weights = {"dense": 0.5, "lexical": 0.5}
+    pool_min = 50
+
+    def __init__(self, index_dir: Path, gen: Path, manifest: dict[str, Any], embedder: Embedder | None = None,
+                 device: str | None = None) -> None:
+        self.index_dir = index_dir
+        self.gen = gen
+        self.manifest = manifest
+        self.spec = manifest["embedder"]
+        self._embedder = embedder
+        self._device = device
+        self._con = open_db(gen / "meta.sqlite")
+        self._lock = threading.RLock()
+        self.vectors = VectorIndex.load(gen / "vectors.faiss")
+        if self.vectors.dim != int(self.spec["dim"]):
+            raise IndexMismatch(f"index at {index_dir}/ is inconsistent: vectors are {self.vectors.dim}-d, "
+                                f"manifest says {self.spec['dim']}-d — rebuild it")
+        self.bm25 = BM25Index.load(gen / "bm25")
+        self.passage_doc = np.load(gen / "passage_doc.npy", mmap_mode="r")
+        self.docs: list[dict[str, Any]] = []
+        for r in self._con.execute("SELECT doc_idx, doc_id, path, title, meta, n_passages, indexed_at, format "
+                                   "FROM documents ORDER BY doc_idx"):
+            d = dict(r)
+            d["meta"] = json.loads(d["meta"])
+            self.docs.append(d)
+        self.doc_by_id = {d["doc_id"]: d for d in self.docs}
+        self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, index_dir: str | Path = "index", model: str | None = None, embedder: Embedder | None = None,
+             device: str | None = None) -> Searcher:
+        idx = IndexDir(index_dir)
+        gen = idx.require_current()
+        manifest = read_manifest(gen)
+        check_model(model, manifest["embedder"], idx.root)
+        if embedder is not None and not same_embedder(embedder.spec(), manifest["embedder"]):
+            spec = manifest["embedder"]
+            raise IndexMismatch(
+                f"index at {idx.root}/ was built with {spec.get('backend')} {spec.get('model')} "
+                f"({spec.get('dim')}-d), not {embedder.describe()} — rebuild the index with that model"
+            )
+        return cls(idx.root, gen, manifest, embedder=embedder, device=device)
+
+    def is_stale(self) -> bool:
+        """True when a newer generation has been published since this one was loaded."""
+        return IndexDir(self.index_dir).current() != self.gen
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = embedder_from_spec(self.spec, device=self._device)
+            return self._embedder
+
+    def embed_query(self, query: str) -> np.ndarray:
+        with self._lock:
+            if query in self._qcache:
+                self._qcache.move_to_end(query)
+                return self._qcache[query]
+        vec = self.embedder.embed_query(query)
+        with self._lock:
+            self._qcache[query] = vec
+            while len(self._qcache) > 256:
+                self._qcache.popitem(last=False)
+        return vec
+
+    # ------------------------------------------------------------------ rows
+    def _rows(self, rows) -> dict[int, dict[str, Any]]:
+        rows = [int(r) for r in rows]
+        out: dict[int, dict[str, Any]] = {}
+        with self._lock:
+            for i in range(0, len(rows), 500):
+                chunk = rows[i: i + 500]
+                q = f"SELECT * FROM passages WHERE row IN ({','.join('?' * len(chunk))})"
+                for r in self._con.execute(q, chunk):
+                    d = dict(r)
+                    d["heading_path"] = json.loads(d["heading_path"])
+                    out[d["row"]] = d
+        return out
+
+    def _by_ids(self, ids) -> dict[str, dict[str, Any]]:
+        ids = list(ids)
+        out: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i: i + 500]
+                q = f"SELECT * FROM passages WHERE id IN ({','.join('?' * len(chunk))})"
+                for r in self._con.execute(q, chunk):
+                    d = dict(r)
+                    d["heading_path"] = json.loads(d["heading_path"])
+                    out[d["id"]] = d
+        return out
+
+    def passage(self, passage_id: str) -> dict[str, Any]:
+        found = self._by_ids([passage_id])
+        if passage_id not in found:
+            raise UnknownPassage(f"no passage with id {passage_id!r} in {self.index_dir}/ — "
+                                 "ids look like 4ef17b4da2ce:12 (see `kb search --json`)")
+        return found[passage_id]
+
+    def _ancestors(self, rows: dict[int, dict[str, Any]]) -> dict[str, list[str]]:
+        """``{passage id: [parent id, grandparent id, ...]}`` for the given rows."""
+        parent_of = {r["id"]: r["parent"] for r in rows.values()}
+        missing = {p for p in parent_of.values() if p and p not in parent_of}
+        while missing:
+            fetched = self._by_ids(missing)
+            for pid, r in fetched.items():
+                parent_of[pid] = r["parent"]
+            missing = {p for p in (r["parent"] for r in fetched.values()) if p and p not in parent_of}
+        out = {}
+        for r in rows.values():
+            chain, p = [], r["parent"]
+            while p:
+                chain.append(p)
+                p = parent_of.get(p)
+            out[r["id"]] = chain
+        return out
+
+    # ------------------------------------------------------------------ filters
+    def _mask(self, doc_ids=None, sources=None) -> np.ndarray | None:
+        if not doc_ids and not sources:
+            return None
+        allowed = np.zeros(len(self.docs), dtype=bool)
+        for d in self.docs:
+            if doc_ids and d["doc_id"] not in doc_ids:
+                continue
+            if sources and d["meta"].get("source", "") not in sources:
+                continue
+            allowed[d["doc_idx"]] = True
+        return allowed[np.asarray(self.passage_doc)] if len(self.passage_doc) else np.zeros(0, dtype=bool)
+
+    def _dense_candidates(self, qvec: np.ndarray, n: int, mask: np.ndarray | None):
+        if mask is None:
+            return self.vectors.search(qvec, n)
+        allowed = np.flatnonzero(mask)
+        if len(allowed) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        import faiss
+
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed.astype(np.int64)))
+        scores, ids = self.vectors.index.search(qvec.reshape(1, -1).astype(np.float32), min(n, len(allowed)),
+                                                params=params)
+        keep = ids[0] >= 0
+        return ids[0][keep].astype(np.int64), scores[0][keep]
+
+    # ------------------------------------------------------------------ search
+    def search(self, query: str, k: int = 10, mode: str = "hybrid", doc_ids=None, sources=None) -> list[Hit]:
+        query = (query or "").strip()
+        if not query:
+            raise EmptyQuery("empty query — type a question or some words to search for")
+        if mode not in MODES:
+            raise KBError(f"unknown mode {mode!r} — use one of {', '.join(MODES)}")
+        if k <= 0 or self.vectors.count == 0:
+            return []
+        n = max(self.pool_min, 5 * k)
+        mask = self._mask(doc_ids, sources)
+        qtokens = tokenize(query)
+
+        lex_all = self.bm25.scores(qtokens) if qtokens else np.zeros(self.bm25.n_docs, dtype=np.float32)
+        lex_rows, lex_vals = (top_k(lex_all, n, mask) if mode != "dense"
+                              else (np.zeros(0, np.int64), np.zeros(0, np.float32)))
+        qvec = None
+        dense_rows = np.zeros(0, np.int64)
+        dense_vals = np.zeros(0, np.float32)
+        if mode != "lexical":
+            qvec = self.embed_query(query)
+            dense_rows, dense_vals = self._dense_candidates(qvec, n, mask)
+
+        candidates = list(dict.fromkeys([int(r) for r in dense_rows] + [int(r) for r in lex_rows]))
+        if not candidates:
+            return []
+        cand = np.asarray(candidates, dtype=np.int64)
+        dense_of: dict[int, float] = {}
+        if qvec is not None:
+            dense_of = dict(zip(candidates, (self.vectors.vectors(cand) @ qvec).tolist()))
+        lex_max = float(lex_all.max()) if len(lex_all) else 0.0
+        lex_of = {r: (float(lex_all[r]) / lex_max if lex_max > 0 else 0.0) for r in candidates}
+
+        if mode == "dense":
+            ranked = sorted(candidates, key=lambda r: -dense_of[r])
+            fused = {r: max(0.0, dense_of[r]) for r in ranked}
+        elif mode == "lexical":
+            ranked = [int(r) for r in lex_rows]
+            fused = {r: lex_of[r] for r in ranked}
+        elif self.fusion == "rrf":
+            runs = {"dense": [int(r) for r in dense_rows], "lexical": [int(r) for r in lex_rows]}
+            parts = rrf(runs, k=self.rrf_k, weights=self.weights)
+            top = rrf_max(list(runs), k=self.rrf_k, weights=self.weights)
+            fused = {r: sum(c.values()) / top for r, c in parts.items()}
+            ranked = sorted(fused, key=lambda r: -fused[r])
+        else:
+            hi = float(dense_vals[0]) if len(dense_vals) else 1.0
+            lo = float(dense_vals[-1]) if len(dense_vals) else 0.0
+            span = hi - lo if hi - lo > 1e-6 else 1.0
+            wd, wl = self.weights["dense"], self.weights["lexical"]
+            fused = {r: wd * min(1.0, max(0.0, (dense_of[r] - lo) / span)) + wl * lex_of[r] for r in candidates}
+            ranked = sorted(fused, key=lambda r: -fused[r])
+
+        return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k)
+
+    def _finish(self, query, qtokens, ranked, fused, dense_of, lex_of, k) -> list[Hit]:
+        rows = self._rows(ranked)
+        ancestors = self._ancestors(rows)
+        evidence = {r: (lex_of.get(r, 0.0), dense_of.get(r, 0.0)) for r in ranked}
+        chosen = dedupe_families(ranked, rows, ancestors, fused, k, evidence)
+        hits = []
+        for entry in chosen:
+            r = rows[entry["row"]]
+            hits.append(self._hit(r, query, qtokens, entry["score"],
+                                  {"dense": round(float(dense_of.get(entry["row"], 0.0)), 4),
+                                   "lexical": round(float(lex_of.get(entry["row"], 0.0)), 4)},
+                                  entry["context"]))
+        return hits
+
+    def _hit(self, r: dict[str, Any], query: str, qtokens: list[str], score: float, scores: dict[str, float],
+             context: list[str]) -> Hit:
+        doc = self.doc_by_id[r["doc_id"]]
+        terms = matched_terms(qtokens, " ".join(r["heading_path"][1:]) + " " + r["text"])
+        return Hit(
+            id=r["id"], doc_id=r["doc_id"], title=doc["title"], heading_path=r["heading_path"], text=r["text"],
+            score=round(float(score), 4), scores=scores,
+            best_sentence=best_sentence(r["text"], terms, self.bm25.idf_of, query),
+            matched_terms=terms,
+            citation=citation(doc["title"], doc["meta"], r["heading_path"], doc["path"]),
+            kind=r["kind"], parent=r["parent"], path=doc["path"], meta=doc["meta"], context=context,
+        )
+
+    # ------------------------------------------------------------------ related / show
+    def related(self, passage_id: str, k: int = 5) -> list[Hit]:
+        p = self.passage(passage_id)
+        vec = self.vectors.vectors([p["row"]])[0]
+        family = {p["id"]} | set(self._ancestors({p["row"]: p})[p["id"]])
+        with self._lock:
+            family |= {r[0] for r in self._con.execute(
+                "WITH RECURSIVE d(id) AS (SELECT id FROM passages WHERE parent = ? "
+                "UNION SELECT p.id FROM passages p JOIN d ON p.parent = d.id) SELECT id FROM d", (p["id"],))}
+        rows_, vals = self.vectors.search(vec, max(self.pool_min, 5 * k) + len(family))
+        rows = self._rows(rows_)
+        ranked = [int(r) for r in rows_ if rows[int(r)]["id"] not in family]
+        cos = dict(zip([int(r) for r in rows_], vals.tolist()))
+        fused = {r: max(0.0, cos[r]) for r in ranked}
+        chosen = dedupe_families(ranked, rows, self._ancestors(rows), fused, k)
+        tokens = tokenize(p["text"])
+        return [self._hit(rows[e["row"]], p["text"], tokens, e["score"], {"dense": round(cos[e["row"]], 4),
+                                                                          "lexical": 0.0}, e["context"])
+                for e in chosen]
+
+    def show(self, passage_id: str, context: int = 1) -> dict[str, Any]:
+        """A passage with its document's metadata, its parent and children, and the
+        ``context`` top-level passages before and after it."""
+        p = self.passage(passage_id)
+        doc = self.document_info(p["doc_id"])
+        with self._lock:
+            top = [dict(r) for r in self._con.execute(
+                "SELECT id, kind, text, heading_path, ordinal FROM passages WHERE doc_id = ? AND parent IS NULL "
+                "ORDER BY ordinal", (p["doc_id"],))]
+            children = [dict(r) for r in self._con.execute(
+                "SELECT id, kind, text, heading_path FROM passages WHERE parent = ? ORDER BY ordinal", (p["id"],))]
+        for t in top + children:
+            t["heading_path"] = json.loads(t["heading_path"])
+        chain = self._ancestors({p["row"]: p})[p["id"]]
+        root_id = chain[-1] if chain else p["id"]
+        pos = next((i for i, t in enumerate(top) if t["id"] == root_id), 0)
+        parent = self.passage(p["parent"]) if p["parent"] else None
+        return {
+            "passage": p, "document": doc, "parent": parent, "children": children,
+            "before": top[max(0, pos - context): pos], "after": top[pos + 1: pos + 1 + context],
+            "citation": citation(doc["title"], doc["meta"], p["heading_path"], doc["path"]),
+        }
+
+    def document_info(self, doc_id: str) -> dict[str, Any]:
+        doc = self.doc_by_id.get(doc_id)
+        if doc is None:
+            raise KBError(f"no document with id {doc_id!r} in {self.index_dir}/")
+        return doc
+
+    def document(self, doc_id: str) -> dict[str, Any]:
+        """Full text and passages (top level and children) of a document."""
+        info = self.document_info(doc_id)
+        with self._lock:
+            text = self._con.execute("SELECT text FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()[0]
+            passages = [dict(r) for r in self._con.execute(
+                "SELECT id, kind, parent, start, \"end\", heading_path FROM passages WHERE doc_id = ? "
+                "ORDER BY ordinal", (doc_id,))]
+        for p in passages:
+            p["heading_path"] = json.loads(p["heading_path"])
+        return {**info, "text": text, "passages": passages}
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            kinds = {r[0]: r[1] for r in self._con.execute("SELECT kind, COUNT(*) FROM passages GROUP BY kind")}
+        size = sum(f.stat().st_size for f in self.gen.rglob("*") if f.is_file())
+        sources: dict[str, int] = {}
+        for d in self.docs:
+            s = d["meta"].get("source")
+            if s:
+                sources[s] = sources.get(s, 0) + 1
+        m = self.manifest
+        return {
+            "index": str(self.index_dir), "generation": self.gen.name, "created": m.get("created"),
+            "corpus": m.get("corpus"), "documents": len(self.docs), "passages": self.vectors.count,
+            "passage_kinds": kinds, "embedder": self.spec, "vector_index": self.vectors.kind,
+            "vocabulary": len(self.bm25.vocab), "size_bytes": size, "sources": sources,
+            "format_version": m.get("format_version"), "kb_version": m.get("kb_version"),
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+
+def dedupe_families(ranked: list[int], rows: dict[int, dict[str, Any]], ancestors: dict[str, list[str]],
+                    fused: dict[int, float], k: int,
+                    evidence: dict[int, tuple[float, float]] | None = None) -> list[dict[str, Any]]:
+    """Walk candidates best first; a passage and its ancestor are never both listed.
+
+    When a paragraph follows one of its own sub-points, it only becomes context. When a
+    sub-point follows its paragraph, it takes the paragraph's place (and rank) if it holds
+    the match: at least 80% of the paragraph's keyword score, or, with no keyword match,
+    a dense score as good. Otherwise the sub-point is an unrelated part of a paragraph
+    that matched elsewhere, and is dropped in favour of the paragraph."""
+    shown: list[dict[str, Any]] = []
+    for row in ranked:
+        pid = rows[row]["id"]
+        anc = set(ancestors.get(pid, []))
+        covered = False
+        for entry in shown:
+            if pid in entry["ancestors"]:  # an ancestor of something listed
+                if pid not in entry["context"]:
+                    entry["context"].append(pid)
+                covered = True
+                break
+            if entry["id"] in anc:  # more specific than something listed
+                if _holds_match(evidence, row, entry["row"]):
+                    entry["context"].append(entry["id"])
+                    entry.update(row=row, id=pid, ancestors=anc)
+                covered = True
+                break
+        if covered or len(shown) >= k:
+            continue
+        shown.append({"row": row, "id": pid, "ancestors": anc, "score": fused[row], "context": []})
+    return shown
+
+
+def _holds_match(evidence: dict[int, tuple[float, float]] | None, child: int, parent: int) -> bool:
+    if evidence is None:
+        return True
+    lex_c, dense_c = evidence.get(child, (0.0, 0.0))
+    lex_p, dense_p = evidence.get(parent, (0.0, 0.0))
+    if lex_p > 0:
+        return lex_c >= 0.8 * lex_p
+    return dense_c >= dense_p

@@ -1,0 +1,251 @@
+"""The index on disk.
+
+::
+
+    index/
+      CURRENT              name of the live generation, replaced atomically
+      gen-000007/          one complete, immutable index
+        manifest.json      format version, kb version, embedder, counts, corpus root
+        meta.sqlite        documents and passages
+        vectors.faiss      dense vectors, row i = passage row i
+        bm25/              BM25 sparse arrays + vocabulary
+        passage_doc.npy    row -> document number (filters)
+      pending.sqlite       vectors embedded by a run that has not finished yet
+      .lock                held by the one writer
+
+A writer builds ``gen-N.tmp/``, fsyncs it, renames it to ``gen-N/`` and only then
+replaces ``CURRENT``. A run killed at any moment leaves the previous generation live
+and complete; leftovers are removed by the next run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import IndexBusy, IndexNotFound, KBError
+
+FORMAT_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE documents (
+    doc_idx INTEGER PRIMARY KEY,
+    doc_id TEXT UNIQUE NOT NULL,
+    path TEXT NOT NULL,
+    title TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    text TEXT NOT NULL,
+    offsets TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    encoding TEXT,
+    format TEXT,
+    size INTEGER,
+    mtime_ns INTEGER,
+    n_passages INTEGER,
+    indexed_at TEXT
+);
+CREATE TABLE passages (
+    row INTEGER PRIMARY KEY,
+    id TEXT UNIQUE NOT NULL,
+    doc_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    heading_path TEXT NOT NULL,
+    text TEXT NOT NULL,
+    start INTEGER, "end" INTEGER, orig_start INTEGER, orig_end INTEGER,
+    parent TEXT,
+    ordinal INTEGER,
+    vkey TEXT NOT NULL,
+    tokens TEXT NOT NULL
+);
+CREATE INDEX passages_doc ON passages(doc_id, ordinal);
+CREATE INDEX passages_parent ON passages(parent);
+"""
+
+DOC_COLUMNS = ("doc_idx", "doc_id", "path", "title", "meta", "text", "offsets", "content_hash", "encoding",
+               "format", "size", "mtime_ns", "n_passages", "indexed_at")
+PASSAGE_COLUMNS = ("row", "id", "doc_id", "kind", "heading_path", "text", "start", "end", "orig_start",
+                   "orig_end", "parent", "ordinal", "vkey", "tokens")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class IndexDir:
+    """Paths and atomic switching for one index folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def current_file(self) -> Path:
+        return self.root / "CURRENT"
+
+    def current(self) -> Path | None:
+        try:
+            name = self.current_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        gen = self.root / name
+        return gen if (gen / "manifest.json").exists() else None
+
+    def require_current(self) -> Path:
+        gen = self.current()
+        if gen is None:
+            raise IndexNotFound(f"no index at {self.root}/ — run `kb index FOLDER` first")
+        return gen
+
+    def manifest(self) -> dict[str, Any] | None:
+        gen = self.current()
+        if gen is None:
+            return None
+        return read_manifest(gen)
+
+    def generations(self) -> list[Path]:
+        if not self.root.exists():
+            return []
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("gen-"))
+
+    def next_generation(self) -> Path:
+        numbers = [int(p.name.split("-")[1].split(".")[0]) for p in self.generations()
+                   if p.name.split("-")[1].split(".")[0].isdigit()]
+        n = max(numbers, default=0) + 1
+        return self.root / f"gen-{n:06d}"
+
+    @contextmanager
+    def writer_lock(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as e:
+                raise IndexBusy(f"another `kb index` is writing {self.root}/ — wait for it to finish") from e
+            yield
+        finally:
+            os.close(fd)
+
+    def publish(self, tmp: Path) -> Path:
+        """Make the complete generation in ``tmp`` (named ``gen-N.tmp``) the live one."""
+        final = tmp.with_name(tmp.name[: -len(".tmp")])
+        _fsync_dir(tmp)
+        os.rename(tmp, final)
+        _fsync_dir(self.root)
+        pointer = self.root / "CURRENT.tmp"
+        with open(pointer, "w", encoding="utf-8") as f:
+            f.write(final.name + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(pointer, self.current_file)
+        _fsync_dir(self.root)
+        return final
+
+    def clean(self, keep_previous: Path | None = None) -> None:
+        """Remove unfinished and superseded generations. Readers that still hold an old
+        generation open keep working (files stay alive while open)."""
+        live = self.current()
+        for gen in self.generations():
+            if gen == live or gen == keep_previous:
+                continue
+            shutil.rmtree(gen, ignore_errors=True)
+        try:
+            (self.root / "CURRENT.tmp").unlink()
+        except FileNotFoundError:
+            pass
+
+
+def read_manifest(gen: Path) -> dict[str, Any]:
+    data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+    if data.get("format_version") != FORMAT_VERSION:
+        raise KBError(
+            f"index at {gen.parent}/ has format {data.get('format_version')}, this kb reads format "
+            f"{FORMAT_VERSION} — rebuild it with `kb index FOLDER --rebuild`"
+        )
+    return data
+
+
+def write_manifest(gen: Path, data: dict[str, Any]) -> None:
+    data = {"format_version": FORMAT_VERSION, "kb_version": __version__, **data}
+    with open(gen / "manifest.json", "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def create_db(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(path)
+    con.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
+    return con
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    """Read-only connection, shareable across threads (callers serialise access)."""
+    con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+    con.row_factory = sqlite3.Row
+    return con
+
+
+def save_array(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, arr)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class PendingVectors:
+    """Vectors embedded by a run in progress, committed every batch, so a killed run
+    does not have to embed them again. Cleared once a generation is published."""
+
+    def __init__(self, path: Path, embedder_key: str, dim: int) -> None:
+        self.path = path
+        self.dim = dim
+        self.con = sqlite3.connect(path)
+        self.con.execute("CREATE TABLE IF NOT EXISTS vec (key TEXT PRIMARY KEY, embedder TEXT, v BLOB)")
+        # Vectors of another embedder are useless here.
+        self.con.execute("DELETE FROM vec WHERE embedder != ?", (embedder_key,))
+        self.con.commit()
+        self.embedder_key = embedder_key
+
+    def get_many(self, keys: list[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i: i + 500]
+            q = f"SELECT key, v FROM vec WHERE key IN ({','.join('?' * len(chunk))})"
+            for key, blob in self.con.execute(q, chunk):
+                out[key] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def put_many(self, keys: list[str], vectors: np.ndarray) -> None:
+        self.con.executemany(
+            "INSERT OR REPLACE INTO vec VALUES (?, ?, ?)",
+            [(k, self.embedder_key, np.ascontiguousarray(v, dtype=np.float32).tobytes())
+             for k, v in zip(keys, vectors)],
+        )
+        self.con.commit()
+
+    def close(self, remove: bool = False) -> None:
+        self.con.close()
+        if remove:
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                try:
+                    os.unlink(str(self.path) + suffix)
+                except FileNotFoundError:
+                    pass
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
