@@ -49,7 +49,8 @@ def test_sentence_transformers_backend_loads_a_model_by_path(tiny_st_model):
 
 def test_sentence_transformers_prompts_are_configurable_and_recorded(tiny_st_model, tmp_path, corpus):
     emb = SentenceTransformerEmbedder(str(tiny_st_model), query_prompt="上一：", passage_prompt="下二：")
-    assert emb.embed_query("服务") @ emb._encode(["服务"], False)[0] < 0.9999  # prompts (in the tiny vocabulary) change the input
+    # the prompts (characters of the tiny vocabulary) change what the model sees
+    assert emb.embed_query("服务") @ emb._encode(["服务"], False)[0] < 0.9999
     update_index(corpus, tmp_path / "index", embedder=emb, progress=False)
     s = Searcher.load(tmp_path / "index")
     assert s.spec == {"backend": "sentence-transformers", "model": str(tiny_st_model), "dim": 32,

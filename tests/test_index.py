@@ -181,7 +181,8 @@ class FlakyEmbedder(HashEmbedder):
 def test_killed_embedding_resumes_without_redoing_work(tmp_path):
     folder = tmp_path / "docs"
     for i in range(40):
-        write_doc(folder, f"d{i:02d}.txt", f"文档{i}", [f"第{i}号文档的第{j}段，内容各不相同{i * 100 + j}。" for j in range(5)])
+        paragraphs = [f"第{i}号文档的第{j}段，内容各不相同{i * 100 + j}。" for j in range(5)]
+        write_doc(folder, f"d{i:02d}.txt", f"文档{i}", paragraphs)
     index = tmp_path / "index"
     first = FlakyEmbedder(fail_on=3)
     first.batch_size = 1000

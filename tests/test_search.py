@@ -34,8 +34,11 @@ def test_hit_fields(searcher):
     assert "以理念创新带动工作创新" in h.best_sentence
     assert {"理念", "创新", "带动", "工作"} <= set(h.matched_terms)
     assert 0 < h.score <= 1 and set(h.scores) == {"dense", "lexical"}
-    assert h.citation == ("董清河（中共河北省蔚县县委常委、组织部长）. 《对生活失去信心的说说:组工干部学习贯彻“七一”讲话精神"
-                          "要争做四个表率》. 百度文库, 2024-07-11. 章节：三、坚持解放思想,争做改革创新的表率 > 一要创新理念.")
+    assert h.citation == (
+        "董清河（中共河北省蔚县县委常委、组织部长）. "
+        "《对生活失去信心的说说:组工干部学习贯彻“七一”讲话精神要争做四个表率》. "
+        "百度文库, 2024-07-11. 章节：三、坚持解放思想,争做改革创新的表率 > 一要创新理念."
+    )
     assert h.parent in h.context  # its paragraph matched too and is kept as context, not listed
 
 

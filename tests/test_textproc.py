@@ -39,7 +39,9 @@ def test_offset_map_is_compact_and_serialisable():
 
 def test_sentence_ends_include_closing_quotes_and_semicolons():
     text = "他说：“学而不思则罔。”要多思考；要多实践！真的吗？好……最后一句"
-    assert split_sentences(text) == ["他说：“学而不思则罔。”", "要多思考；", "要多实践！", "真的吗？", "好……", "最后一句"]
+    assert split_sentences(text) == [
+        "他说：“学而不思则罔。”", "要多思考；", "要多实践！", "真的吗？", "好……", "最后一句",
+    ]
     spans = sentence_spans(text, 5, 20)
     assert all(5 <= s < e <= 20 for s, e in spans)
 

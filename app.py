@@ -1,0 +1,389 @@
+"""kb — the search page.  streamlit run app.py -- --index DIR   (or KB_INDEX=DIR)
+
+Presentation only: searching, views and citations come from kb.search and kb.render.
+Every piece of document text goes through kb.render.highlight_html (or html.escape)
+before it reaches the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from kb.documents import SUPPORTED_SUFFIXES
+from kb.embedding import embedder_from_spec
+from kb.errors import KBError
+from kb.index import update_index
+from kb.library import remove_document, save_upload
+from kb.render import highlight_html
+from kb.search import Searcher
+from kb.store import IndexDir, read_manifest
+
+APP_DIR = Path(__file__).resolve().parent
+SAMPLE_CORPUS = APP_DIR / "corpus"
+UPLOAD_LIMIT_MB = 20
+MODES = {"混合": "hybrid", "语义": "dense", "关键词": "lexical"}
+STAGES = {"reading": "读取文档", "embedding": "生成向量"}
+
+CSS = """
+<style>
+html, body, [class*="css"], .stMarkdown, .stTextInput input {
+  font-family: "PingFang SC", "Hiragino Sans GB", "Noto Sans CJK SC", "Source Han Sans SC",
+               "WenQuanYi Zen Hei", "Microsoft YaHei", system-ui, sans-serif;
+}
+.block-container { max-width: 60rem; padding-top: 2.2rem; }
+.kb-card { border: 1px solid #e3e6eb; border-radius: 10px; padding: 14px 18px 10px; margin: 10px 0 4px;
+           background: #ffffff; box-shadow: 0 1px 2px rgba(15, 23, 42, 0.04); }
+.kb-crumb { color: #5b6472; font-size: 0.86rem; line-height: 1.6; margin-bottom: 6px; }
+.kb-crumb .kb-doc { color: #1d2b3a; font-weight: 600; }
+.kb-crumb .kb-sep { color: #a3acb9; margin: 0 0.35em; }
+.kb-text { font-size: 1.02rem; line-height: 1.9; letter-spacing: 0.02em; color: #1f2328; text-align: justify;
+           max-width: 46em; white-space: pre-wrap; }
+.kb-text mark.kb-term { background: #ffeb8a; color: inherit; padding: 0 1px; border-radius: 2px; }
+.kb-text .kb-best { background: #e8f1fe; border-bottom: 2px solid #8ab4f0; }
+.kb-meta { color: #6b7480; font-size: 0.82rem; margin-top: 8px; line-height: 1.7; }
+.kb-score { display: inline-block; background: #1f6feb; color: #fff; border-radius: 10px; padding: 0 9px;
+            font-weight: 600; cursor: help; }
+.kb-rank { color: #9aa3ad; font-weight: 600; margin-right: 0.4em; }
+.kb-context { color: #5f6875; font-size: 0.95rem; line-height: 1.85; border-left: 3px solid #e3e6eb;
+              padding: 2px 0 2px 12px; margin: 8px 0; white-space: pre-wrap; }
+.kb-focus { background: #fff4c2; border-left: 4px solid #f5b400; padding: 8px 12px; border-radius: 4px;
+            display: block; white-space: pre-wrap; }
+.kb-doc-meta { color: #4b5563; font-size: 0.92rem; line-height: 1.8; }
+.kb-fulltext { font-size: 1rem; line-height: 1.95; letter-spacing: 0.02em; white-space: pre-wrap;
+               max-width: 46em; color: #1f2328; }
+.kb-fulltext mark.kb-focus-inline { background: #fff1a8; padding: 2px 0; }
+</style>
+"""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def index_dir_from_args() -> Path:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--index")
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    return Path(args.index or os.environ.get("KB_INDEX") or "index")
+
+
+@st.cache_resource(show_spinner=False)
+def load_embedder(spec_json: str):
+    """One embedder per server and model, shared by every session and index generation."""
+    return embedder_from_spec(json.loads(spec_json))
+
+
+@st.cache_resource(show_spinner="正在加载索引…", max_entries=4)
+def load_searcher(index_dir: str, generation: str) -> Searcher:
+    """One loaded index per server and generation: a re-index publishes a new
+    generation, which is loaded once on the next run."""
+    manifest = read_manifest(Path(index_dir) / generation)
+    embedder = load_embedder(json.dumps(manifest["embedder"], sort_keys=True))
+    return Searcher.load(index_dir, embedder=embedder)
+
+
+# --------------------------------------------------------------------------- navigation
+
+
+def go(**params) -> None:
+    """Switch view through the URL, so every view can be shared and reloaded."""
+    q = st.query_params.get("q", "")
+    st.query_params.clear()
+    new = {"q": q, **params} if q and "q" not in params else params
+    for key, value in new.items():
+        if value:
+            st.query_params[key] = value
+
+
+def on_query_change() -> None:
+    q = st.session_state.get("q_input", "").strip()
+    st.query_params.clear()
+    if q:
+        st.query_params["q"] = q
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def crumb_html(title: str, heading_path: list[str]) -> str:
+    parts = [f'<span class="kb-doc">{html.escape(title)}</span>']
+    parts += [html.escape(h) for h in heading_path[1:]]
+    return '<span class="kb-sep">›</span>'.join(parts)
+
+
+def meta_line(meta: dict) -> str:
+    bits = []
+    if meta.get("author"):
+        bits.append("作者 " + meta["author"])
+    if meta.get("source"):
+        bits.append("来源 " + meta["source"])
+    if meta.get("date"):
+        bits.append(meta["date"])
+    return " · ".join(html.escape(b) for b in bits)
+
+
+def hit_card(rank: int | None, hit) -> str:
+    dense, lexical = hit.scores.get("dense", 0.0), hit.scores.get("lexical", 0.0)
+    explain = f"语义相似度 {dense:.2f} · 关键词得分 {lexical:.2f}"
+    detail = [f'<span class="kb-score" title="{html.escape(explain)}">相关度 {hit.score:.2f}</span>',
+              f"语义 {dense:.2f}", f"关键词 {lexical:.2f}"]
+    if hit.matched_terms:
+        detail.append("命中 " + "、".join(html.escape(t) for t in hit.matched_terms[:8]))
+    source = meta_line(hit.meta)
+    if source:
+        detail.append(source)
+    rank_html = f'<span class="kb-rank">{rank}</span>' if rank else ""
+    return (
+        f'<div class="kb-card"><div class="kb-crumb">{rank_html}{crumb_html(hit.title, hit.heading_path)}</div>'
+        f'<div class="kb-text">{highlight_html(hit.text, hit.matched_terms, hit.best_sentence)}</div>'
+        f'<div class="kb-meta">{" · ".join(detail)}</div></div>'
+    )
+
+
+def hit_actions(hit, key: str, related: bool = True) -> None:
+    cols = st.columns([1, 1, 4])
+    if related:
+        cols[0].button("相关段落", key=f"rel-{key}", on_click=go, kwargs={"p": hit.id},
+                       help="与这一段内容相近的其他段落")
+    cols[1].button("查看全文", key=f"doc-{key}", on_click=go, kwargs={"doc": hit.doc_id, "p": hit.id},
+                   help="打开整篇文档并定位到这一段")
+    with st.expander("引用", expanded=False):
+        st.code(hit.citation, language=None, wrap_lines=True)
+        st.caption("点击右上角的复制按钮即可复制引用")
+
+
+# --------------------------------------------------------------------------- views
+
+
+def view_no_index(index_dir: Path) -> None:
+    st.title("kb 知识库检索")
+    st.info(f"还没有索引（{index_dir}/）。先把文档建成索引，然后就可以提问了。")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**用示例语料**")
+        st.caption(f"{SAMPLE_CORPUS}")
+        if st.button("用示例语料建立索引", type="primary", disabled=not SAMPLE_CORPUS.is_dir()):
+            build_index(SAMPLE_CORPUS, index_dir)
+    with c2:
+        st.markdown("**用自己的文件夹**")
+        folder = st.text_input("文件夹路径", placeholder="/path/to/docs", key="folder_input")
+        if st.button("建立索引", disabled=not folder):
+            build_index(Path(folder).expanduser(), index_dir)
+
+
+def build_index(folder: Path, index_dir: Path, **kw) -> bool:
+    bar = st.progress(0.0, text="准备中…")
+    warnings: list[str] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{STAGES.get(stage, stage)} {done}/{total}")
+
+    try:
+        report = update_index(folder, index_dir, progress=False, warn=warnings.append, on_progress=progress, **kw)
+    except KBError as e:
+        bar.empty()
+        st.error(f"索引失败：{e}")
+        return False
+    bar.progress(1.0, text="完成")
+    st.session_state["last_report"] = {"summary": report.summary(), "warnings": warnings}
+    st.rerun()
+    return True
+
+
+def view_search(searcher: Searcher, settings: dict) -> None:
+    st.title("kb 知识库检索")
+    st.text_input("问题", key="q_input", on_change=on_query_change, label_visibility="collapsed",
+                  placeholder="输入问题，按回车搜索，例如：如何转变服务理念")
+    query = st.query_params.get("q", "").strip()
+    if not query:
+        st.caption("输入一个问题或几个关键词，按回车。结果按相关度排列，每条都注明出处，可以复制引用、查看相关段落或打开全文。")
+        return
+    t0 = time.perf_counter()
+    try:
+        hits = searcher.search(query, k=settings["k"], mode=settings["mode"], doc_ids=settings["doc_ids"],
+                               sources=settings["sources"])
+    except KBError as e:
+        st.error(str(e))
+        return
+    ms = (time.perf_counter() - t0) * 1000
+    if not hits:
+        st.info("没有找到相关段落。试试换个说法、减少关键词，或取消左侧的筛选条件。")
+        return
+    st.caption(f"找到 {len(hits)} 条结果 · {ms:.0f} 毫秒")
+    for i, hit in enumerate(hits, 1):
+        st.markdown(hit_card(i, hit), unsafe_allow_html=True)
+        hit_actions(hit, key=f"{i}-{hit.id}")
+
+
+def view_passage(searcher: Searcher, passage_id: str) -> None:
+    st.button("← 返回搜索结果", on_click=go, kwargs={})
+    try:
+        view = searcher.show(passage_id, context=0)
+        related = searcher.related(passage_id, k=6)
+    except KBError as e:
+        st.error(str(e))
+        return
+    p, doc = view["passage"], view["document"]
+    st.subheader("段落")
+    hit = searcher._hit(p, "", [], 1.0, {"dense": 1.0, "lexical": 0.0}, [])
+    st.markdown(
+        f'<div class="kb-card"><div class="kb-crumb">{crumb_html(doc["title"], p["heading_path"])}</div>'
+        f'<div class="kb-text">{html.escape(p["text"])}</div>'
+        f'<div class="kb-meta">{meta_line(doc["meta"])}</div></div>', unsafe_allow_html=True)
+    hit_actions(hit, key=f"focus-{p['id']}", related=False)
+    st.subheader("相关段落")
+    if not related:
+        st.info("没有找到相关段落。")
+    for i, r in enumerate(related, 1):
+        st.markdown(hit_card(i, r), unsafe_allow_html=True)
+        hit_actions(r, key=f"r{i}-{r.id}")
+
+
+def view_document(searcher: Searcher, doc_id: str, passage_id: str | None) -> None:
+    st.button("← 返回搜索结果", on_click=go, kwargs={})
+    try:
+        doc = searcher.document(doc_id)
+        view = searcher.show(passage_id, context=1) if passage_id else None
+    except KBError as e:
+        st.error(str(e))
+        return
+    st.header(doc["title"])
+    meta = doc["meta"]
+    lines = []
+    if meta.get("author"):
+        position = f"（{meta['author_position']}）" if meta.get("author_position") else ""
+        lines.append("作者：" + meta["author"] + position)
+    for key, label in (("source", "来源"), ("editor", "编辑"), ("date", "日期")):
+        if meta.get(key):
+            lines.append(f"{label}：{meta[key]}" + (f" {meta['time']}" if key == "date" and meta.get("time") else ""))
+    lines.append(f"文件：{doc['path']} · {doc['n_passages']} 个段落")
+    st.markdown('<div class="kb-doc-meta">' + "<br>".join(html.escape(x) for x in lines) + "</div>",
+                unsafe_allow_html=True)
+    text = doc["text"]
+    if view:
+        p = view["passage"]
+        st.markdown(f'<div class="kb-crumb" style="margin-top:1rem">{crumb_html(doc["title"], p["heading_path"])}'
+                    "</div>", unsafe_allow_html=True)
+        parts = [f'<div class="kb-context">{html.escape(b["text"])}</div>' for b in view["before"]]
+        parts.append(f'<div class="kb-text"><span class="kb-focus">{html.escape(p["text"])}</span></div>')
+        parts += [f'<div class="kb-context">{html.escape(a["text"])}</div>' for a in view["after"]]
+        st.markdown("".join(parts), unsafe_allow_html=True)
+        with st.expander("引用", expanded=True):
+            st.code(view["citation"], language=None, wrap_lines=True)
+        s, e = p["start"], p["end"]
+        full = (html.escape(text[:s]) + f'<mark class="kb-focus-inline">{html.escape(text[s:e])}</mark>'
+                + html.escape(text[e:]))
+    else:
+        full = html.escape(text)
+    st.subheader("全文")
+    st.markdown(f'<div class="kb-fulltext">{full}</div>', unsafe_allow_html=True)
+
+
+# --------------------------------------------------------------------------- sidebar
+
+
+def sidebar(searcher: Searcher, index_dir: Path) -> dict:
+    sb = st.sidebar
+    stats = searcher.stats()
+    sb.markdown("### 知识库")
+    emb = stats["embedder"]
+    sb.markdown(
+        f"文档 **{stats['documents']}** · 段落 **{stats['passages']}**  \n"
+        f"模型 {html.escape(str(emb['model']))}（{emb['dim']} 维）  \n"
+        f"更新于 {html.escape(str(stats['created'])[:16].replace('T', ' '))}"
+    )
+    report = st.session_state.pop("last_report", None)
+    if report:
+        sb.success(report["summary"])
+        for w in report["warnings"]:
+            sb.warning(f"未能读取：{w}")
+
+    sb.markdown("### 检索设置")
+    mode_label = sb.radio("方式", list(MODES), horizontal=True, key="mode",
+                          help="混合 = 语义 + 关键词；语义 = 按意思；关键词 = 按词语")
+    k = sb.slider("结果数量", 3, 30, 10, key="k")
+    titles = {d["doc_id"]: d["title"] for d in searcher.docs}
+    docs = sb.multiselect("只看这些文档", list(titles), format_func=lambda i: titles[i], key="docs")
+    sources = sorted(stats["sources"])
+    chosen_sources = sb.multiselect("只看这些来源", sources, key="sources") if sources else []
+
+    corpus = Path(searcher.manifest.get("corpus", ""))
+    sb.markdown("### 管理文档")
+    with sb.form("upload", clear_on_submit=True):
+        files = st.file_uploader(
+            f"添加文档（{' '.join(s.lstrip('.') for s in SUPPORTED_SUFFIXES)}，每个不超过 {UPLOAD_LIMIT_MB} MB）",
+            type=[s.lstrip(".") for s in SUPPORTED_SUFFIXES], accept_multiple_files=True, key="uploads")
+        submitted = st.form_submit_button("添加并建立索引")
+    if submitted and files:
+        add_files(files, corpus, index_dir)
+    if titles:
+        with sb.expander("移出文档"):
+            target = st.selectbox("文档", list(titles), format_func=lambda i: titles[i], key="remove_doc")
+            confirm = st.checkbox("确认移出（文件移到知识库的 .kb-trash 文件夹，不会删除）", key="remove_confirm")
+            if st.button("移出知识库", disabled=not confirm, key="remove_btn"):
+                remove(searcher, target, corpus, index_dir)
+    return {"mode": MODES[mode_label], "k": k, "doc_ids": set(docs) or None, "sources": set(chosen_sources) or None}
+
+
+def add_files(files, corpus: Path, index_dir: Path) -> None:
+    if not corpus.is_dir():
+        st.sidebar.error(f"知识库文件夹不存在：{corpus}")
+        return
+    rejected = []
+    for f in files:
+        try:
+            save_upload(corpus, f.name, f.getvalue(), max_bytes=UPLOAD_LIMIT_MB * 1024 * 1024)
+        except KBError as e:
+            rejected.append(str(e))
+    for msg in rejected:
+        st.sidebar.warning(f"未添加：{msg}")
+    with st.sidebar:
+        build_index(corpus, index_dir)
+
+
+def remove(searcher: Searcher, doc_id: str, corpus: Path, index_dir: Path) -> None:
+    try:
+        remove_document(corpus, searcher.document_info(doc_id)["path"])
+    except KBError as e:
+        st.sidebar.error(str(e))
+        return
+    with st.sidebar:
+        build_index(corpus, index_dir)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    st.set_page_config(page_title="kb · 知识库检索", page_icon="📚", layout="centered")
+    st.markdown(CSS, unsafe_allow_html=True)
+    index_dir = index_dir_from_args()
+    gen = IndexDir(index_dir).current()
+    if gen is None:
+        view_no_index(index_dir)
+        return
+    try:
+        searcher = load_searcher(str(index_dir), gen.name)
+    except KBError as e:
+        st.error(f"无法打开索引：{e}")
+        return
+    if "q_input" not in st.session_state:
+        st.session_state["q_input"] = st.query_params.get("q", "")
+    settings = sidebar(searcher, index_dir)
+    params = st.query_params
+    if params.get("doc"):
+        view_document(searcher, params["doc"], params.get("p"))
+    elif params.get("p"):
+        view_passage(searcher, params["p"])
+    else:
+        view_search(searcher, settings)
+
+
+main()
