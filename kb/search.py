@@ -98,6 +98,17 @@ class Searcher:
                 self._qcache.popitem(last=False)
         return vec
 
+    def warm(self) -> None:
+        """Load the tokenizer and the embedder now rather than on the first query."""
+        tokenize("预热")
+        if self.vectors.count:
+            self.embed_query("预热")
+
+    def prime_query(self, query: str, vector: np.ndarray) -> None:
+        """Supply a query's embedding computed elsewhere (evaluation embeds each once)."""
+        with self._lock:
+            self._qcache[query.strip()] = vector
+
     # ------------------------------------------------------------------ rows
     def _rows(self, rows) -> dict[int, dict[str, Any]]:
         rows = [int(r) for r in rows]

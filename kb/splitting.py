@@ -22,6 +22,9 @@ from .textproc import sentence_spans
 from .types import Document, Passage
 
 DEFAULT_MAX_CHARS = 480
+# Paragraphs shorter than this (web-page lines, captions) are packed with their neighbours
+# under the same heading, up to DEFAULT_MAX_CHARS: a 10-character line is no passage.
+DEFAULT_MIN_CHARS = 60
 
 _CN = "零〇一二三四五六七八九十百千两"
 CN_NUMERALS = [
@@ -252,7 +255,8 @@ def _line_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS) -> list[Passage]:
+def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS,
+                   min_chars: int = DEFAULT_MIN_CHARS) -> list[Passage]:
     """All passages of ``doc`` in reading order (parents before their children)."""
     from .documents import header_line_count
 
@@ -276,8 +280,19 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS) -> list[Pa
                 add("chunk", path, cs, ce, p.id)
         return p
 
+    # short plain paragraphs waiting to be packed: (start, end, heading path)
+    group: list[tuple[int, int]] = []
+    group_path: list[str] = []
+
+    def flush() -> None:
+        if group:
+            add_unit("paragraph", group_path, group[0][0], group[-1][1], None)
+            group.clear()
+
     n_header = header_line_count([text[s:e] for s, e in lines])
-    if n_header:
+    # The header is a passage when it holds more than the title (source, date, author...),
+    # or when it is all there is; a bare title already heads every passage.
+    if n_header and (n_header > 1 or n_header == len(lines)):
         add("header", [doc.title], lines[0][0], lines[n_header - 1][1], None)
 
     stack = HeadingStack()
@@ -288,6 +303,7 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS) -> list[Pa
         line = text[s:e]
         head = heading_label(line)
         if head is not None:
+            flush()
             hm, label, standalone = head
             stack.push(hm, label)
             if pending is not None and len(stack.items) <= pending[3]:
@@ -300,11 +316,18 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS) -> list[Pa
         path = [doc.title] + stack.labels()
         points = find_points(line)
         if points:
+            flush()
             para = add("paragraph", path, s, e, None)
             for ps, pe, label in points:
                 add_unit("point", path + [label], s + ps, s + pe, para.id)
-        else:
-            add_unit("paragraph", path, s, e, None)
+            continue
+        size = group[-1][1] - group[0][0] if group else 0
+        if group and (size >= min_chars or (e - group[0][0]) > max_chars or path != group_path):
+            flush()
+        if not group:
+            group_path = path
+        group.append((s, e))
+    flush()
     if pending is not None:
         add_unit("paragraph", pending[2], pending[0], pending[1], None)
     return passages

@@ -38,7 +38,8 @@ def write_doc(folder: Path, name: str, title: str, paragraphs: list[str]) -> Pat
 
 def test_incremental_counts(tmp_path, corpus):
     index = tmp_path / "index"
-    write_doc(corpus, "a.txt", "甲文档", ["第一段讲学习。", "第二段讲思考。"])
+    long = "，内容要足够长才能成为单独的段落" * 5 + "。"
+    write_doc(corpus, "a.txt", "甲文档", ["第一段讲学习" + long, "第二段讲思考" + long])
     write_doc(corpus, "sub/b.md", "乙文档", ["乙的内容。"])
     r, _ = build(corpus, index)
     assert (r.added, r.changed, r.removed, r.unchanged, r.documents) == (3, 0, 0, 0, 3)
@@ -53,13 +54,13 @@ def test_incremental_counts(tmp_path, corpus):
     r3, _ = build(corpus, index)
     assert (r3.changed, r3.unchanged, r3.embedded, r3.updated) == (0, 3, 0, False)
 
-    write_doc(corpus, "a.txt", "甲文档", ["第一段讲学习。", "第二段改成讲实践。"])
+    write_doc(corpus, "a.txt", "甲文档", ["第一段讲学习" + long, "第二段改成讲实践" + long])
     (corpus / "sub" / "b.md").unlink()
     write_doc(corpus, "c.txt", "丙文档", ["新的文档。"])
     r4, _ = build(corpus, index)
     assert (r4.added, r4.changed, r4.removed, r4.unchanged, r4.documents) == (1, 1, 1, 1, 3)
     # only the changed passage of a.txt (and c.txt's) needed embedding; the rest were reused
-    changed_passages = 1 + 2  # a.txt's new paragraph; c.txt's header and paragraph
+    changed_passages = 1 + 1  # a.txt's new paragraph; c.txt's paragraph (a bare title is no passage)
     assert r4.embedded == changed_passages and r4.reused > 0
 
     s = Searcher.load(index)
@@ -181,7 +182,7 @@ class FlakyEmbedder(HashEmbedder):
 def test_killed_embedding_resumes_without_redoing_work(tmp_path):
     folder = tmp_path / "docs"
     for i in range(40):
-        paragraphs = [f"第{i}号文档的第{j}段，内容各不相同{i * 100 + j}。" for j in range(5)]
+        paragraphs = [f"第{i}号文档的第{j}段，内容各不相同{i * 100 + j}，" * 4 + "。" for j in range(5)]
         write_doc(folder, f"d{i:02d}.txt", f"文档{i}", paragraphs)
     index = tmp_path / "index"
     first = FlakyEmbedder(fail_on=3)

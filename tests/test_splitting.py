@@ -152,3 +152,19 @@ def test_markdown_document_and_orphan_heading():
     assert ("paragraph", ["一、成绩"], "今年完成了任务。") in paths
     assert ("paragraph", [], "## 二、不足") in paths  # a heading with nothing under it is kept
     assert ("paragraph", ["三、计划"], "明年继续努力。") in paths
+
+
+def test_short_lines_are_packed_under_the_same_heading():
+    lines = ["短行一。", "短行二，也很短。", "这是一个比较长的段落，" * 8,
+             "一、新的小节", "小节里的短行。", "另一短行。"]
+    doc = parse_document(("网页标题\n\n" + "\n".join(lines)).encode(), "page.txt")
+    passages = split_document(doc, max_chars=480, min_chars=60)
+    texts = [(p.heading_path[1:], p.text) for p in passages]
+    assert texts[0] == ([], "短行一。\n短行二，也很短。\n" + "这是一个比较长的段落，" * 8)
+    assert texts[1] == (["一、新的小节"], "小节里的短行。\n另一短行。")
+    assert len(passages) == 2  # and no header passage: the title alone heads every passage
+
+
+def test_title_only_document_keeps_its_text():
+    passages = split_document(parse_document("只有一个标题".encode(), "t.txt"))
+    assert [(p.kind, p.text) for p in passages] == [("header", "只有一个标题")]

@@ -1,0 +1,300 @@
+"""``kb eval``: retrieval quality on question -> passage sets.
+
+Two dataset shapes:
+
+- ``passages.jsonl`` ``{id, title, text}`` + ``queries.jsonl`` ``{id, question, positives,
+  answer}``: the passages are indexed as documents through the normal pipeline (title,
+  blank line, text), cached under ``index/eval/<name>-<hash>/``; a hit counts for the
+  dataset passage its document came from, at the rank where that passage first appears.
+  Metrics: hit@1/5/10, MRR@10, nDCG@10, latency p50/p95.
+- ``queries.jsonl`` ``{id, question, expect}`` alone (``seed_dev``): asked against an
+  existing index (the project's own corpus); passes when ``expect`` appears in the
+  heading path or text of the first passage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import KBError
+
+MODES = ("hybrid", "dense", "lexical")
+CUTOFFS = (1, 5, 10)
+
+# --------------------------------------------------------------------------- metrics (pure)
+
+
+def hit_at(ranked: Sequence[str], positives: set[str], k: int) -> float:
+    return 1.0 if any(r in positives for r in ranked[:k]) else 0.0
+
+
+def mrr_at(ranked: Sequence[str], positives: set[str], k: int = 10) -> float:
+    for i, r in enumerate(ranked[:k], start=1):
+        if r in positives:
+            return 1.0 / i
+    return 0.0
+
+
+def ndcg_at(ranked: Sequence[str], positives: set[str], k: int = 10) -> float:
+    """Binary-relevance nDCG: DCG = sum rel_i / log2(i + 1) over ranks i = 1..k."""
+    dcg = sum(1.0 / math.log2(i + 1) for i, r in enumerate(ranked[:k], start=1) if r in positives)
+    ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(len(positives), k) + 1))
+    return dcg / ideal if ideal > 0 else 0.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else 0.0
+
+
+def first_occurrences(items: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class Dataset:
+    name: str
+    path: Path
+    queries: list[dict[str, Any]]
+    passages: list[dict[str, Any]] | None  # None: the "expect" shape
+
+    @property
+    def kind(self) -> str:
+        return "passages" if self.passages is not None else "expect"
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise KBError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+    return rows
+
+
+def load_dataset(directory: str | Path) -> Dataset:
+    d = Path(directory)
+    qpath = d / "queries.jsonl"
+    if not qpath.is_file():
+        raise KBError(f"{d}/ has no queries.jsonl — a dataset folder holds queries.jsonl "
+                      "(and passages.jsonl unless its queries carry an 'expect' phrase)")
+    queries = _read_jsonl(qpath)
+    ppath = d / "passages.jsonl"
+    passages = _read_jsonl(ppath) if ppath.is_file() else None
+    if passages is None and not all("expect" in q for q in queries):
+        raise KBError(f"{d}/ has no passages.jsonl and its queries have no 'expect' phrase")
+    for q in queries:
+        if "question" not in q:
+            raise KBError(f"{qpath}: every query needs a 'question' (query {q.get('id')!r} has none)")
+    return Dataset(d.resolve().name, d, queries, passages)
+
+
+def dataset_hash(ds: Dataset, model: str | None, max_chars: int) -> str:
+    h = hashlib.sha1()
+    h.update((ds.path / "passages.jsonl").read_bytes())
+    h.update(f"\x00{model or 'default'}\x00{max_chars}".encode())
+    return h.hexdigest()[:12]
+
+
+def prepare_index(ds: Dataset, cache: Path, model: str | None, max_chars: int, progress: bool,
+                  log=None) -> tuple[Path, dict[str, str]]:
+    """Write the dataset's passages as documents and index them (incrementally).
+    Returns the index folder and ``{document path: dataset passage id}``."""
+    from .index import update_index
+
+    corpus = cache / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    path_to_id: dict[str, str] = {}
+    for i, p in enumerate(ds.passages or []):
+        name = f"p{i:06d}.txt"
+        title = (p.get("title") or "").strip()
+        content = f"{title}\n\n{p['text']}" if title else p["text"]
+        target = corpus / name
+        data = content.encode("utf-8")
+        if not target.exists() or target.read_bytes() != data:
+            target.write_bytes(data)
+        path_to_id[name] = str(p["id"])
+    (cache / "ids.json").write_text(json.dumps(path_to_id, ensure_ascii=False), encoding="utf-8")
+    report = update_index(corpus, cache / "index", model=model, max_chars=max_chars, progress=progress,
+                          warn=lambda m: None)
+    if log:
+        log(f"index {cache / 'index'}: {report.summary()}")
+    return cache / "index", path_to_id
+
+
+# --------------------------------------------------------------------------- running
+
+
+class QueryVectors:
+    """Query embeddings, each measured once (single query, as a user would send it) and
+    cached on disk beside the eval index, so the modes and later runs share them."""
+
+    def __init__(self, searcher, path: Path | None) -> None:
+        self.searcher = searcher
+        self.path = path
+        self.vectors: dict[str, np.ndarray] = {}
+        self.ms: dict[str, float] = {}
+        self.key = json.dumps(searcher.spec, sort_keys=True)
+        if path and path.exists():
+            data = np.load(path, allow_pickle=False)
+            if str(data["key"]) == self.key:
+                for q, v, ms in zip(data["queries"].tolist(), data["vectors"], data["ms"]):
+                    self.vectors[q] = v
+                    self.ms[q] = float(ms)
+
+    def get(self, query: str) -> tuple[np.ndarray, float]:
+        if query not in self.vectors:
+            t0 = time.perf_counter()
+            self.vectors[query] = self.searcher.embedder.embed_query(query)
+            self.ms[query] = (time.perf_counter() - t0) * 1000
+        return self.vectors[query], self.ms[query]
+
+    def save(self) -> None:
+        if not self.path or not self.vectors:
+            return
+        qs = list(self.vectors)
+        np.savez(self.path, key=np.array(self.key), queries=np.array(qs),
+                 vectors=np.vstack([self.vectors[q] for q in qs]), ms=np.array([self.ms[q] for q in qs]))
+
+
+def _bar(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="query", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def run_mode(searcher, queries: list[dict[str, Any]], mode: str, qvecs: QueryVectors, depth: int,
+             progress: bool) -> tuple[list[list[Any]], list[float]]:
+    """Hits of every query, and each query's latency in ms (search + its embedding)."""
+    results, latencies = [], []
+    bar = _bar(progress, len(queries), mode)
+    for q in queries:
+        embed_ms = 0.0
+        if mode != "lexical":
+            vec, embed_ms = qvecs.get(q["question"])
+            searcher.prime_query(q["question"], vec)
+        t0 = time.perf_counter()
+        hits = searcher.search(q["question"], k=depth, mode=mode)
+        latencies.append((time.perf_counter() - t0) * 1000 + embed_ms)
+        results.append(hits)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return results, latencies
+
+
+def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, index: str | Path | None = None,
+             model: str | None = None, corpus: str | Path | None = None, progress: bool = False,
+             log=None, searcher_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    from .search import Searcher
+    from .splitting import DEFAULT_MAX_CHARS
+
+    ds = load_dataset(directory)
+    depth = max(k, 10)
+    if ds.kind == "passages":
+        default = Path("index") / "eval" / f"{ds.name}-{dataset_hash(ds, model, DEFAULT_MAX_CHARS)}"
+        cache = Path(index) if index else default
+        index_dir, path_to_id = prepare_index(ds, cache, model, DEFAULT_MAX_CHARS, progress, log)
+        qcache = cache / "queries.npz"
+    else:
+        path_to_id = {}
+        if corpus is not None:
+            from .index import update_index
+
+            cache = Path(index) if index else Path("index") / "eval" / f"{ds.name}-corpus"
+            update_index(corpus, cache / "index", model=model, progress=progress, warn=lambda m: None)
+            index_dir = cache / "index"
+        else:
+            index_dir = Path(index) if index else Path("index")
+        qcache = None
+    searcher = Searcher.load(index_dir, model=model)
+    for key, value in (searcher_options or {}).items():
+        setattr(searcher, key, value)
+    searcher.warm()
+    qvecs = QueryVectors(searcher, qcache)
+    out: dict[str, Any] = {
+        "dataset": ds.name, "passages": len(ds.passages) if ds.passages is not None else None,
+        "queries": len(ds.queries), "index_passages": searcher.vectors.count,
+        "embedder": searcher.spec, "modes": {},
+    }
+    for mode in modes:
+        results, latencies = run_mode(searcher, ds.queries, mode, qvecs, depth, progress)
+        stats: dict[str, Any]
+        if ds.kind == "passages":
+            stats = _passage_metrics(ds, results, path_to_id)
+        else:
+            stats = _expect_metrics(ds, results)
+        stats["p50_ms"] = round(percentile(latencies, 50), 2)
+        stats["p95_ms"] = round(percentile(latencies, 95), 2)
+        out["modes"][mode] = stats
+    qvecs.save()
+    return out
+
+
+def _passage_metrics(ds: Dataset, results, path_to_id: dict[str, str]) -> dict[str, Any]:
+    sums = {f"hit@{c}": 0.0 for c in CUTOFFS} | {"mrr@10": 0.0, "ndcg@10": 0.0}
+    for q, hits in zip(ds.queries, results):
+        ranked = first_occurrences([path_to_id.get(h.path, h.path) for h in hits])
+        positives = {str(p) for p in q.get("positives", [])}
+        for c in CUTOFFS:
+            sums[f"hit@{c}"] += hit_at(ranked, positives, c)
+        sums["mrr@10"] += mrr_at(ranked, positives, 10)
+        sums["ndcg@10"] += ndcg_at(ranked, positives, 10)
+    n = max(len(ds.queries), 1)
+    return {key: round(v / n, 4) for key, v in sums.items()}
+
+
+def _expect_metrics(ds: Dataset, results) -> dict[str, Any]:
+    passed, failures = 0, []
+    for q, hits in zip(ds.queries, results):
+        top = hits[0] if hits else None
+        ok = top is not None and (q["expect"] in top.text or any(q["expect"] in h for h in top.heading_path))
+        passed += ok
+        if not ok:
+            failures.append(q.get("id", q["question"]))
+    return {"top1": round(passed / max(len(ds.queries), 1), 4), "top1_passed": passed, "failures": failures}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    emb = result["embedder"]
+    head = (f"dataset {result['dataset']} · {result['queries']} queries"
+            + (f" · {result['passages']} passages ({result['index_passages']} indexed units)"
+               if result["passages"] is not None else f" · {result['index_passages']} indexed passages")
+            + f" · {emb['backend']} {emb['model']} ({emb['dim']}-d)")
+    lines = [head]
+    modes = result["modes"]
+    if not modes:
+        return head
+    first = next(iter(modes.values()))
+    if "top1" in first:
+        lines.append(f"{'mode':<9}{'top-1':>8}{'passed':>9}{'p50 ms':>9}{'p95 ms':>9}  failures")
+        for mode, s in modes.items():
+            lines.append(f"{mode:<9}{s['top1']:>8.3f}{s['top1_passed']:>9}{s['p50_ms']:>9.1f}{s['p95_ms']:>9.1f}  "
+                         + (", ".join(map(str, s["failures"])) or "-"))
+    else:
+        cols = ["hit@1", "hit@5", "hit@10", "mrr@10", "ndcg@10"]
+        lines.append(f"{'mode':<9}" + "".join(f"{c:>9}" for c in cols) + f"{'p50 ms':>9}{'p95 ms':>9}")
+        for mode, s in modes.items():
+            lines.append(f"{mode:<9}" + "".join(f"{s[c]:>9.3f}" for c in cols)
+                         + f"{s['p50_ms']:>9.1f}{s['p95_ms']:>9.1f}")
+    return "\n".join(lines)
