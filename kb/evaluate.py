@@ -114,7 +114,7 @@ def dataset_hash(ds: Dataset, model: str | None, max_chars: int) -> str:
 
 
 def prepare_index(ds: Dataset, cache: Path, model: str | None, max_chars: int, progress: bool,
-                  log=None) -> tuple[Path, dict[str, str]]:
+                  log=None):
     """Write the dataset's passages as documents and index them (incrementally).
     Returns the index folder and ``{document path: dataset passage id}``."""
     from .index import update_index
@@ -136,7 +136,7 @@ def prepare_index(ds: Dataset, cache: Path, model: str | None, max_chars: int, p
                           warn=lambda m: None)
     if log:
         log(f"index {cache / 'index'}: {report.summary()}")
-    return cache / "index", path_to_id
+    return cache / "index", path_to_id, report
 
 
 # --------------------------------------------------------------------------- running
@@ -214,15 +214,15 @@ def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, i
     if ds.kind == "passages":
         default = Path("index") / "eval" / f"{ds.name}-{dataset_hash(ds, model, DEFAULT_MAX_CHARS)}"
         cache = Path(index) if index else default
-        index_dir, path_to_id = prepare_index(ds, cache, model, DEFAULT_MAX_CHARS, progress, log)
+        index_dir, path_to_id, report = prepare_index(ds, cache, model, DEFAULT_MAX_CHARS, progress, log)
         qcache = cache / "queries.npz"
     else:
-        path_to_id = {}
+        path_to_id, report = {}, None
         if corpus is not None:
             from .index import update_index
 
             cache = Path(index) if index else Path("index") / "eval" / f"{ds.name}-corpus"
-            update_index(corpus, cache / "index", model=model, progress=progress, warn=lambda m: None)
+            report = update_index(corpus, cache / "index", model=model, progress=progress, warn=lambda m: None)
             index_dir = cache / "index"
         else:
             index_dir = Path(index) if index else Path("index")
@@ -235,7 +235,10 @@ def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, i
     out: dict[str, Any] = {
         "dataset": ds.name, "passages": len(ds.passages) if ds.passages is not None else None,
         "queries": len(ds.queries), "index_passages": searcher.vectors.count,
-        "embedder": searcher.spec, "modes": {},
+        "embedder": searcher.spec, "index": str(index_dir),
+        "indexing": {"embedded": report.embedded, "reused": report.reused, "seconds": round(report.seconds, 2)}
+        if report else None,
+        "modes": {},
     }
     for mode in modes:
         results, latencies = run_mode(searcher, ds.queries, mode, qvecs, depth, progress)
