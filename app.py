@@ -22,7 +22,7 @@ from kb.embedding import embedder_from_spec
 from kb.errors import KBError
 from kb.index import update_index
 from kb.library import remove_document, save_upload
-from kb.render import highlight_html
+from kb.render import document_html, highlight_html
 from kb.search import Searcher
 from kb.store import IndexDir, read_manifest
 
@@ -47,7 +47,7 @@ html, body, [class*="css"], .stMarkdown, .stTextInput input {
 .kb-text { font-size: 1.02rem; line-height: 1.9; letter-spacing: 0.02em; color: #1f2328; text-align: justify;
            max-width: 46em; white-space: pre-wrap; }
 .kb-text mark.kb-term { background: #ffeb8a; color: inherit; padding: 0 1px; border-radius: 2px; }
-.kb-text .kb-best { background: #e8f1fe; border-bottom: 2px solid #8ab4f0; }
+.kb-text .kb-best { background: #eaf2fd; border-radius: 2px; }
 .kb-meta { color: #6b7480; font-size: 0.82rem; margin-top: 8px; line-height: 1.7; }
 .kb-score { display: inline-block; background: #1f6feb; color: #fff; border-radius: 10px; padding: 0 9px;
             font-weight: 600; cursor: help; }
@@ -57,9 +57,13 @@ html, body, [class*="css"], .stMarkdown, .stTextInput input {
 .kb-focus { background: #fff4c2; border-left: 4px solid #f5b400; padding: 8px 12px; border-radius: 4px;
             display: block; white-space: pre-wrap; }
 .kb-doc-meta { color: #4b5563; font-size: 0.92rem; line-height: 1.8; }
-.kb-fulltext { font-size: 1rem; line-height: 1.95; letter-spacing: 0.02em; white-space: pre-wrap;
-               max-width: 46em; color: #1f2328; }
+.kb-fulltext { font-size: 1rem; line-height: 1.95; letter-spacing: 0.02em; max-width: 46em; color: #1f2328; }
+.kb-fulltext p { margin: 0 0 0.7em; text-align: justify; }
+.kb-fulltext p.kb-heading { font-weight: 600; margin-top: 1.1em; }
 .kb-fulltext mark.kb-focus-inline { background: #fff1a8; padding: 2px 0; }
+[data-testid="stCode"] pre, [data-testid="stCode"] code { font-size: 0.78rem !important; line-height: 1.6 !important;
+  font-family: "Noto Sans CJK SC", "WenQuanYi Zen Hei", "PingFang SC", "Microsoft YaHei", monospace !important; }
+[data-testid="stCode"] { margin-top: -0.4rem; }
 </style>
 """
 
@@ -86,7 +90,9 @@ def load_searcher(index_dir: str, generation: str) -> Searcher:
     generation, which is loaded once on the next run."""
     manifest = read_manifest(Path(index_dir) / generation)
     embedder = load_embedder(json.dumps(manifest["embedder"], sort_keys=True))
-    return Searcher.load(index_dir, embedder=embedder)
+    searcher = Searcher.load(index_dir, embedder=embedder)
+    searcher.warm()  # tokenizer and model now, not on the first query
+    return searcher
 
 
 # --------------------------------------------------------------------------- navigation
@@ -148,15 +154,14 @@ def hit_card(rank: int | None, hit) -> str:
 
 
 def hit_actions(hit, key: str, related: bool = True) -> None:
-    cols = st.columns([1, 1, 4])
+    # st.code has a copy button: the citation is copied with one click
+    st.code(hit.citation, language=None, wrap_lines=True)
+    cols = st.columns([1, 1, 3])
     if related:
         cols[0].button("相关段落", key=f"rel-{key}", on_click=go, kwargs={"p": hit.id},
                        help="与这一段内容相近的其他段落")
     cols[1].button("查看全文", key=f"doc-{key}", on_click=go, kwargs={"doc": hit.doc_id, "p": hit.id},
                    help="打开整篇文档并定位到这一段")
-    with st.expander("引用", expanded=False):
-        st.code(hit.citation, language=None, wrap_lines=True)
-        st.caption("点击右上角的复制按钮即可复制引用")
 
 
 # --------------------------------------------------------------------------- views
@@ -275,13 +280,10 @@ def view_document(searcher: Searcher, doc_id: str, passage_id: str | None) -> No
         parts.append(f'<div class="kb-text"><span class="kb-focus">{html.escape(p["text"])}</span></div>')
         parts += [f'<div class="kb-context">{html.escape(a["text"])}</div>' for a in view["after"]]
         st.markdown("".join(parts), unsafe_allow_html=True)
-        with st.expander("引用", expanded=True):
-            st.code(view["citation"], language=None, wrap_lines=True)
-        s, e = p["start"], p["end"]
-        full = (html.escape(text[:s]) + f'<mark class="kb-focus-inline">{html.escape(text[s:e])}</mark>'
-                + html.escape(text[e:]))
+        st.code(view["citation"], language=None, wrap_lines=True)
+        full = document_html(text, (p["start"], p["end"]))
     else:
-        full = html.escape(text)
+        full = document_html(text)
     st.subheader("全文")
     st.markdown(f'<div class="kb-fulltext">{full}</div>', unsafe_allow_html=True)
 
@@ -310,9 +312,10 @@ def sidebar(searcher: Searcher, index_dir: Path) -> dict:
                           help="混合 = 语义 + 关键词；语义 = 按意思；关键词 = 按词语")
     k = sb.slider("结果数量", 3, 30, 10, key="k")
     titles = {d["doc_id"]: d["title"] for d in searcher.docs}
-    docs = sb.multiselect("只看这些文档", list(titles), format_func=lambda i: titles[i], key="docs")
+    docs = sb.multiselect("只看这些文档", list(titles), format_func=lambda i: titles[i], key="docs",
+                          placeholder="全部文档")
     sources = sorted(stats["sources"])
-    chosen_sources = sb.multiselect("只看这些来源", sources, key="sources") if sources else []
+    chosen_sources = sb.multiselect("只看这些来源", sources, key="sources", placeholder="全部来源") if sources else []
 
     corpus = Path(searcher.manifest.get("corpus", ""))
     sb.markdown("### 管理文档")

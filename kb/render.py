@@ -118,3 +118,28 @@ def terminal_highlight(text: str, terms: Sequence[str]) -> str:
         return text
     rx = re.compile("|".join(re.escape(t) for t in sorted(set(terms), key=len, reverse=True)), re.I)
     return rx.sub(lambda m: f"\033[1;33m{m.group()}\033[0m", text)
+
+
+def document_html(text: str, focus: tuple[int, int] | None = None, focus_class: str = "kb-focus-inline",
+                  heading_class: str = "kb-heading") -> str:
+    """A whole document as escaped HTML, one ``<p>`` per line; the ``focus`` span (offsets
+    into ``text``) wrapped in ``<mark>`` even where it crosses lines; heading lines marked."""
+    from .splitting import heading_label
+
+    out = []
+    pos = 0
+    for line in text.split("\n"):
+        start, end = pos, pos + len(line)
+        pos = end + 1
+        if not line.strip():
+            continue
+        if focus and focus[0] < end and focus[1] > start:
+            a, b = max(focus[0], start) - start, min(focus[1], end) - start
+            body = (html.escape(line[:a]) + f'<mark class="{focus_class}">' + html.escape(line[a:b]) + "</mark>"
+                    + html.escape(line[b:]))
+        else:
+            body = html.escape(line)
+        head = heading_label(line.strip())
+        cls = f' class="{heading_class}"' if head is not None and head[2] else ""
+        out.append(f"<p{cls}>{body}</p>")
+    return "".join(out)

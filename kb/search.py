@@ -291,25 +291,29 @@ class Searcher:
                 for e in chosen]
 
     def show(self, passage_id: str, context: int = 1) -> dict[str, Any]:
-        """A passage with its document's metadata, its parent and children, and the
-        ``context`` top-level passages before and after it."""
+        """A passage with its document's metadata, its parent and children, and up to
+        ``context`` neighbours before and after it at its own level: sibling sub-points
+        (or the paragraph's opening) for a sub-point, paragraphs for a paragraph."""
         p = self.passage(passage_id)
         doc = self.document_info(p["doc_id"])
         with self._lock:
-            top = [dict(r) for r in self._con.execute(
-                "SELECT id, kind, text, heading_path, ordinal FROM passages WHERE doc_id = ? AND parent IS NULL "
-                "ORDER BY ordinal", (p["doc_id"],))]
+            level = [dict(r) for r in self._con.execute(
+                "SELECT id, kind, text, heading_path, start, \"end\", ordinal FROM passages WHERE doc_id = ? AND "
+                + ("parent = ?" if p["parent"] else "parent IS NULL") + " ORDER BY ordinal",
+                (p["doc_id"], p["parent"]) if p["parent"] else (p["doc_id"],))]
             children = [dict(r) for r in self._con.execute(
                 "SELECT id, kind, text, heading_path FROM passages WHERE parent = ? ORDER BY ordinal", (p["id"],))]
-        for t in top + children:
+        for t in level + children:
             t["heading_path"] = json.loads(t["heading_path"])
-        chain = self._ancestors({p["row"]: p})[p["id"]]
-        root_id = chain[-1] if chain else p["id"]
-        pos = next((i for i, t in enumerate(top) if t["id"] == root_id), 0)
+        pos = next((i for i, t in enumerate(level) if t["id"] == p["id"]), 0)
+        before, after = level[max(0, pos - context): pos], level[pos + 1: pos + 1 + context]
         parent = self.passage(p["parent"]) if p["parent"] else None
+        if parent is not None and context > 0 and pos == 0 and p["start"] > parent["start"]:
+            lead = parent["text"][: p["start"] - parent["start"]].strip()
+            if lead:  # the paragraph's opening, before its first sub-point
+                before = [{"id": parent["id"], "kind": "lead", "text": lead, "heading_path": parent["heading_path"]}]
         return {
-            "passage": p, "document": doc, "parent": parent, "children": children,
-            "before": top[max(0, pos - context): pos], "after": top[pos + 1: pos + 1 + context],
+            "passage": p, "document": doc, "parent": parent, "children": children, "before": before, "after": after,
             "citation": citation(doc["title"], doc["meta"], p["heading_path"], doc["path"]),
         }
 

@@ -73,8 +73,18 @@ def test_show_gives_context_and_metadata(searcher):
     view = searcher.show(hit.id)
     assert view["document"]["meta"]["author"] == "董清河"
     assert view["parent"]["id"] == hit.parent and hit.text in view["parent"]["text"]
-    assert view["before"] and view["after"]
-    assert view["before"][-1]["heading_path"][-1].startswith("二、")
+    # a sub-point's neighbours are its sibling sub-points
+    assert [b["heading_path"][-1] for b in view["before"]] == ["一要创新理念"]
+    assert [a["heading_path"][-1] for a in view["after"]] == ["三要创新机制"]
+    # the first sub-point is preceded by its paragraph's opening
+    first = searcher.show(searcher.search("一要创新理念", k=1)[0].id)
+    assert first["before"][0]["kind"] == "lead" and first["before"][0]["text"].startswith("胡总书记")
+    assert first["before"][0]["text"].endswith("创造性地开展各项工作。")
+    # a paragraph's neighbours are paragraphs
+    para = searcher.show(hit.parent)
+    assert para["before"][0]["heading_path"][-1].startswith("二、")
+    assert para["after"][0]["heading_path"][-1].startswith("四、")
+    assert [c["heading_path"][-1] for c in para["children"]] == ["一要创新理念", "二要创新方法", "三要创新机制"]
 
 
 def test_filters(searcher):

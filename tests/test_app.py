@@ -1,0 +1,178 @@
+"""The page, in-process through streamlit.testing.v1.AppTest: every flow and state."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from kb.index import update_index
+from kb.search import Searcher
+
+from .conftest import ROOT, SAMPLE_DOC
+
+APP = str(ROOT / "app.py")
+HOSTILE = ("恶意文档\n\n来源：测试站\n\n"
+           "正文里有<script>alert('x')</script>和<img src=x onerror=alert(1)>两个陷阱，用来测试转义。")
+
+
+def app(index: Path, monkeypatch, **params) -> AppTest:
+    monkeypatch.setenv("KB_INDEX", str(index))
+    at = AppTest.from_file(APP, default_timeout=90)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def param(at: AppTest, key: str) -> str:
+    value = at.query_params[key]
+    return value[0] if isinstance(value, list) else value
+
+
+def cards(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown if 'class="kb-card"' in m.value]
+
+
+@pytest.fixture
+def kb_folder(tmp_path) -> tuple[Path, Path]:
+    """Two documents (the sample and a hostile one), indexed with the hash embedder."""
+    corpus = tmp_path / "kbdocs"
+    corpus.mkdir()
+    shutil.copy(SAMPLE_DOC, corpus / SAMPLE_DOC.name)
+    (corpus / "evil.txt").write_text(HOSTILE, encoding="utf-8")
+    index = tmp_path / "index"
+    update_index(corpus, index, model="hash:64", progress=False, warn=lambda m: None)
+    return corpus, index
+
+
+def test_search_shows_cards_citation_and_puts_the_query_in_the_url(sample_index, monkeypatch):
+    at = app(sample_index, monkeypatch)
+    assert not at.exception
+    at.text_input(key="q_input").input("由被动式服务向主动服务转变").run()
+    assert not at.exception
+    assert param(at, "q") == "由被动式服务向主动服务转变"
+    first = cards(at)[0]
+    assert "一要树立全新的服务理念" in first and '<mark class="kb-term">' in first and "kb-best" in first
+    assert "相关度" in first and "语义" in first and "关键词" in first
+    assert at.code[0].value.startswith("董清河（中共河北省蔚县县委常委、组织部长）. 《对生活失去信心的说说")
+    assert "百度文库, 2024-07-11" in at.code[0].value and "二、坚持以人为本" in at.code[0].value
+
+
+def test_a_shared_link_runs_its_search(sample_index, monkeypatch):
+    at = app(sample_index, monkeypatch, q="建设马克思主义学习型政党有什么要求")
+    assert not at.exception
+    assert at.text_input(key="q_input").value == "建设马克思主义学习型政党有什么要求"
+    assert "学习型政党" in cards(at)[0]
+
+
+def test_related_passages_and_jumping_between_them(sample_index, monkeypatch):
+    at = app(sample_index, monkeypatch, q="二要创新方法")
+    rel = next(b for b in at.button if b.label == "相关段落")
+    rel.click().run()
+    assert not at.exception
+    focus = param(at, "p")
+    assert [s.value for s in at.subheader] == ["段落", "相关段落"]
+    related_cards = cards(at)[1:]
+    assert len(related_cards) == 6 and all(focus not in c for c in related_cards)
+    # jump to a related passage: it becomes the focus, with its own related list
+    next(b for b in at.button if b.label == "相关段落").click().run()
+    new_focus = param(at, "p")
+    assert new_focus != focus and not at.exception
+    # back to the results
+    next(b for b in at.button if b.label == "← 返回搜索结果").click().run()
+    assert "p" not in at.query_params and cards(at)
+
+
+def test_document_view_highlights_the_passage_with_context_and_metadata(sample_index, monkeypatch):
+    at = app(sample_index, monkeypatch, q="二要创新方法")
+    next(b for b in at.button if b.label == "查看全文").click().run()
+    assert not at.exception
+    assert at.header[0].value.startswith("对生活失去信心的说说")
+    page = "\n".join(m.value for m in at.markdown)
+    assert "作者：董清河（中共河北省蔚县县委常委、组织部长）" in page and "来源：百度文库" in page
+    assert '<span class="kb-focus">二要创新方法。' in page
+    assert "一要创新理念。" in page and "三要创新机制。" in page  # neighbours as context
+    assert '<mark class="kb-focus-inline">二要创新方法。' in page  # and in the full text
+    assert "二要创新方法" in at.code[0].value
+
+
+def test_filters_by_document_and_source(kb_folder, monkeypatch):
+    corpus, index = kb_folder
+    s = Searcher.load(index)
+    evil = next(d["doc_id"] for d in s.docs if d["path"] == "evil.txt")
+    at = app(index, monkeypatch, q="测试")
+    assert any("恶意文档" in c for c in cards(at))
+    at.sidebar.multiselect(key="sources").set_value(["百度文库"]).run()
+    assert cards(at) and all("恶意文档" not in c for c in cards(at))
+    at.sidebar.multiselect(key="sources").set_value([]).run()
+    at.sidebar.multiselect(key="docs").set_value([evil]).run()
+    assert cards(at) and all("恶意文档" in c for c in cards(at))
+
+
+def test_mode_and_number_of_results(sample_index, monkeypatch):
+    at = app(sample_index, monkeypatch, q="服务")
+    at.sidebar.slider(key="k").set_value(3).run()
+    assert len(cards(at)) == 3
+    at.sidebar.radio(key="mode").set_value("关键词").run()
+    assert all("关键词 0.00" not in c for c in cards(at))
+
+
+def test_hostile_document_text_is_escaped(kb_folder, monkeypatch):
+    corpus, index = kb_folder
+    at = app(index, monkeypatch, q="转义 陷阱")
+    card = next(c for c in cards(at) if "恶意文档" in c)
+    assert "<script" not in card and "<img" not in card
+    assert "&lt;script&gt;" in card and "&lt;img src=x onerror=alert(1)&gt;" in card
+    next(b for b in at.button if b.label == "查看全文").click().run()
+    page = "\n".join(m.value for m in at.markdown)
+    assert "<script" not in page and "<img" not in page and "&lt;script&gt;" in page
+
+
+def test_empty_query_and_no_results(kb_folder, monkeypatch):
+    corpus, index = kb_folder
+    at = app(index, monkeypatch)
+    assert not cards(at) and any("输入一个问题" in c.value for c in at.caption)
+    at = app(index, monkeypatch, q="区块链 量子纠缠")
+    at.sidebar.radio(key="mode").set_value("关键词").run()
+    assert not cards(at) and any("没有找到相关段落" in i.value for i in at.info)
+
+
+def test_no_index_builds_from_a_folder_and_reports_failed_files(tmp_path, monkeypatch):
+    folder = tmp_path / "mydocs"
+    folder.mkdir()
+    shutil.copy(SAMPLE_DOC, folder / "a.txt")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4 broken")
+    index = tmp_path / "fresh-index"
+    at = app(index, monkeypatch)
+    assert any("还没有索引" in i.value for i in at.info)
+    assert any(b.label == "用示例语料建立索引" for b in at.button)
+    at.text_input(key="folder_input").input(str(folder)).run()
+    next(b for b in at.button if b.label == "建立索引").click().run()
+    assert not at.exception
+    assert (index / "CURRENT").exists()
+    assert any("broken.pdf" in w.value for w in at.sidebar.warning)  # the file that failed to parse
+    assert any("1 added" in s.value for s in at.sidebar.success)
+    at.text_input(key="q_input").input("学习型政党").run()
+    assert cards(at)
+
+
+def test_remove_a_document(kb_folder, monkeypatch):
+    corpus, index = kb_folder
+    s = Searcher.load(index)
+    evil = next(d["doc_id"] for d in s.docs if d["path"] == "evil.txt")
+    at = app(index, monkeypatch)
+    at.sidebar.selectbox(key="remove_doc").set_value(evil).run()
+    button = next(b for b in at.sidebar.button if b.label == "移出知识库")
+    assert button.disabled  # needs the confirmation first
+    at.sidebar.checkbox(key="remove_confirm").check().run()
+    next(b for b in at.sidebar.button if b.label == "移出知识库").click().run()
+    assert not at.exception
+    assert not (corpus / "evil.txt").exists() and list((corpus / ".kb-trash").rglob("evil.txt"))
+    assert [d["path"] for d in Searcher.load(index).docs] == [SAMPLE_DOC.name]
+
+
+def test_unknown_passage_in_the_url_is_a_clear_error(sample_index, monkeypatch):
+    at = app(sample_index, monkeypatch, p="nope:1")
+    assert not at.exception and any("no passage with id" in e.value for e in at.error)

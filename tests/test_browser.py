@@ -1,0 +1,113 @@
+"""One real browser: Debian chromium driven by Playwright against `streamlit run`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from .conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip("Debian chromium is not installed (apt-get install chromium fonts-wqy-zenhei)",
+                allow_module_level=True)
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from kb.index import update_index
+
+    from .conftest import SAMPLE_CORPUS
+
+    d = tmp_path_factory.mktemp("browser")
+    corpus = d / "corpus"
+    shutil.copytree(SAMPLE_CORPUS, corpus)
+    update_index(corpus, d / "index", progress=False, warn=lambda m: None)  # the real offline model
+    port = _free_port()
+    env = {**os.environ, "KB_INDEX": str(d / "index")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+         "--server.fileWatcherType", "none", "--server.address", "127.0.0.1", "--server.port", str(port),
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_search_cite_and_open_document(server):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1500}, locale="zh-CN")
+        page.goto(server, wait_until="domcontentloaded")
+        box = page.get_by_placeholder("输入问题，按回车搜索", exact=False)
+        box.wait_for(timeout=30000)
+        box.fill("组工干部如何由被动式服务向主动服务转变")
+        box.press("Enter")
+        first = page.locator(".kb-card").first
+        first.wait_for(timeout=30000)
+        assert "一要树立全新的服务理念" in first.inner_text()
+        assert page.locator("mark.kb-term").count() > 0
+        code = page.locator('[data-testid="stCode"]').first
+        assert "百度文库, 2024-07-11" in code.inner_text() and "董清河" in code.inner_text()
+        assert "q=" in page.url  # the query is in the URL
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ARTIFACTS / "results.png"), full_page=False)
+
+        page.get_by_role("button", name="查看全文").first.click()
+        page.locator(".kb-focus").first.wait_for(timeout=30000)
+        assert "一要树立全新的服务理念" in page.locator(".kb-focus").first.inner_text()
+        assert "董清河" in page.locator(".kb-doc-meta").inner_text()
+        assert "doc=" in page.url
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ARTIFACTS / "document.png"), full_page=False)
+
+        # upload a new document through the sidebar: it is indexed and becomes searchable
+        upload = ARTIFACTS / "乡村振兴报告.txt"
+        upload.write_text("乡村振兴工作报告\n\n来源：测试\n\n一、总体情况\n今年以来，我们扎实推进乡村振兴，"
+                          "一是发展特色产业，二是改善人居环境，三是加强基层治理。", encoding="utf-8")
+        page.locator('[data-testid="stSidebar"] input[type="file"]').set_input_files(str(upload))
+        page.get_by_role("button", name="添加并建立索引").click()
+        page.get_by_text("文档 2", exact=False).first.wait_for(timeout=60000)
+        page.get_by_role("button", name="← 返回搜索结果").click()
+        box = page.get_by_placeholder("输入问题，按回车搜索", exact=False)
+        box.fill("乡村振兴 改善人居环境")
+        box.press("Enter")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.kb-card')].some(c => c.innerText.includes('二是改善人居环境'))",
+            timeout=30000)
+        page.screenshot(path=str(ARTIFACTS / "after-upload.png"), full_page=False)
+        browser.close()
