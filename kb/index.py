@@ -375,64 +375,93 @@ def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_by
     return report
 
 
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    names = ", ".join(f'"{c}"' for c in columns)  # quoted: "end" is an SQL keyword
+    return f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
+
+
+class GenerationWriter:
+    """Writes one complete generation into ``gen-N.tmp/``; :meth:`IndexDir.publish`
+    then makes it live. Documents are added in order; passage rows are numbered as they
+    come, and row i of the vectors is passage row i."""
+
+    def __init__(self, idx: IndexDir, dim: int) -> None:
+        self.tmp = idx.next_generation().with_suffix(".tmp")
+        self.tmp.mkdir(parents=True)
+        self.dim = dim
+        self.con = create_db(self.tmp / "meta.sqlite")
+        self.vectors: list[np.ndarray] = []
+        self.tokens: list[list[str]] = []
+        self.passage_doc: list[int] = []
+        self.rows = 0
+        self.docs = 0
+        self._doc_sql = _insert_sql("documents", DOC_COLUMNS)
+        self._pas_sql = _insert_sql("passages", PASSAGE_COLUMNS)
+
+    def add(self, doc: dict, passages: list[dict], vectors: np.ndarray,
+            tokens: list[list[str]] | None = None) -> None:
+        """``doc``: a documents row (``doc_idx`` is assigned here); ``passages``: passages
+        rows in order (``row`` assigned here); ``vectors``: one per passage."""
+        doc_idx = self.docs
+        self.docs += 1
+        self.con.execute(self._doc_sql, tuple({**doc, "doc_idx": doc_idx}[c] for c in DOC_COLUMNS))
+        batch = []
+        for r in passages:
+            batch.append(tuple({**r, "row": self.rows}[c] for c in PASSAGE_COLUMNS))
+            self.rows += 1
+            self.passage_doc.append(doc_idx)
+        if tokens is None:
+            tokens = [[t for t in r["tokens"].split(" ") if t] for r in passages]
+        self.tokens.extend(tokens)
+        self.con.executemany(self._pas_sql, batch)
+        if len(passages):
+            self.vectors.append(np.asarray(vectors, dtype=np.float32).reshape(len(passages), self.dim))
+
+    def finish(self, manifest: dict, vector_kind: str = "auto") -> Path:
+        self.con.commit()
+        self.con.close()
+        matrix = np.vstack(self.vectors) if self.vectors else np.zeros((0, self.dim), dtype=np.float32)
+        self.vectors = []
+        vindex = VectorIndex.build(matrix, self.dim, kind=vector_kind)
+        del matrix
+        vindex.save(self.tmp / "vectors.faiss")
+        BM25Index.build(self.tokens).save(self.tmp / "bm25")
+        self.tokens = []
+        save_array(self.tmp / "passage_doc.npy", np.asarray(self.passage_doc, dtype=np.int32))
+        write_manifest(self.tmp, {**manifest, "documents": self.docs, "passages": self.rows,
+                                  "vector_index": vindex.kind})
+        return self.tmp
+
+
 def _write_generation(idx, corpus, spec, carried, new_docs, new_rows, vec_of, prev_con, prev_vectors, dim,
                       max_chars, vector_kind) -> Path:
-    tmp = idx.next_generation().with_suffix(".tmp")
-    tmp.mkdir(parents=True)
-    con = create_db(tmp / "meta.sqlite")
     stamp = now_iso()
+    writer = GenerationWriter(idx, dim)
     order = sorted(list(carried) + [doc.path for doc, _ in new_docs])
     new_by_path = {doc.path: (doc, st) for doc, st in new_docs}
-    vectors = []
-    tokens: list[list[str]] = []
-    passage_doc: list[int] = []
-    row = 0
-    doc_cols = ",".join(f'"{c}"' for c in DOC_COLUMNS)
-    pas_cols = ",".join(f'"{c}"' for c in PASSAGE_COLUMNS)
-    for doc_idx, rel in enumerate(order):
+    prev_all = prev_vectors.all_vectors() if carried and prev_vectors is not None else None
+    for rel in order:
         if rel in new_by_path:
             doc, st = new_by_path[rel]
             rows = new_rows[doc.doc_id]
-            doc_row = (doc_idx, doc.doc_id, doc.path, doc.title, json.dumps(doc.meta, ensure_ascii=False), doc.text,
-                       json.dumps(doc.offsets.to_json()), doc.content_hash, doc.encoding, doc.format,
-                       st.st_size, st.st_mtime_ns, len(rows), stamp)
-            for r in rows:
-                vectors.append(vec_of[r["vkey"]])
+            doc_row = {
+                "doc_id": doc.doc_id, "path": doc.path, "title": doc.title,
+                "meta": json.dumps(doc.meta, ensure_ascii=False), "text": doc.text,
+                "offsets": json.dumps(doc.offsets.to_json()), "content_hash": doc.content_hash,
+                "encoding": doc.encoding, "format": doc.format, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                "n_passages": len(rows), "indexed_at": stamp,
+            }
+            vectors = np.asarray([vec_of[r["vkey"]] for r in rows], dtype=np.float32)
         else:
             prev = carried[rel]
-            full = prev_con.execute("SELECT * FROM documents WHERE doc_id = ?", (prev["doc_id"],)).fetchone()
-            d = dict(full)
-            d.update(doc_idx=doc_idx, size=prev["size"], mtime_ns=prev["mtime_ns"])
-            doc_row = tuple(d[c] for c in DOC_COLUMNS)
+            doc_row = dict(prev_con.execute("SELECT * FROM documents WHERE doc_id = ?", (prev["doc_id"],)).fetchone())
+            doc_row.update(size=prev["size"], mtime_ns=prev["mtime_ns"])
             rows = [dict(r) for r in prev_con.execute(
                 "SELECT * FROM passages WHERE doc_id = ? ORDER BY ordinal", (prev["doc_id"],))]
-            vectors.extend(prev_vectors.vectors([r["row"] for r in rows]) if rows else [])
-        con.execute(f"INSERT INTO documents ({doc_cols}) VALUES ({','.join('?' * len(DOC_COLUMNS))})", doc_row)
-        batch = []
-        for r in rows:
-            r = {**r, "row": row}
-            row += 1
-            batch.append(tuple(r[c] for c in PASSAGE_COLUMNS))
-            tokens.append([t for t in r["tokens"].split(" ") if t])
-            passage_doc.append(doc_idx)
-        con.executemany(f"INSERT INTO passages ({pas_cols}) VALUES ({','.join('?' * len(PASSAGE_COLUMNS))})", batch)
-    con.commit()
-    con.close()
-    matrix = np.vstack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), dtype=np.float32)
-    vindex = VectorIndex.build(matrix, dim, kind=vector_kind)
-    vindex.save(tmp / "vectors.faiss")
-    BM25Index.build(tokens).save(tmp / "bm25")
-    save_array(tmp / "passage_doc.npy", np.asarray(passage_doc, dtype=np.int32))
-    write_manifest(tmp, {
-        "created": stamp,
-        "corpus": str(corpus),
-        "embedder": spec,
-        "documents": len(order),
-        "passages": row,
-        "vector_index": vindex.kind,
-        "splitter": {"max_chars": max_chars},
-    })
-    return tmp
+            vectors = prev_all[[r["row"] for r in rows]] if rows else np.zeros((0, dim), dtype=np.float32)
+        writer.add(doc_row, rows, vectors)
+    return writer.finish({"created": stamp, "corpus": str(corpus), "embedder": spec,
+                          "splitter": {"max_chars": max_chars}}, vector_kind=vector_kind)
 
 
 def _bar(enabled: bool, total: int, desc: str):
