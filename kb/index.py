@@ -51,9 +51,21 @@ def embed_text(passage: Passage) -> str:
 
 
 def lexical_text(passage: Passage) -> str:
-    """What BM25 sees: the section headings (not the document title, which every
-    passage shares) and the passage."""
-    return " ".join(passage.heading_path[1:] + [passage.text])
+    """What BM25 sees: the heading path (document title included: it is often the best
+    evidence of what a passage is about) and the passage."""
+    path = passage.heading_path
+    if path and passage.text.startswith(path[0]):  # a header passage already starts with the title
+        path = path[1:]
+    return " ".join(path + [passage.text])
+
+
+# Bump when splitting or tokenising changes: an index built by an older pipeline is then
+# re-processed on the next `kb index` (vectors are reused wherever the embedded text is unchanged).
+PIPELINE_VERSION = 2
+
+
+def pipeline_settings(max_chars: int) -> dict:
+    return {"version": PIPELINE_VERSION, "max_chars": max_chars}
 
 
 def vector_key(embedder_key: str, text: str) -> str:
@@ -202,6 +214,8 @@ def update_index(
 
 def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_bytes, max_chars, progress,
             warn, get_embedder, spec, vector_kind, report, t0, on_progress) -> IndexReport:
+    if prev_manifest is not None and prev_manifest.get("pipeline") != pipeline_settings(max_chars):
+        rebuild = True  # documents are re-split and re-tokenised; unchanged vectors are reused
     prev_docs: dict[str, dict] = {}
     if prev_con is not None:
         for r in prev_con.execute(
@@ -461,7 +475,7 @@ def _write_generation(idx, corpus, spec, carried, new_docs, new_rows, vec_of, pr
             vectors = prev_all[[r["row"] for r in rows]] if rows else np.zeros((0, dim), dtype=np.float32)
         writer.add(doc_row, rows, vectors)
     return writer.finish({"created": stamp, "corpus": str(corpus), "embedder": spec,
-                          "splitter": {"max_chars": max_chars}}, vector_kind=vector_kind)
+                          "pipeline": pipeline_settings(max_chars)}, vector_kind=vector_kind)
 
 
 def _bar(enabled: bool, total: int, desc: str):

@@ -29,7 +29,7 @@ class Searcher:
     """A loaded index generation. Thread-safe: the page shares one across sessions."""
 
     # Fusion settings (tuned in the evaluation issue).
-    fusion = "convex"  # or "rrf"
+    fusion = "convex"  # "convex" (calibrated scores, weighted), "rrf" or "minmax"
     rrf_k = 60.0
     weights = {"dense": 0.5, "lexical": 0.5}
     pool_min = 50
@@ -58,6 +58,7 @@ class Searcher:
             self.docs.append(d)
         self.doc_by_id = {d["doc_id"]: d for d in self.docs}
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._sample: np.ndarray | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -103,6 +104,25 @@ class Searcher:
         tokenize("预热")
         if self.vectors.count:
             self.embed_query("预热")
+
+    def dense_background(self, qvec: np.ndarray) -> float:
+        """The cosine an unrelated passage gets for this query: the median over a fixed
+        random sample of passages. e5-style models give every pair a high cosine (0.7+);
+        measuring from this floor makes dense scores comparable across queries (0-1)."""
+        with self._lock:
+            if self._sample is None:
+                n = self.vectors.count
+                rows = np.random.default_rng(0).choice(n, size=min(n, 512), replace=False) if n else []
+                self._sample = self.vectors.vectors(np.sort(np.asarray(rows, dtype=np.int64)))
+        if not len(self._sample):
+            return 0.0
+        return float(min(np.median(self._sample @ qvec), 0.99))
+
+    def lexical_ceiling(self, tokens: list[str]) -> float:
+        """The highest BM25 score any passage could get for these tokens (every term with
+        unbounded frequency): dividing by it puts keyword scores on a 0-1 scale."""
+        k1 = float(self.bm25.params.get("k1", 1.2))
+        return sum(self.bm25.idf_of(t) * (k1 + 1.0) for t in dict.fromkeys(tokens))
 
     def prime_query(self, query: str, vector: np.ndarray) -> None:
         """Supply a query's embedding computed elsewhere (evaluation embeds each once)."""
@@ -215,15 +235,18 @@ class Searcher:
         if not candidates:
             return []
         cand = np.asarray(candidates, dtype=np.int64)
+        cos_of: dict[int, float] = {}
         dense_of: dict[int, float] = {}
         if qvec is not None:
-            dense_of = dict(zip(candidates, (self.vectors.vectors(cand) @ qvec).tolist()))
-        lex_max = float(lex_all.max()) if len(lex_all) else 0.0
-        lex_of = {r: (float(lex_all[r]) / lex_max if lex_max > 0 else 0.0) for r in candidates}
+            cos_of = dict(zip(candidates, (self.vectors.vectors(cand) @ qvec).tolist()))
+            bg = self.dense_background(qvec)
+            dense_of = {r: min(1.0, max(0.0, (c - bg) / (1.0 - bg))) for r, c in cos_of.items()}
+        cap = self.lexical_ceiling(qtokens)
+        lex_of = {r: min(1.0, float(lex_all[r]) / cap) if cap > 0 else 0.0 for r in candidates}
 
         if mode == "dense":
-            ranked = sorted(candidates, key=lambda r: -dense_of[r])
-            fused = {r: max(0.0, dense_of[r]) for r in ranked}
+            ranked = sorted(candidates, key=lambda r: -cos_of[r])
+            fused = {r: dense_of[r] for r in ranked}
         elif mode == "lexical":
             ranked = [int(r) for r in lex_rows]
             fused = {r: lex_of[r] for r in ranked}
@@ -233,12 +256,19 @@ class Searcher:
             top = rrf_max(list(runs), k=self.rrf_k, weights=self.weights)
             fused = {r: sum(c.values()) / top for r, c in parts.items()}
             ranked = sorted(fused, key=lambda r: -fused[r])
-        else:
+        elif self.fusion == "minmax":
             hi = float(dense_vals[0]) if len(dense_vals) else 1.0
             lo = float(dense_vals[-1]) if len(dense_vals) else 0.0
             span = hi - lo if hi - lo > 1e-6 else 1.0
+            lex_hi = max((float(lex_all[r]) for r in candidates), default=0.0)
             wd, wl = self.weights["dense"], self.weights["lexical"]
-            fused = {r: wd * min(1.0, max(0.0, (dense_of[r] - lo) / span)) + wl * lex_of[r] for r in candidates}
+            fused = {r: wd * min(1.0, max(0.0, (cos_of[r] - lo) / span))
+                     + wl * (float(lex_all[r]) / lex_hi if lex_hi > 0 else 0.0) for r in candidates}
+            ranked = sorted(fused, key=lambda r: -fused[r])
+        else:  # "convex": calibrated channel scores, weighted sum
+            wd, wl = self.weights["dense"], self.weights["lexical"]
+            total = wd + wl
+            fused = {r: (wd * dense_of[r] + wl * lex_of[r]) / total for r in candidates}
             ranked = sorted(fused, key=lambda r: -fused[r])
 
         return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k)

@@ -281,3 +281,15 @@ def test_progress_callback_and_docx_from_bytes(tmp_path):
     update_index(folder, tmp_path / "index", model="hash:64", progress=False,
                  on_progress=lambda stage, done, total: seen.append((stage, done, total)))
     assert ("embedding", seen[-1][1], seen[-1][2]) == seen[-1] and seen[-1][1] == seen[-1][2]
+
+
+def test_a_new_pipeline_version_reprocesses_documents_but_reuses_vectors(tmp_path, corpus, monkeypatch):
+    index = tmp_path / "index"
+    first, _ = build(corpus, index)
+    import kb.index as kbi
+
+    monkeypatch.setattr(kbi, "PIPELINE_VERSION", kbi.PIPELINE_VERSION + 1)
+    r, _ = build(corpus, index)
+    assert r.updated and r.changed == 1 and r.embedded == 0 and r.reused == first.passages
+    r, _ = build(corpus, index)
+    assert not r.updated  # and then it is up to date again

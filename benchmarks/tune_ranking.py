@@ -1,0 +1,65 @@
+"""Compare ranking variants on the eval sets without re-embedding anything.
+
+Uses the cached eval indexes and query vectors that `kb eval` leaves under index/eval/
+(run `kb eval DATASET` once per set first). Each variant sets Searcher attributes
+(fusion, weights, rrf_k, ...) and reports MRR@10 / hit@1 of the hybrid mode, with dense
+and lexical alone as reference points. Prints one JSON object as its last line.
+
+    python benchmarks/tune_ranking.py ../shared/eval/drcd_test ../shared/eval/cmrc2018_trial \
+        --variant '{"fusion": "rrf", "rrf_k": 60}' --variant '{"fusion": "convex"}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kb.evaluate import QueryVectors, _passage_metrics, dataset_hash, load_dataset, prepare_index, run_mode
+from kb.search import Searcher
+from kb.splitting import DEFAULT_MAX_CHARS
+
+
+def load(dataset: str):
+    ds = load_dataset(dataset)
+    cache = Path("index") / "eval" / f"{ds.name}-{dataset_hash(ds, None, DEFAULT_MAX_CHARS)}"
+    index_dir, path_to_id, _ = prepare_index(ds, cache, None, DEFAULT_MAX_CHARS, progress=False)
+    searcher = Searcher.load(index_dir)
+    searcher.warm()
+    return ds, searcher, path_to_id, QueryVectors(searcher, cache / "queries.npz")
+
+
+def score(ds, searcher, path_to_id, qvecs, mode: str) -> dict:
+    results, latencies = run_mode(searcher, ds.queries, mode, qvecs, 10, progress=False)
+    m = _passage_metrics(ds, results, path_to_id)
+    return {"mrr@10": m["mrr@10"], "hit@1": m["hit@1"], "hit@10": m["hit@10"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("datasets", nargs="+")
+    ap.add_argument("--variant", action="append", default=[], help="JSON object of Searcher attributes")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N queries of each set")
+    args = ap.parse_args()
+    variants = [json.loads(v) for v in args.variant] or [{}]
+    out: dict = {}
+    for d in args.datasets:
+        ds, searcher, path_to_id, qvecs = load(d)
+        if args.limit:
+            ds.queries = ds.queries[: args.limit]
+        defaults = {k: getattr(searcher, k) for v in variants for k in v}
+        row = {"dense": score(ds, searcher, path_to_id, qvecs, "dense"),
+               "lexical": score(ds, searcher, path_to_id, qvecs, "lexical")}
+        for v in variants:
+            for k, val in {**defaults, **v}.items():
+                setattr(searcher, k, val)
+            row["hybrid " + json.dumps(v, ensure_ascii=False)] = score(ds, searcher, path_to_id, qvecs, "hybrid")
+            print(ds.name, v, row["hybrid " + json.dumps(v, ensure_ascii=False)], file=sys.stderr)
+        qvecs.save()
+        out[ds.name] = row
+    print(json.dumps(out, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
