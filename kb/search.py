@@ -209,7 +209,11 @@ class Searcher:
         return ids[0][keep].astype(np.int64), scores[0][keep]
 
     # ------------------------------------------------------------------ search
-    def search(self, query: str, k: int = 10, mode: str = "hybrid", doc_ids=None, sources=None) -> list[Hit]:
+    def search(self, query: str, k: int = 10, mode: str = "hybrid", doc_ids=None, sources=None,
+               rerank=None) -> list[Hit]:
+        """The ``k`` best passages for ``query``. ``mode``: hybrid, dense or lexical;
+        ``doc_ids`` / ``sources`` filter; ``rerank``: an optional :class:`kb.rerank.Reranker`
+        that re-scores the top of the fused ranking."""
         query = (query or "").strip()
         if not query:
             raise EmptyQuery("empty query — type a question or some words to search for")
@@ -271,9 +275,17 @@ class Searcher:
             fused = {r: (wd * dense_of[r] + wl * lex_of[r]) / total for r in candidates}
             ranked = sorted(fused, key=lambda r: -fused[r])
 
-        return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k)
+        rerank_of: dict[int, float] = {}
+        if rerank is not None and ranked:
+            top = ranked[: rerank.depth]
+            rows = self._rows(top)
+            texts = [" > ".join(rows[r]["heading_path"][1:] + [rows[r]["text"]]) for r in top]
+            rerank_of = dict(zip(top, rerank.scores(query, texts).tolist()))
+            ranked = sorted(top, key=lambda r: -rerank_of[r])
+            fused = {r: rerank_of[r] for r in ranked}
+        return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of)
 
-    def _finish(self, query, qtokens, ranked, fused, dense_of, lex_of, k) -> list[Hit]:
+    def _finish(self, query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of=None) -> list[Hit]:
         rows = self._rows(ranked)
         ancestors = self._ancestors(rows)
         evidence = {r: (lex_of.get(r, 0.0), dense_of.get(r, 0.0)) for r in ranked}
@@ -281,10 +293,11 @@ class Searcher:
         hits = []
         for entry in chosen:
             r = rows[entry["row"]]
-            hits.append(self._hit(r, query, qtokens, entry["score"],
-                                  {"dense": round(float(dense_of.get(entry["row"], 0.0)), 4),
-                                   "lexical": round(float(lex_of.get(entry["row"], 0.0)), 4)},
-                                  entry["context"]))
+            scores = {"dense": round(float(dense_of.get(entry["row"], 0.0)), 4),
+                      "lexical": round(float(lex_of.get(entry["row"], 0.0)), 4)}
+            if rerank_of:
+                scores["rerank"] = round(float(rerank_of.get(entry["row"], 0.0)), 4)
+            hits.append(self._hit(r, query, qtokens, entry["score"], scores, entry["context"]))
         return hits
 
     def _hit(self, r: dict[str, Any], query: str, qtokens: list[str], score: float, scores: dict[str, float],

@@ -77,3 +77,21 @@ def tiny_st_model(tmp_path_factory) -> Path:
     out = d / "model"
     SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory, tiny_st_model) -> Path:
+    """A tiny random BERT with a one-logit classification head, saved as a
+    sentence-transformers CrossEncoder can load it by path."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    d = tmp_path_factory.mktemp("tiny_ce")
+    raw = tiny_st_model.parent / "raw"
+    tok = BertTokenizer(vocab=str(raw / "vocab.txt"))
+    torch.manual_seed(1)
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, num_labels=1)
+    BertForSequenceClassification(config).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
