@@ -51,6 +51,7 @@ html, body, [class*="css"], .stMarkdown, .stTextInput input {
 .kb-meta { color: #6b7480; font-size: 0.82rem; margin-top: 8px; line-height: 1.7; }
 .kb-score { display: inline-block; background: #1f6feb; color: #fff; border-radius: 10px; padding: 0 9px;
             font-weight: 600; cursor: help; }
+.kb-summary { color: #6b7480; font-size: 0.85rem; margin: 0.2rem 0 0.4rem; }
 .kb-rank { color: #9aa3ad; font-weight: 600; margin-right: 0.4em; }
 .kb-context { color: #5f6875; font-size: 0.95rem; line-height: 1.85; border-left: 3px solid #e3e6eb;
               padding: 2px 0 2px 12px; margin: 8px 0; white-space: pre-wrap; }
@@ -221,7 +222,8 @@ def view_search(searcher: Searcher, settings: dict) -> None:
     if not hits:
         st.info("没有找到相关段落。试试换个说法、减少关键词，或取消左侧的筛选条件。")
         return
-    st.caption(f"找到 {len(hits)} 条结果 · {ms:.0f} 毫秒")
+    st.markdown(f'<p class="kb-summary" data-q="{html.escape(query)}">找到 {len(hits)} 条结果 · {ms:.0f} 毫秒</p>',
+                unsafe_allow_html=True)
     for i, hit in enumerate(hits, 1):
         st.markdown(hit_card(i, hit), unsafe_allow_html=True)
         hit_actions(hit, key=f"{i}-{hit.id}")

@@ -176,3 +176,14 @@ def test_remove_a_document(kb_folder, monkeypatch):
 def test_unknown_passage_in_the_url_is_a_clear_error(sample_index, monkeypatch):
     at = app(sample_index, monkeypatch, p="nope:1")
     assert not at.exception and any("no passage with id" in e.value for e in at.error)
+
+
+def test_index_folder_from_the_command_line(kb_folder, monkeypatch):
+    """streamlit run app.py -- --index DIR (sys.argv), which wins over KB_INDEX."""
+    corpus, index = kb_folder
+    monkeypatch.setenv("KB_INDEX", "/nonexistent")
+    monkeypatch.setattr("sys.argv", ["app.py", "--index", str(index)])
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.query_params["q"] = "陷阱"
+    at.run()
+    assert not at.exception and any("恶意文档" in c for c in cards(at))
