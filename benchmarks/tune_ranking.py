@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from kb.evaluate import QueryVectors, _passage_metrics, dataset_hash, load_dataset, prepare_index, run_mode
+from kb.lexical import BM25Index
 from kb.search import Searcher
 from kb.splitting import DEFAULT_MAX_CHARS
 
@@ -31,9 +32,16 @@ def load(dataset: str):
 
 
 def score(ds, searcher, path_to_id, qvecs, mode: str) -> dict:
-    results, latencies = run_mode(searcher, ds.queries, mode, qvecs, 10, progress=False)
+    results, latencies = run_mode(searcher, ds.queries, mode, qvecs, 30, progress=False)
     m = _passage_metrics(ds, results, path_to_id)
     return {"mrr@10": m["mrr@10"], "hit@1": m["hit@1"], "hit@10": m["hit@10"]}
+
+
+def rebuild_bm25(searcher, k1: float = 1.2, b: float = 0.75) -> BM25Index:
+    with searcher._lock:
+        tokens = [[t for t in (r[0] or "").split(" ") if t] for r in searcher._con.execute(
+            "SELECT tokens FROM passages ORDER BY row")]
+    return BM25Index.build(tokens, k1=k1, b=b)
 
 
 def main() -> None:
@@ -48,12 +56,17 @@ def main() -> None:
         ds, searcher, path_to_id, qvecs = load(d)
         if args.limit:
             ds.queries = ds.queries[: args.limit]
-        defaults = {k: getattr(searcher, k) for v in variants for k in v}
+        defaults = {k: getattr(searcher, k, None) for v in variants for k in v}
         row = {"dense": score(ds, searcher, path_to_id, qvecs, "dense"),
                "lexical": score(ds, searcher, path_to_id, qvecs, "lexical")}
+        original_bm25 = searcher.bm25
         for v in variants:
+            searcher.bm25 = original_bm25
             for k, val in {**defaults, **v}.items():
-                setattr(searcher, k, val)
+                if k == "bm25":  # {"k1": .., "b": ..}: rebuilt in memory from the stored tokens
+                    searcher.bm25 = rebuild_bm25(searcher, **val) if val else original_bm25
+                else:
+                    setattr(searcher, k, val)
             row["hybrid " + json.dumps(v, ensure_ascii=False)] = score(ds, searcher, path_to_id, qvecs, "hybrid")
             print(ds.name, v, row["hybrid " + json.dumps(v, ensure_ascii=False)], file=sys.stderr)
         qvecs.save()

@@ -189,6 +189,12 @@ def run_mode(searcher, queries: list[dict[str, Any]], mode: str, qvecs: QueryVec
     bar = _bar(progress, len(queries), mode)
     for q in queries:
         embed_ms = 0.0
+        if not q["question"].strip():  # an empty question finds nothing: a miss, not a crash
+            results.append([])
+            latencies.append(0.0)
+            if bar is not None:
+                bar.update(1)
+            continue
         if mode != "lexical":
             vec, embed_ms = qvecs.get(q["question"])
             searcher.prime_query(q["question"], vec)
@@ -210,7 +216,9 @@ def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, i
     from .splitting import DEFAULT_MAX_CHARS
 
     ds = load_dataset(directory)
-    depth = max(k, 10)
+    # Several hits may come from one dataset passage; retrieving 3x as many hits ranks at
+    # least 10 distinct passages (each at its best hit), as passage-to-document evaluation does.
+    depth = 3 * max(k, 10)
     if ds.kind == "passages":
         default = Path("index") / "eval" / f"{ds.name}-{dataset_hash(ds, model, DEFAULT_MAX_CHARS)}"
         cache = Path(index) if index else default

@@ -29,9 +29,11 @@ class Searcher:
     """A loaded index generation. Thread-safe: the page shares one across sessions."""
 
     # Fusion settings (tuned in the evaluation issue).
-    fusion = "convex"  # "convex" (calibrated scores, weighted), "rrf" or "minmax"
+    # Measured with benchmarks/tune_ranking.py on CMRC 2018, DRCD and DuReader (see README).
+    fusion = "convex"  # calibrated 0-1 scores, weighted sum; or "rrf"
     rrf_k = 60.0
     weights = {"dense": 0.5, "lexical": 0.5}
+    lexical_full_terms = 8
     pool_min = 50
 
     def __init__(self, index_dir: Path, gen: Path, manifest: dict[str, Any], embedder: Embedder | None = None,
@@ -104,6 +106,21 @@ class Searcher:
         tokenize("预热")
         if self.vectors.count:
             self.embed_query("预热")
+
+    def channel_weights(self, n_terms: int) -> tuple[float, float]:
+        """Dense and keyword weights for a query with ``n_terms`` distinct indexed terms.
+
+        A short query (``微信分享链接打开app``: 3-4 terms) matches every candidate on the same
+        topic, so keyword overlap tells them apart poorly; a full question (8+ terms) shares
+        specific words with the passage that answers it. Keyword weight therefore grows with
+        the number of terms, reaching its full value at ``lexical_full_terms``."""
+        wd, wl = self.weights["dense"], self.weights["lexical"]
+        if self.lexical_full_terms:
+            wl *= min(1.0, n_terms / self.lexical_full_terms)
+        return wd, wl
+
+    def _query_terms(self, tokens: list[str]) -> list[str]:
+        return [t for t in dict.fromkeys(tokens) if t in self.bm25.vocab]
 
     def dense_background(self, qvec: np.ndarray) -> float:
         """The cosine an unrelated passage gets for this query: the median over a fixed
@@ -226,14 +243,13 @@ class Searcher:
         qtokens = tokenize(query)
 
         lex_all = self.bm25.scores(qtokens) if qtokens else np.zeros(self.bm25.n_docs, dtype=np.float32)
-        lex_rows, lex_vals = (top_k(lex_all, n, mask) if mode != "dense"
+        lex_rows, _ = (top_k(lex_all, n, mask) if mode != "dense"
                               else (np.zeros(0, np.int64), np.zeros(0, np.float32)))
         qvec = None
         dense_rows = np.zeros(0, np.int64)
-        dense_vals = np.zeros(0, np.float32)
         if mode != "lexical":
             qvec = self.embed_query(query)
-            dense_rows, dense_vals = self._dense_candidates(qvec, n, mask)
+            dense_rows, _ = self._dense_candidates(qvec, n, mask)
 
         candidates = list(dict.fromkeys([int(r) for r in dense_rows] + [int(r) for r in lex_rows]))
         if not candidates:
@@ -260,17 +276,8 @@ class Searcher:
             top = rrf_max(list(runs), k=self.rrf_k, weights=self.weights)
             fused = {r: sum(c.values()) / top for r, c in parts.items()}
             ranked = sorted(fused, key=lambda r: -fused[r])
-        elif self.fusion == "minmax":
-            hi = float(dense_vals[0]) if len(dense_vals) else 1.0
-            lo = float(dense_vals[-1]) if len(dense_vals) else 0.0
-            span = hi - lo if hi - lo > 1e-6 else 1.0
-            lex_hi = max((float(lex_all[r]) for r in candidates), default=0.0)
-            wd, wl = self.weights["dense"], self.weights["lexical"]
-            fused = {r: wd * min(1.0, max(0.0, (cos_of[r] - lo) / span))
-                     + wl * (float(lex_all[r]) / lex_hi if lex_hi > 0 else 0.0) for r in candidates}
-            ranked = sorted(fused, key=lambda r: -fused[r])
         else:  # "convex": calibrated channel scores, weighted sum
-            wd, wl = self.weights["dense"], self.weights["lexical"]
+            wd, wl = self.channel_weights(len(self._query_terms(qtokens)))
             total = wd + wl
             fused = {r: (wd * dense_of[r] + wl * lex_of[r]) / total for r in candidates}
             ranked = sorted(fused, key=lambda r: -fused[r])
@@ -289,6 +296,7 @@ class Searcher:
         rows = self._rows(ranked)
         ancestors = self._ancestors(rows)
         evidence = {r: (lex_of.get(r, 0.0), dense_of.get(r, 0.0)) for r in ranked}
+        ranked = drop_repeats(ranked, rows)
         chosen = dedupe_families(ranked, rows, ancestors, fused, k, evidence)
         hits = []
         for entry in chosen:
@@ -432,6 +440,18 @@ def dedupe_families(ranked: list[int], rows: dict[int, dict[str, Any]], ancestor
             continue
         shown.append({"row": row, "id": pid, "ancestors": anc, "score": fused[row], "context": []})
     return shown
+
+
+def drop_repeats(ranked: list[int], rows: dict[int, dict[str, Any]]) -> list[int]:
+    """Web pages repeat paragraphs: list the same text of one document once."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for r in ranked:
+        key = (rows[r]["doc_id"], rows[r]["text"])
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
 
 
 def _holds_match(evidence: dict[int, tuple[float, float]] | None, child: int, parent: int) -> bool:

@@ -99,3 +99,14 @@ def test_bad_dataset_folders(tmp_path):
     (tmp_path / "queries.jsonl").write_text('{"id": "q1", "question": "问题"\n', encoding="utf-8")
     with pytest.raises(KBError, match="not valid JSON"):
         load_dataset(tmp_path)
+
+
+def test_an_empty_question_is_a_miss_not_a_crash(tmp_path):
+    d = tmp_path / "set"
+    d.mkdir()
+    (d / "passages.jsonl").write_text((MINI / "passages.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    (d / "queries.jsonl").write_text(
+        '{"id": "q1", "question": "", "positives": ["TRIAL_800"]}\n'
+        '{"id": "q2", "question": "生命数耗完即算为什么？", "positives": ["TRIAL_800"]}\n', encoding="utf-8")
+    result = evaluate(d, modes=("lexical",), index=tmp_path / "cache", model="hash:64")
+    assert result["modes"]["lexical"]["hit@10"] == 0.5

@@ -137,3 +137,10 @@ def test_html_in_documents_is_text(tmp_path):
     update_index(folder, tmp_path / "index", model="hash:64", progress=False)
     hit = Searcher.load(tmp_path / "index").search("测试", k=1, mode="lexical")[0]
     assert "<script>alert(1)</script>" in hit.text  # stored verbatim; the page escapes it
+
+
+def test_keyword_weight_grows_with_the_number_of_query_terms(searcher):
+    wd, wl_short = searcher.channel_weights(2)
+    _, wl_long = searcher.channel_weights(12)
+    assert wl_short == pytest.approx(wl_long * 2 / searcher.lexical_full_terms)
+    assert wl_long == searcher.weights["lexical"] and wd == searcher.weights["dense"]
