@@ -41,7 +41,7 @@ def questions(n: int, seed: int = 0) -> list[str]:
     qs: list[str] = []
     for f in sorted(SHARED_EVAL.glob("*/queries.jsonl")):
         with open(f, encoding="utf-8") as fh:
-            qs.extend(json.loads(line)["question"] for line in fh if line.strip())
+            qs.extend(q for q in (json.loads(line)["question"] for line in fh if line.strip()) if q.strip())
     if not qs:
         qs = [s[:20] for s in sentence_pool(2000)]
     rng = random.Random(seed)

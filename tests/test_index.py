@@ -293,3 +293,22 @@ def test_a_new_pipeline_version_reprocesses_documents_but_reuses_vectors(tmp_pat
     assert r.updated and r.changed == 1 and r.embedded == 0 and r.reused == first.passages
     r, _ = build(corpus, index)
     assert not r.updated  # and then it is up to date again
+
+
+def test_hnsw_index_agrees_with_brute_force_and_serves_search(tmp_path, corpus):
+    from kb.vectors import EF_SEARCH, VectorIndex
+
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((50, 64)).astype(np.float32)
+    base = centers[rng.integers(0, 50, 4000)] + 0.3 * rng.standard_normal((4000, 64)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    exact, approx = VectorIndex.build(base, 64, kind="flat"), VectorIndex.build(base, 64, kind="hnsw")
+    found = sum(len(set(exact.search(q, 10)[0]) & set(approx.search(q, 10)[0])) for q in base[:200])
+    assert found / 2000 >= 0.95
+    approx.save(tmp_path / "v.faiss")
+    loaded = VectorIndex.load(tmp_path / "v.faiss")
+    assert loaded.kind == "hnsw" and loaded.index.hnsw.efSearch == EF_SEARCH
+
+    update_index(corpus, tmp_path / "index", model="hash:64", progress=False, vector_kind="hnsw")
+    s = Searcher.load(tmp_path / "index")
+    assert s.vectors.kind == "hnsw" and s.search("服务理念", k=3)
