@@ -147,31 +147,24 @@ class Searcher:
             self._qcache[query.strip()] = vector
 
     # ------------------------------------------------------------------ rows
-    def _rows(self, rows) -> dict[int, dict[str, Any]]:
-        rows = [int(r) for r in rows]
-        out: dict[int, dict[str, Any]] = {}
+    def _select(self, column: str, keys: list) -> dict[Any, dict[str, Any]]:
+        """Passage records whose `column` (row or id) is in keys, keyed by that column."""
+        out: dict[Any, dict[str, Any]] = {}
         with self._lock:
-            for i in range(0, len(rows), 500):
-                chunk = rows[i: i + 500]
-                q = f"SELECT * FROM passages WHERE row IN ({','.join('?' * len(chunk))})"
+            for i in range(0, len(keys), 500):
+                chunk = keys[i: i + 500]
+                q = f"SELECT * FROM passages WHERE {column} IN ({','.join('?' * len(chunk))})"
                 for r in self._con.execute(q, chunk):
                     d = dict(r)
                     d["heading_path"] = json.loads(d["heading_path"])
-                    out[d["row"]] = d
+                    out[d[column]] = d
         return out
 
+    def _rows(self, rows) -> dict[int, dict[str, Any]]:
+        return self._select("row", [int(r) for r in rows])
+
     def _by_ids(self, ids) -> dict[str, dict[str, Any]]:
-        ids = list(ids)
-        out: dict[str, dict[str, Any]] = {}
-        with self._lock:
-            for i in range(0, len(ids), 500):
-                chunk = ids[i: i + 500]
-                q = f"SELECT * FROM passages WHERE id IN ({','.join('?' * len(chunk))})"
-                for r in self._con.execute(q, chunk):
-                    d = dict(r)
-                    d["heading_path"] = json.loads(d["heading_path"])
-                    out[d["id"]] = d
-        return out
+        return self._select("id", list(ids))
 
     def passage(self, passage_id: str) -> dict[str, Any]:
         found = self._by_ids([passage_id])
