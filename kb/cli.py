@@ -11,6 +11,7 @@ import click
 
 from . import __version__
 from .errors import KBError
+from .vectors import KINDS as VECTOR_KINDS
 
 DEFAULT_INDEX = "index"
 
@@ -64,11 +65,14 @@ def cli() -> None:
 @click.option("--rebuild", is_flag=True, help="Ignore the existing index and build from scratch.")
 @click.option("--max-file-mb", default=20.0, show_default=True, help="Skip (with a warning) files larger than this.")
 @click.option("--max-chars", default=None, type=int, help="Longest passage before it is cut at sentence ends.")
+@click.option("--vectors", "vector_kind", type=click.Choice(VECTOR_KINDS), default="auto",
+              show_default=True, help="Vector index: exact float32 (flat) or float16 (fp16), or an HNSW graph; "
+              "auto: fp16 below 200,000 passages, hnsw above. Add --rebuild to convert an up-to-date index.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_friendly
 def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, rebuild, max_file_mb, max_chars,
-              quiet, as_json):
+              vector_kind, quiet, as_json):
     """Build or update the index from FOLDER (recursively: .txt .md .html .docx .pdf).
 
     Only new or changed documents are embedded; removed ones are dropped. Without
@@ -81,7 +85,7 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
     report = update_index(
         folder, index_dir, model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
         rebuild=rebuild, max_file_bytes=int(max_file_mb * 1024 * 1024), max_chars=max_chars or DEFAULT_MAX_CHARS,
-        progress=not quiet and sys.stderr.isatty(),
+        vector_kind=vector_kind, progress=not quiet and sys.stderr.isatty(),
     )
     if as_json:
         _dump(report.to_json())

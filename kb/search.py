@@ -400,6 +400,7 @@ class Searcher:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+            self.vectors.close()
 
 
 def dedupe_families(ranked: list[int], rows: dict[int, dict[str, Any]], ancestors: dict[str, list[str]],

@@ -7,7 +7,8 @@
       gen-000007/          one complete, immutable index
         manifest.json      format version, kb version, embedder, counts, corpus root
         meta.sqlite        documents and passages
-        vectors.faiss      dense vectors, row i = passage row i
+        vectors.faiss      dense vectors, row i = passage row i (float16 below 200k passages)
+        vectors.f32.npy    the same vectors in float32, read row by row to score candidates
         bm25/              BM25 sparse arrays + vocabulary
         passage_doc.npy    row -> document number (filters)
       pending.sqlite       vectors embedded by a run that has not finished yet

@@ -70,3 +70,11 @@ def test_kb_index_env_variable(run, corpus, tmp_path, monkeypatch):
     assert run("index", str(corpus), "--model", "hash:64").exit_code == 0
     assert (tmp_path / "envidx" / "CURRENT").exists()
     assert run("search", "服务").exit_code == 0
+
+
+def test_index_vectors_option_chooses_the_vector_index(run, corpus, tmp_path):
+    idx = str(tmp_path / "idx")
+    assert run("index", str(corpus), "--index", idx, "--model", "hash:64", "--vectors", "hnsw").exit_code == 0
+    assert json.loads(run("stats", "--index", idx, "--json").output)["vector_index"] == "hnsw"
+    r = run("index", str(corpus), "--index", idx, "--vectors", "nope")
+    assert r.exit_code != 0 and "fp16" in r.output

@@ -312,3 +312,33 @@ def test_hnsw_index_agrees_with_brute_force_and_serves_search(tmp_path, corpus):
     update_index(corpus, tmp_path / "index", model="hash:64", progress=False, vector_kind="hnsw")
     s = Searcher.load(tmp_path / "index")
     assert s.vectors.kind == "hnsw" and s.search("服务理念", k=3)
+
+
+def test_fp16_vectors_search_in_half_the_memory_and_score_exactly(tmp_path, corpus):
+    from kb.vectors import RowFile, VectorIndex, exact_path
+
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((3000, 64)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    exact = VectorIndex.build(base, 64, kind="flat")
+    exact.save(tmp_path / "f.faiss")
+    VectorIndex.build(base, 64, kind="fp16").save(tmp_path / "h.faiss")
+    # the searched copy is float16: half of float32's bytes
+    assert (tmp_path / "h.faiss").stat().st_size < 0.6 * (tmp_path / "f.faiss").stat().st_size
+    half = VectorIndex.load(tmp_path / "h.faiss")
+    assert half.kind == "fp16" and isinstance(half.exact, RowFile) and exact_path(tmp_path / "h.faiss").exists()
+    assert np.array_equal(half.all_vectors(), base) and np.array_equal(half.vectors([7, 5]), base[[7, 5]])
+    found = 0
+    for q in base[:100] + 0.5 * rng.standard_normal((100, 64)).astype(np.float32):
+        (er, es), (hr, hs) = exact.search(q, 10), half.search(q, 10)
+        found += len(set(er) & set(hr))
+        assert np.allclose(hs, base[hr] @ q, atol=1e-6) and np.all(np.diff(hs) <= 0)  # exact, best first
+    assert found >= 990
+    half.close()
+    assert VectorIndex.build(base[:10], 64).kind == "fp16"  # auto below the exact limit
+
+    update_index(corpus, tmp_path / "index", model="hash:64", progress=False, vector_kind="flat")
+    assert Searcher.load(tmp_path / "index").vectors.kind == "flat"
+    update_index(corpus, tmp_path / "index", model="hash:64", progress=False, rebuild=True)
+    s = Searcher.load(tmp_path / "index")
+    assert s.vectors.kind == "fp16" and s.search("服务理念", k=3)
