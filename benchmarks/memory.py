@@ -1,6 +1,6 @@
 """Peak memory while searching and while indexing, and index size on disk.
 
-    python benchmarks/memory.py --passages 100000 [--index-docs 100]
+    python benchmarks/memory.py --passages 100000 [--vector-kind flat fp16] [--index-docs 100]
 
 Search: a fresh process loads a synthetic index (benchmarks/synthetic.py) and runs 100
 hybrid queries; its peak RSS (VmHWM) is compared with the raw size of the vectors
@@ -24,18 +24,17 @@ import synthetic  # noqa: E402
 
 SEARCH = """
 import json, sys, numpy as np
-sys.path.insert(0, {bench!r})
-import synthetic
 from kb.search import Searcher
 s = Searcher.load({index!r})
-qs = synthetic.questions(100)
-vs = synthetic.random_unit(len(qs), s.vectors.dim, np.random.default_rng(0))
+qs = json.load(open({questions!r}, encoding="utf-8"))
+vs = np.random.default_rng(0).standard_normal((len(qs), s.vectors.dim)).astype(np.float32)
+vs /= np.linalg.norm(vs, axis=1, keepdims=True)
 for q, v in zip(qs, vs):
     s.prime_query(q, v)
     s.search(q, k=10)
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 with s._lock:
     text_bytes = s._con.execute("SELECT SUM(LENGTH(CAST(text AS BLOB))) FROM passages").fetchone()[0]
-hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(json.dumps({{"peak_rss_mb": hwm / 1024, "text_bytes": text_bytes, "n": s.vectors.count, "dim": s.vectors.dim}}))
 """
 
@@ -56,20 +55,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--passages", type=int, nargs="+", default=[100000])
     ap.add_argument("--index-docs", type=int, default=100, help="documents for the indexing run (0: skip)")
+    ap.add_argument("--vector-kind", nargs="+", default=["auto"], choices=["auto", "flat", "fp16", "hnsw"],
+                    help="vector index kinds to compare (keys of the result: search/disk -> kind -> size)")
     args = ap.parse_args()
-    bench = str(Path(__file__).resolve().parent)
     out: dict = {"search": {}, "disk": {}, "index": {}}
-    for n in args.passages:
-        d, _ = synthetic.ensure(n)
-        r = json.loads(subprocess.run([sys.executable, "-c", SEARCH.format(bench=bench, index=str(d))],
-                                      capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
-        raw = r["n"] * r["dim"] * 4 + r["text_bytes"]
-        out["search"][str(n)] = {"peak_rss_mb": round(r["peak_rss_mb"], 1), "raw_mb": round(raw / 2**20, 1),
-                                 "ratio": round(r["peak_rss_mb"] * 2**20 / raw, 2)}
-        size = dir_size(d)
-        out["disk"][str(n)] = {"index_mb": round(size / 2**20, 1), "raw_mb": round(raw / 2**20, 1),
-                               "per_100k_mb": round(size / 2**20 * 100000 / n, 1), "ratio": round(size / raw, 2)}
-        print(n, out["search"][str(n)], out["disk"][str(n)], file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        questions = Path(tmp) / "questions.json"  # made here, so the search process holds only the index
+        questions.write_text(json.dumps(synthetic.questions(100), ensure_ascii=False), encoding="utf-8")
+        for kind in args.vector_kind:
+            for n in args.passages:
+                d, _ = synthetic.ensure(n, vector_kind=kind)
+                code = SEARCH.format(index=str(d), questions=str(questions))
+                r = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                              check=True).stdout.strip().splitlines()[-1])
+                raw = r["n"] * r["dim"] * 4 + r["text_bytes"]
+                out["search"].setdefault(kind, {})[str(n)] = {
+                    "peak_rss_mb": round(r["peak_rss_mb"], 1), "raw_mb": round(raw / 2**20, 1),
+                    "ratio": round(r["peak_rss_mb"] * 2**20 / raw, 2)}
+                size = dir_size(d)
+                out["disk"].setdefault(kind, {})[str(n)] = {
+                    "index_mb": round(size / 2**20, 1), "raw_mb": round(raw / 2**20, 1),
+                    "per_100k_mb": round(size / 2**20 * 100000 / n, 1), "ratio": round(size / raw, 2)}
+                print(kind, n, out["search"][kind][str(n)], out["disk"][kind][str(n)], file=sys.stderr)
     if args.index_docs:
         with tempfile.TemporaryDirectory() as tmp:
             corpus = Path(tmp) / "docs"

@@ -51,3 +51,34 @@ def test_tokenize_drops_stop_and_question_words_and_keeps_search_mode_subwords()
     assert "什么" not in toks and "有" not in toks and "？" not in toks
     assert {"马克思主义", "马克思", "学习型", "政党", "要求"} <= set(toks)
     assert tokenize("ＡＢＣ１２３") == tokenize("abc123")
+
+
+_TOKENS = """
+import json, sys
+import jieba
+if sys.argv[1] == "cached":  # the dictionary must come from kb's pickle, not jieba's own start-up
+    jieba.Tokenizer.initialize = lambda self, dictionary=None: sys.exit("jieba.initialize called")
+from kb.textproc import tokenize
+print(json.dumps(tokenize("组工干部要站在学习贯彻党的十九大精神的最前列，南京长江大桥")))
+"""
+
+
+def test_jieba_dictionary_is_cached_as_a_pickle_and_tokens_are_unchanged(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KB_CACHE_DIR": str(tmp_path)}
+
+    def run(how):
+        r = subprocess.run([sys.executable, "-c", _TOKENS, how], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    first = run("build")
+    (cache,) = tmp_path.glob("jieba-*.pickle")
+    assert run("cached") == first == tokenize("组工干部要站在学习贯彻党的十九大精神的最前列，南京长江大桥")
+    assert "最前列" in first or "前列" in first
+    cache.write_bytes(b"not a pickle")  # a damaged cache is rebuilt, never fatal
+    assert run("build") == first and cache.stat().st_size > 1000
