@@ -330,7 +330,7 @@ def test_fp16_vectors_search_in_half_the_memory_and_score_exactly(tmp_path, corp
     assert np.array_equal(half.all_vectors(), base) and np.array_equal(half.vectors([7, 5]), base[[7, 5]])
     found = 0
     for q in base[:100] + 0.5 * rng.standard_normal((100, 64)).astype(np.float32):
-        (er, es), (hr, hs) = exact.search(q, 10), half.search(q, 10)
+        (er, _), (hr, hs) = exact.search(q, 10), half.search(q, 10)
         found += len(set(er) & set(hr))
         assert np.allclose(hs, base[hr] @ q, atol=1e-6) and np.all(np.diff(hs) <= 0)  # exact, best first
     assert found >= 990
