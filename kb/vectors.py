@@ -59,6 +59,8 @@ class RowFile:
             os.close(self.fd)
             self.fd = -1
 
+    __del__ = close  # a searcher dropped from a cache without close() does not leak its file
+
 
 def _faiss():
     import faiss

@@ -342,3 +342,20 @@ def test_fp16_vectors_search_in_half_the_memory_and_score_exactly(tmp_path, corp
     update_index(corpus, tmp_path / "index", model="hash:64", progress=False, rebuild=True)
     s = Searcher.load(tmp_path / "index")
     assert s.vectors.kind == "fp16" and s.search("服务理念", k=3)
+
+
+def test_dropped_fp16_index_releases_its_file(tmp_path):
+    import gc
+    import os
+
+    from kb.vectors import VectorIndex
+
+    VectorIndex.build(np.eye(8, dtype=np.float32), 8, kind="fp16").save(tmp_path / "v.faiss")
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        v = VectorIndex.load(tmp_path / "v.faiss")
+        assert v.vectors([3])[0][3] == 1.0
+        del v
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == before
