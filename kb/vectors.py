@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .store import save_array
+
 # Exact search below this many vectors; an HNSW graph above. efSearch 256 keeps recall@10
 # at 0.98+ against exact search on real e5 embeddings (benchmarks/recall.py).
 EXACT_LIMIT = 200_000
@@ -142,10 +144,7 @@ class VectorIndex:
         with open(path, "rb+") as f:
             os.fsync(f.fileno())
         if self.exact is not None:
-            with open(exact_path(path), "wb") as f:
-                np.save(f, np.ascontiguousarray(self.all_vectors(), dtype=np.float32))
-                f.flush()
-                os.fsync(f.fileno())
+            save_array(exact_path(path), np.ascontiguousarray(self.all_vectors(), dtype=np.float32))
 
     def close(self) -> None:
         if isinstance(self.exact, RowFile):
