@@ -204,20 +204,6 @@ class Searcher:
             allowed[d["doc_idx"]] = True
         return allowed[np.asarray(self.passage_doc)] if len(self.passage_doc) else np.zeros(0, dtype=bool)
 
-    def _dense_candidates(self, qvec: np.ndarray, n: int, mask: np.ndarray | None):
-        if mask is None:
-            return self.vectors.search(qvec, n)
-        allowed = np.flatnonzero(mask)
-        if len(allowed) == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        import faiss
-
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed.astype(np.int64)))
-        scores, ids = self.vectors.index.search(qvec.reshape(1, -1).astype(np.float32), min(n, len(allowed)),
-                                                params=params)
-        keep = ids[0] >= 0
-        return ids[0][keep].astype(np.int64), scores[0][keep]
-
     # ------------------------------------------------------------------ search
     def search(self, query: str, k: int = 10, mode: str = "hybrid", doc_ids=None, sources=None,
                rerank=None) -> list[Hit]:
@@ -242,16 +228,17 @@ class Searcher:
         dense_rows = np.zeros(0, np.int64)
         if mode != "lexical":
             qvec = self.embed_query(query)
-            dense_rows, _ = self._dense_candidates(qvec, n, mask)
+            dense_rows, dense_cos = self.vectors.search(qvec, n, None if mask is None else np.flatnonzero(mask))
 
         candidates = list(dict.fromkeys([int(r) for r in dense_rows] + [int(r) for r in lex_rows]))
         if not candidates:
             return []
-        cand = np.asarray(candidates, dtype=np.int64)
         cos_of: dict[int, float] = {}
         dense_of: dict[int, float] = {}
-        if qvec is not None:
-            cos_of = dict(zip(candidates, (self.vectors.vectors(cand) @ qvec).tolist()))
+        if qvec is not None:  # the dense search scored its own rows; score the keyword-only ones
+            cos_of = dict(zip(dense_rows.tolist(), dense_cos.tolist()))
+            rest = [r for r in candidates if r not in cos_of]
+            cos_of.update(zip(rest, (self.vectors.vectors(rest) @ qvec).tolist()))
             bg = self.dense_background(qvec)
             dense_of = {r: min(1.0, max(0.0, (c - bg) / (1.0 - bg))) for r, c in cos_of.items()}
         cap = self.lexical_ceiling(qtokens)

@@ -105,12 +105,18 @@ class VectorIndex:
             index.add(vectors)
         return cls(index, kind, exact=vectors if kind == "fp16" else None)
 
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and cosine scores of the ``k`` nearest vectors, best first (no ``-1``)."""
-        if self.count == 0 or k <= 0:
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and cosine scores of the ``k`` nearest vectors, best first (no ``-1``);
+        only among the rows in ``allowed`` when it is given."""
+        limit = self.count if allowed is None else len(allowed)
+        if limit == 0 or k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-        scores, ids = self.index.search(q, min(k, self.count))
+        params = None
+        if allowed is not None:
+            faiss = _faiss()
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
+        scores, ids = self.index.search(q, min(k, limit), params=params)
         keep = ids[0] >= 0
         rows, scores = ids[0][keep].astype(np.int64), scores[0][keep]
         if self.exact is not None and len(rows):  # float16 found them; float32 scores and orders them
@@ -144,7 +150,7 @@ class VectorIndex:
         with open(path, "rb+") as f:
             os.fsync(f.fileno())
         if self.exact is not None:
-            save_array(exact_path(path), np.ascontiguousarray(self.all_vectors(), dtype=np.float32))
+            save_array(exact_path(path), self.all_vectors())
 
     def close(self) -> None:
         if isinstance(self.exact, RowFile):

@@ -334,6 +334,11 @@ def test_fp16_vectors_search_in_half_the_memory_and_score_exactly(tmp_path, corp
         found += len(set(er) & set(hr))
         assert np.allclose(hs, base[hr] @ q, atol=1e-6) and np.all(np.diff(hs) <= 0)  # exact, best first
     assert found >= 990
+    even = np.arange(0, 3000, 2)
+    hr, hs = half.search(base[1], 10, allowed=even)  # a filter: only allowed rows, still exact and ordered
+    er, _ = exact.search(base[1], 10, allowed=even)
+    assert set(hr) <= set(even) and 1 not in hr and len(set(hr) & set(er)) >= 9
+    assert np.allclose(hs, base[hr] @ base[1], atol=1e-6) and np.all(np.diff(hs) <= 0)
     half.close()
     assert VectorIndex.build(base[:10], 64).kind == "fp16"  # auto below the exact limit
 
