@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed
 INDEX ?= index
 CORPUS ?= corpus
 PORT ?= 8501
+# The page listens on this machine only; HOST=0.0.0.0 serves the network and needs KB_ACCESS_TOKEN.
+HOST ?= 127.0.0.1
 # pip on this kind of machine prints a warning per package for an absent local mirror; hide only those.
 PIPQUIET := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help setup .venv index run test test-fast lint bench clean
+.PHONY: help setup .venv index run test test-fast lint bench fuzz clean
 .DEFAULT_GOAL := help
 
 help:  ## List the targets
@@ -30,9 +32,8 @@ setup: $(STAMP)  ## Create .venv and install kb with its dev tools (idempotent)
 index: $(STAMP)  ## Index the sample corpus (incremental: fast when nothing changed)
 	$(BIN)/kb index $(CORPUS) --index $(INDEX)
 
-run: index  ## Install, index the sample corpus and serve the page on http://localhost:8501
-	$(BIN)/streamlit run app.py --server.fileWatcherType none --server.headless true \
-		--server.port $(PORT) --browser.gatherUsageStats false -- --index $(INDEX)
+run: index  ## Install, index the sample corpus and serve the page on http://localhost:8501 (HOST=, PORT=)
+	$(BIN)/kb page --host $(HOST) --port $(PORT) --index $(INDEX)
 
 test: $(STAMP)  ## Run the whole test suite (offline)
 	$(BIN)/python -m pytest -q
@@ -45,6 +46,11 @@ lint: $(STAMP)  ## ruff
 
 bench: $(STAMP)  ## Run the benchmarks (prints JSON)
 	$(BIN)/python benchmarks/latency.py --passages 10000
+
+FUZZ_SECONDS ?= 120
+fuzz: $(STAMP)  ## Fuzz the readers, splitter and query parser with atheris (FUZZ_SECONDS each)
+	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/python -m pip install -q atheris 2>&1 | $(PIPQUIET)
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 clean:  ## Remove the index and caches (keeps .venv)
 	rm -rf $(INDEX) .pytest_cache .ruff_cache tests/artifacts

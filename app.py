@@ -1,14 +1,15 @@
 """kb — the search page.  streamlit run app.py -- --index DIR   (or KB_INDEX=DIR)
 
 Presentation only: searching, views and citations come from kb.search and kb.render.
-Every piece of document text goes through kb.render.highlight_html (or html.escape)
-before it reaches the page.
+Every piece of text that comes from a document, a file name or an error goes through
+kb.render.text_html (inert as HTML *and* as markdown) before it reaches the page, and
+errors lose their server paths (kb.access.redact_paths). Who may use the page and which
+folders it may index are decided by kb.access.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import sys
@@ -17,18 +18,21 @@ from pathlib import Path
 
 import streamlit as st
 
-from kb.documents import SUPPORTED_SUFFIXES
+from kb.access import check_exposure, confine, library_roots, redact_paths, token_matches
 from kb.embedding import embedder_from_spec
 from kb.errors import KBError
 from kb.index import update_index
-from kb.library import remove_document, save_upload
-from kb.render import document_html, highlight_html
-from kb.search import Searcher
+from kb.library import UPLOAD_SUFFIXES, remove_document, save_upload
+from kb.render import document_html, highlight_html, text_html
+from kb.search import MAX_QUERY_CHARS, Searcher, bound_query, confidence
 from kb.store import IndexDir, read_manifest
 
 APP_DIR = Path(__file__).resolve().parent
 SAMPLE_CORPUS = APP_DIR / "corpus"
-UPLOAD_LIMIT_MB = 20
+UPLOAD_LIMIT_MB = 20  # per file
+UPLOAD_TOTAL_MB = 100  # per upload
+UPLOAD_MAX_FILES = 50
+WEAK_SHOWN = 3  # hits shown, marked, when nothing matches well
 MODES = {"混合": "hybrid", "语义": "dense", "关键词": "lexical"}
 STAGES = {"reading": "读取文档", "embedding": "生成向量"}
 
@@ -65,6 +69,18 @@ html, body, [class*="css"], .stMarkdown, .stTextInput input {
 [data-testid="stCode"] pre, [data-testid="stCode"] code { font-size: 0.78rem !important; line-height: 1.6 !important;
   font-family: "Noto Sans CJK SC", "WenQuanYi Zen Hei", "PingFang SC", "Microsoft YaHei", monospace !important; }
 [data-testid="stCode"] { margin-top: -0.4rem; }
+.kb-weak { display: inline-block; background: #f3f4f6; color: #6b7280; border-radius: 10px; padding: 0 8px;
+           margin-left: 6px; font-size: 0.8rem; }
+.kb-title { font-size: 1.7rem; font-weight: 600; line-height: 1.4; margin: 0.6rem 0 0.4rem; color: #1f2328; }
+/* Streamlit's uploader texts are English and not configurable: replace them. */
+[data-testid="stFileUploaderDropzoneInstructions"] > div > span { display: none; }
+[data-testid="stFileUploaderDropzoneInstructions"] > div::before { content: "把文件拖到这里"; }
+[data-testid="stFileUploaderDropzoneInstructions"] > div > small { font-size: 0; }
+[data-testid="stFileUploaderDropzoneInstructions"] > div > small::before { content: "每个文件不超过 20 MB";
+  font-size: 0.8rem; }
+[data-testid="stFileUploaderDropzone"] button[data-testid="stBaseButton-secondary"] { font-size: 0; }
+[data-testid="stFileUploaderDropzone"] button[data-testid="stBaseButton-secondary"]::after { content: "选择文件";
+  font-size: 0.9rem; }
 </style>
 """
 
@@ -77,6 +93,49 @@ def index_dir_from_args() -> Path:
     parser.add_argument("--index")
     args, _ = parser.parse_known_args(sys.argv[1:])
     return Path(args.index or os.environ.get("KB_INDEX") or "index")
+
+
+def say(kind: str, message: str, where=st) -> None:
+    """An alert whose text is shown as text: markup and server paths removed."""
+    getattr(where, kind)(text_html(redact_paths(message)))
+
+
+def note(kind: str, message: str) -> None:
+    """A message that outlives the rerun that follows an action, until dismissed."""
+    st.session_state.setdefault("notices", []).append((kind, message))
+
+
+def show_notices(where) -> None:
+    notices = st.session_state.get("notices") or []
+    for kind, message in notices:
+        say(kind, message, where)
+    if notices and where.button("知道了", key="dismiss_notices", help="关闭这些消息"):
+        st.session_state["notices"] = []
+        st.rerun()
+
+
+def access_granted() -> bool:
+    """The page's door: served beyond this machine only with an access token, which each
+    visitor types once per session (compared in constant time)."""
+    try:
+        token = check_exposure(st.get_option("server.address"))
+    except KBError as e:
+        st.title("kb 知识库检索")
+        st.error("这个页面在网络上公开，但没有设置访问口令，所以不提供服务。管理员请设置环境变量 "
+                 "KB_ACCESS_TOKEN 后重新启动，或者只在本机（127.0.0.1）上运行。")
+        st.caption(text_html(str(e)))
+        return False
+    if token is None or st.session_state.get("kb_authorized"):
+        return True
+    st.title("kb 知识库检索")
+    with st.form("login"):
+        given = st.text_input("访问口令", type="password", max_chars=256)
+        if st.form_submit_button("进入", type="primary"):
+            if token_matches(given, token):
+                st.session_state["kb_authorized"] = True
+                st.rerun()
+            st.error("口令不对。")
+    return False
 
 
 @st.cache_resource(show_spinner=False)
@@ -110,7 +169,7 @@ def go(**params) -> None:
 
 
 def on_query_change() -> None:
-    q = st.session_state.get("q_input", "").strip()
+    q, _ = bound_query(st.session_state.get("q_input", ""))
     st.query_params.clear()
     if q:
         st.query_params["q"] = q
@@ -120,8 +179,8 @@ def on_query_change() -> None:
 
 
 def crumb_html(title: str, heading_path: list[str]) -> str:
-    parts = [f'<span class="kb-doc">{html.escape(title)}</span>']
-    parts += [html.escape(h) for h in heading_path[1:]]
+    parts = [f'<span class="kb-doc">{text_html(title)}</span>']
+    parts += [text_html(h) for h in heading_path[1:]]
     return '<span class="kb-sep">›</span>'.join(parts)
 
 
@@ -133,16 +192,18 @@ def meta_line(meta: dict) -> str:
         bits.append("来源 " + meta["source"])
     if meta.get("date"):
         bits.append(meta["date"])
-    return " · ".join(html.escape(b) for b in bits)
+    return " · ".join(text_html(b) for b in bits)
 
 
-def hit_card(rank: int | None, hit) -> str:
+def hit_card(rank: int | None, hit, weak: bool = False) -> str:
     dense, lexical = hit.scores.get("dense", 0.0), hit.scores.get("lexical", 0.0)
     explain = f"语义相似度 {dense:.2f} · 关键词得分 {lexical:.2f}"
-    detail = [f'<span class="kb-score" title="{html.escape(explain)}">相关度 {hit.score:.2f}</span>',
+    detail = [f'<span class="kb-score" title="{text_html(explain)}">相关度 {hit.score:.2f}</span>',
               f"语义 {dense:.2f}", f"关键词 {lexical:.2f}"]
+    if weak:
+        detail[0] += '<span class="kb-weak">相关度低</span>'
     if hit.matched_terms:
-        detail.append("命中 " + "、".join(html.escape(t) for t in hit.matched_terms[:8]))
+        detail.append("命中 " + "、".join(text_html(t) for t in hit.matched_terms[:8]))
     source = meta_line(hit.meta)
     if source:
         detail.append(source)
@@ -170,18 +231,28 @@ def hit_actions(hit, key: str, related: bool = True) -> None:
 
 def view_no_index(index_dir: Path) -> None:
     st.title("kb 知识库检索")
-    st.info(f"还没有索引（{index_dir}/）。先把文档建成索引，然后就可以提问了。")
+    st.info("还没有索引。先把文档建成索引，然后就可以提问了。")
+    show_notices(st)
+    roots = library_roots()
     c1, c2 = st.columns(2)
     with c1:
         st.markdown("**用示例语料**")
-        st.caption(f"{SAMPLE_CORPUS}")
+        st.caption("kb 自带的一篇示例文章")
         if st.button("用示例语料建立索引", type="primary", disabled=not SAMPLE_CORPUS.is_dir()):
             build_index(SAMPLE_CORPUS, index_dir)
     with c2:
         st.markdown("**用自己的文件夹**")
-        folder = st.text_input("文件夹路径", placeholder="/path/to/docs", key="folder_input")
-        if st.button("建立索引", disabled=not folder):
-            build_index(Path(folder).expanduser(), index_dir)
+        if not roots:
+            st.caption("管理员没有开放任何文件夹（环境变量 KB_LIBRARY_ROOTS）。也可以在命令行运行 kb index 文件夹。")
+        folder = st.text_input("文件夹路径", placeholder="/path/to/docs", key="folder_input", max_chars=1024,
+                               disabled=not roots)
+        if st.button("建立索引", disabled=not (folder and roots)):
+            try:
+                target = confine(folder, roots)
+            except KBError as e:
+                say("error", f"不能索引这个文件夹：{e}")
+                return
+            build_index(target, index_dir)
 
 
 def build_index(folder: Path, index_dir: Path, **kw) -> bool:
@@ -195,10 +266,13 @@ def build_index(folder: Path, index_dir: Path, **kw) -> bool:
         report = update_index(folder, index_dir, progress=False, warn=warnings.append, on_progress=progress, **kw)
     except KBError as e:
         bar.empty()
-        st.error(f"索引失败：{e}")
+        note("error", f"索引失败：{e}")
+        st.rerun()
         return False
     bar.progress(1.0, text="完成")
-    st.session_state["last_report"] = {"summary": report.summary(), "warnings": warnings}
+    note("success", report.summary())
+    for w in warnings:
+        note("warning", f"未能读取：{w}")
     st.rerun()
     return True
 
@@ -206,26 +280,32 @@ def build_index(folder: Path, index_dir: Path, **kw) -> bool:
 def view_search(searcher: Searcher, settings: dict) -> None:
     st.title("kb 知识库检索")
     st.text_input("问题", key="q_input", on_change=on_query_change, label_visibility="collapsed",
-                  placeholder="输入问题，按回车搜索，例如：如何转变服务理念")
-    query = st.query_params.get("q", "").strip()
+                  placeholder="输入问题，按回车搜索，例如：如何转变服务理念", max_chars=MAX_QUERY_CHARS)
+    query, cut = bound_query(st.query_params.get("q", ""))
     if not query:
         st.caption("输入一个问题或几个关键词，按回车。结果按相关度排列，每条都注明出处，可以复制引用、查看相关段落或打开全文。")
         return
+    if cut:
+        st.caption(f"问题太长，只用了前 {MAX_QUERY_CHARS} 个字。")
     t0 = time.perf_counter()
     try:
         hits = searcher.search(query, k=settings["k"], mode=settings["mode"], doc_ids=settings["doc_ids"],
                                sources=settings["sources"])
     except KBError as e:
-        st.error(str(e))
+        say("error", str(e))
         return
     ms = (time.perf_counter() - t0) * 1000
     if not hits:
         st.info("没有找到相关段落。试试换个说法、减少关键词，或取消左侧的筛选条件。")
         return
-    st.markdown(f'<p class="kb-summary" data-q="{html.escape(query)}">找到 {len(hits)} 条结果 · {ms:.0f} 毫秒</p>',
+    weak = confidence(hits) == "low"
+    if weak:
+        hits = hits[:WEAK_SHOWN]
+        st.warning("没有足够相关的段落。下面是最接近的几条，相关度低，仅供参考；试试换个说法。")
+    st.markdown(f'<p class="kb-summary" data-q="{text_html(query)}">找到 {len(hits)} 条结果 · {ms:.0f} 毫秒</p>',
                 unsafe_allow_html=True)
     for i, hit in enumerate(hits, 1):
-        st.markdown(hit_card(i, hit), unsafe_allow_html=True)
+        st.markdown(hit_card(i, hit, weak=weak), unsafe_allow_html=True)
         hit_actions(hit, key=f"{i}-{hit.id}")
 
 
@@ -234,15 +314,15 @@ def view_passage(searcher: Searcher, passage_id: str) -> None:
     try:
         view = searcher.show(passage_id, context=0)
         related = searcher.related(passage_id, k=6)
+        hit = searcher.passage_hit(passage_id)
     except KBError as e:
-        st.error(str(e))
+        say("error", str(e))
         return
     p, doc = view["passage"], view["document"]
     st.subheader("段落")
-    hit = searcher._hit(p, "", [], 1.0, {"dense": 1.0, "lexical": 0.0}, [])
     st.markdown(
         f'<div class="kb-card"><div class="kb-crumb">{crumb_html(doc["title"], p["heading_path"])}</div>'
-        f'<div class="kb-text">{html.escape(p["text"])}</div>'
+        f'<div class="kb-text">{text_html(p["text"])}</div>'
         f'<div class="kb-meta">{meta_line(doc["meta"])}</div></div>', unsafe_allow_html=True)
     hit_actions(hit, key=f"focus-{p['id']}", related=False)
     st.subheader("相关段落")
@@ -259,9 +339,9 @@ def view_document(searcher: Searcher, doc_id: str, passage_id: str | None) -> No
         doc = searcher.document(doc_id)
         view = searcher.show(passage_id, context=1) if passage_id else None
     except KBError as e:
-        st.error(str(e))
+        say("error", str(e))
         return
-    st.header(doc["title"])
+    st.markdown(f'<div class="kb-title">{text_html(doc["title"])}</div>', unsafe_allow_html=True)
     meta = doc["meta"]
     lines = []
     if meta.get("author"):
@@ -271,16 +351,16 @@ def view_document(searcher: Searcher, doc_id: str, passage_id: str | None) -> No
         if meta.get(key):
             lines.append(f"{label}：{meta[key]}" + (f" {meta['time']}" if key == "date" and meta.get("time") else ""))
     lines.append(f"文件：{doc['path']} · {doc['n_passages']} 个段落")
-    st.markdown('<div class="kb-doc-meta">' + "<br>".join(html.escape(x) for x in lines) + "</div>",
+    st.markdown('<div class="kb-doc-meta">' + "<br>".join(text_html(x) for x in lines) + "</div>",
                 unsafe_allow_html=True)
     text = doc["text"]
     if view:
         p = view["passage"]
         st.markdown(f'<div class="kb-crumb" style="margin-top:1rem">{crumb_html(doc["title"], p["heading_path"])}'
                     "</div>", unsafe_allow_html=True)
-        parts = [f'<div class="kb-context">{html.escape(b["text"])}</div>' for b in view["before"]]
-        parts.append(f'<div class="kb-text"><span class="kb-focus">{html.escape(p["text"])}</span></div>')
-        parts += [f'<div class="kb-context">{html.escape(a["text"])}</div>' for a in view["after"]]
+        parts = [f'<div class="kb-context">{text_html(b["text"])}</div>' for b in view["before"]]
+        parts.append(f'<div class="kb-text"><span class="kb-focus">{text_html(p["text"])}</span></div>')
+        parts += [f'<div class="kb-context">{text_html(a["text"])}</div>' for a in view["after"]]
         st.markdown("".join(parts), unsafe_allow_html=True)
         st.code(view["citation"], language=None, wrap_lines=True)
         full = document_html(text, (p["start"], p["end"]))
@@ -300,14 +380,10 @@ def sidebar(searcher: Searcher, index_dir: Path) -> dict:
     emb = stats["embedder"]
     sb.markdown(
         f"文档 **{stats['documents']}** · 段落 **{stats['passages']}**  \n"
-        f"模型 {html.escape(str(emb['model']))}（{emb['dim']} 维）  \n"
-        f"更新于 {html.escape(str(stats['created'])[:16].replace('T', ' '))}"
+        f"模型 {text_html(redact_paths(str(emb['model'])))}（{emb['dim']} 维）  \n"
+        f"更新于 {text_html(str(stats['created'])[:16].replace('T', ' '))}"
     )
-    report = st.session_state.pop("last_report", None)
-    if report:
-        sb.success(report["summary"])
-        for w in report["warnings"]:
-            sb.warning(f"未能读取：{w}")
+    show_notices(sb)
 
     sb.markdown("### 检索设置")
     mode_label = sb.radio("方式", list(MODES), horizontal=True, key="mode",
@@ -323,8 +399,9 @@ def sidebar(searcher: Searcher, index_dir: Path) -> dict:
     sb.markdown("### 管理文档")
     with sb.form("upload", clear_on_submit=True):
         files = st.file_uploader(
-            f"添加文档（{' '.join(s.lstrip('.') for s in SUPPORTED_SUFFIXES)}，每个不超过 {UPLOAD_LIMIT_MB} MB）",
-            type=[s.lstrip(".") for s in SUPPORTED_SUFFIXES], accept_multiple_files=True, key="uploads")
+            f"添加文档（{' '.join(s.lstrip('.') for s in UPLOAD_SUFFIXES)}；每个不超过 {UPLOAD_LIMIT_MB} MB，"
+            f"一次最多 {UPLOAD_MAX_FILES} 个、共 {UPLOAD_TOTAL_MB} MB）",
+            type=list(UPLOAD_SUFFIXES), accept_multiple_files=True, key="uploads")
         submitted = st.form_submit_button("添加并建立索引")
     if submitted and files:
         add_files(files, corpus, index_dir)
@@ -337,30 +414,60 @@ def sidebar(searcher: Searcher, index_dir: Path) -> dict:
     return {"mode": MODES[mode_label], "k": k, "doc_ids": set(docs) or None, "sources": set(chosen_sources) or None}
 
 
+def library_folder(corpus: Path) -> Path | None:
+    """The folder uploads go to and removals act in: the index's own folder, and only
+    while it lies inside the library roots."""
+    try:
+        folder = confine(corpus, library_roots(corpus))
+    except KBError as e:
+        note("error", f"不能修改知识库文件夹：{e}")
+        return None
+    if not folder.is_dir():
+        note("error", "知识库文件夹不存在了，无法添加或移出文档。")
+        return None
+    return folder
+
+
 def add_files(files, corpus: Path, index_dir: Path) -> None:
-    if not corpus.is_dir():
-        st.sidebar.error(f"知识库文件夹不存在：{corpus}")
+    folder = library_folder(corpus)
+    if folder is None:
+        st.rerun()
         return
-    rejected = []
-    for f in files:
+    total = 0
+    added = 0
+    for n, f in enumerate(files):
+        if n >= UPLOAD_MAX_FILES:
+            note("warning", f"一次最多添加 {UPLOAD_MAX_FILES} 个文件，其余 {len(files) - n} 个没有添加。")
+            break
+        total += f.size
+        if total > UPLOAD_TOTAL_MB * 1024 * 1024:
+            note("warning", f"未添加：{f.name}：这次上传超过了总共 {UPLOAD_TOTAL_MB} MB 的限制。")
+            continue
         try:
-            save_upload(corpus, f.name, f.getvalue(), max_bytes=UPLOAD_LIMIT_MB * 1024 * 1024)
+            save_upload(folder, f.name, f.getvalue(), max_bytes=UPLOAD_LIMIT_MB * 1024 * 1024,
+                        suffixes=UPLOAD_SUFFIXES)
+            added += 1
         except KBError as e:
-            rejected.append(str(e))
-    for msg in rejected:
-        st.sidebar.warning(f"未添加：{msg}")
+            note("warning", f"未添加：{e}")
+    if not added:
+        st.rerun()
+        return
     with st.sidebar:
-        build_index(corpus, index_dir)
+        build_index(folder, index_dir)
 
 
 def remove(searcher: Searcher, doc_id: str, corpus: Path, index_dir: Path) -> None:
+    folder = library_folder(corpus)
     try:
-        remove_document(corpus, searcher.document_info(doc_id)["path"])
+        if folder is None:
+            raise KBError("知识库文件夹不可修改")
+        remove_document(folder, searcher.document_info(doc_id)["path"])
     except KBError as e:
-        st.sidebar.error(str(e))
+        note("error", f"未能移出：{e}")
+        st.rerun()
         return
     with st.sidebar:
-        build_index(corpus, index_dir)
+        build_index(folder, index_dir, prune=True)
 
 
 # --------------------------------------------------------------------------- main
@@ -369,18 +476,20 @@ def remove(searcher: Searcher, doc_id: str, corpus: Path, index_dir: Path) -> No
 def main() -> None:
     st.set_page_config(page_title="kb · 知识库检索", page_icon="📚", layout="centered")
     st.markdown(CSS, unsafe_allow_html=True)
-    index_dir = index_dir_from_args()
-    gen = IndexDir(index_dir).current()
-    if gen is None:
-        view_no_index(index_dir)
+    if not access_granted():
         return
+    index_dir = index_dir_from_args()
     try:
+        gen = IndexDir(index_dir).current()
+        if gen is None:
+            view_no_index(index_dir)
+            return
         searcher = load_searcher(str(index_dir), gen.name)
     except KBError as e:
-        st.error(f"无法打开索引：{e}")
+        say("error", f"无法打开索引：{e}")
         return
     if "q_input" not in st.session_state:
-        st.session_state["q_input"] = st.query_params.get("q", "")
+        st.session_state["q_input"] = bound_query(st.query_params.get("q", ""))[0]
     settings = sidebar(searcher, index_dir)
     params = st.query_params
     if params.get("doc"):
@@ -391,4 +500,13 @@ def main() -> None:
         view_search(searcher, settings)
 
 
-main()
+def run_page() -> None:
+    """main() with a last guard: a bug shows one sentence, never a traceback or a path."""
+    try:
+        main()
+    except Exception as e:  # st.rerun()/st.stop() raise BaseException subclasses: they pass through
+        st.error("页面出错了，请刷新后重试。如果问题一直出现，请告诉管理员（错误类型："
+                 + text_html(type(e).__name__) + "）。")
+
+
+run_page()

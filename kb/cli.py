@@ -11,6 +11,7 @@ import click
 
 from . import __version__
 from .errors import KBError
+from .render import terminal_text
 from .vectors import KINDS as VECTOR_KINDS
 
 DEFAULT_INDEX = "index"
@@ -24,16 +25,34 @@ def _index_option(f):
 
 
 def _friendly(f):
-    """Turn kb's errors into one clear line and exit status 1."""
+    """Turn kb's errors into one clear line: exit status 2 for a usage error (like
+    click's own), 1 for everything else."""
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
+        from .errors import EmptyQuery
+
         try:
             return f(*args, **kwargs)
+        except EmptyQuery as e:
+            raise click.UsageError(str(e)) from e
         except KBError as e:
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(terminal_text(str(e))) from e
 
     return wrapper
+
+
+def _bounded(query: str) -> str:
+    """The query cut to kb's limit, with a notice on stderr when it was cut."""
+    from .search import MAX_QUERY_CHARS, bound_query
+
+    query, cut = bound_query(query)
+    if cut:
+        click.echo(f"note: the question was cut to its first {MAX_QUERY_CHARS} characters", err=True)
+    return query
+
+
+K_RANGE = click.IntRange(1, 1000)
 
 
 def _dump(obj) -> None:
@@ -63,16 +82,20 @@ def cli() -> None:
 @click.option("--query-prompt", default=None, help="Prompt prepended to queries (sentence-transformers).")
 @click.option("--passage-prompt", default=None, help="Prompt prepended to passages (sentence-transformers).")
 @click.option("--rebuild", is_flag=True, help="Ignore the existing index and build from scratch.")
-@click.option("--max-file-mb", default=20.0, show_default=True, help="Skip (with a warning) files larger than this.")
-@click.option("--max-chars", default=None, type=int, help="Longest passage before it is cut at sentence ends.")
+@click.option("--prune", is_flag=True,
+              help="Allow a folder that has become empty to empty the index (refused without it).")
+@click.option("--max-file-mb", default=20.0, show_default=True, type=click.FloatRange(0.001, 4096),
+              help="Skip (with a warning) files larger than this.")
+@click.option("--max-chars", default=None, type=click.IntRange(50, 100_000),
+              help="Longest passage before it is cut at sentence ends.")
 @click.option("--vectors", "vector_kind", type=click.Choice(VECTOR_KINDS), default="auto",
               show_default=True, help="Vector index: exact float32 (flat) or float16 (fp16), or an HNSW graph; "
               "auto: fp16 below 200,000 passages, hnsw above. Add --rebuild to convert an up-to-date index.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_friendly
-def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, rebuild, max_file_mb, max_chars,
-              vector_kind, quiet, as_json):
+def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, rebuild, prune, max_file_mb,
+              max_chars, vector_kind, quiet, as_json):
     """Build or update the index from FOLDER (recursively: .txt .md .html .docx .pdf).
 
     Only new or changed documents are embedded; removed ones are dropped. Without
@@ -85,7 +108,8 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
     report = update_index(
         folder, index_dir, model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
         rebuild=rebuild, max_file_bytes=int(max_file_mb * 1024 * 1024), max_chars=max_chars or DEFAULT_MAX_CHARS,
-        vector_kind=vector_kind, progress=not quiet and sys.stderr.isatty(),
+        vector_kind=vector_kind, progress=not quiet and sys.stderr.isatty(), prune=prune,
+        warn=lambda m: click.echo("warning: " + terminal_text(m), err=True),
     )
     if as_json:
         _dump(report.to_json())
@@ -95,7 +119,7 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
 
 @cli.command("search")
 @click.argument("question", nargs=-1)
-@click.option("-k", "k", default=10, show_default=True, help="Number of results.")
+@click.option("-k", "k", default=10, show_default=True, type=K_RANGE, help="Number of results (1-1000).")
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: {query, hits: [...]}.")
 @click.option("--model", default=None, help="Check that the index was built with this model.")
@@ -104,14 +128,16 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
 @click.option("--source", "sources", multiple=True, help="Only documents from this source (repeatable).")
 @click.option("--rerank", "rerank_model", default=None, metavar="MODEL",
               help="Re-score the top 30 with a sentence-transformers cross-encoder (name or path).")
+@click.option("--min-score", default=None, type=click.FloatRange(0.0, 1.0), metavar="S",
+              help="Only hits scoring at least S (0-1). Without it, weak hits are listed and marked.")
 @_index_option
 @_friendly
-def search_cmd(question, k, mode, as_json, model, device, doc_ids, sources, rerank_model, index_dir):
-    """Find the passages that answer QUESTION."""
+def search_cmd(question, k, mode, as_json, model, device, doc_ids, sources, rerank_model, min_score, index_dir):
+    """Find the passages that answer QUESTION (at most 512 characters are used)."""
     from .errors import EmptyQuery
-    from .search import Searcher
+    from .search import MAX_QUERY_CHARS, Searcher, confidence
 
-    query = " ".join(question).strip()
+    query = _bounded(" ".join(question))
     if not query:
         raise EmptyQuery("empty query — type a question, e.g. kb search \"组工干部如何创新工作方法\"")
     searcher = Searcher.load(index_dir, model=model, device=device)
@@ -122,12 +148,23 @@ def search_cmd(question, k, mode, as_json, model, device, doc_ids, sources, rera
         reranker = Reranker(rerank_model, device=device)
     hits = searcher.search(query, k=k, mode=mode, doc_ids=set(doc_ids) or None, sources=set(sources) or None,
                            rerank=reranker)
+    weak = confidence(hits) == "low"
+    if min_score is not None:
+        hits = [h for h in hits if h.score >= min_score]
     if as_json:
-        _dump({"query": query, "mode": mode, "hits": [_hit_json(h) for h in hits]})
+        out = {"query": query, "mode": mode, "hits": [_hit_json(h) for h in hits]}
+        if weak:
+            out["low_confidence"] = True
+        if len(" ".join(question).strip()) > MAX_QUERY_CHARS:
+            out["truncated"] = True
+        _dump(out)
         return
     if not hits:
-        click.echo("no results")
+        click.echo("no results" + (f" scoring at least {min_score}" if min_score is not None else ""))
         return
+    if weak:
+        click.echo(click.style("nothing in the index matches this question well; the closest passages:",
+                               fg="yellow"), err=True)
     _print_hits(hits)
 
 
@@ -136,6 +173,7 @@ def _hit_json(h) -> dict:
         "id": h.id, "doc_id": h.doc_id, "title": h.title, "heading_path": h.heading_path, "text": h.text,
         "score": h.score, "scores": h.scores, "best_sentence": h.best_sentence, "matched_terms": h.matched_terms,
         "citation": h.citation, "kind": h.kind, "parent": h.parent, "path": h.path, "context": h.context,
+        "support": h.support,
     }
 
 
@@ -143,22 +181,23 @@ def _print_hits(hits) -> None:
     from .render import terminal_highlight
 
     color = sys.stdout.isatty()
+    t = terminal_text
     for i, h in enumerate(hits, 1):
-        path = " › ".join(h.heading_path)
+        path = t(" › ".join(h.heading_path))
         click.echo(click.style(f"{i}. [{h.score:.3f}] ", bold=True) + path + click.style(f"  ({h.id})", dim=True))
-        text = h.text if len(h.text) <= 300 else h.text[:300] + "…"
+        text = t(h.text if len(h.text) <= 300 else h.text[:300] + "…")
         click.echo("   " + (terminal_highlight(text, h.matched_terms) if color else text))
         detail = f"dense {h.scores['dense']:.3f} · keyword {h.scores['lexical']:.3f}"
         if h.matched_terms:
-            detail += " · matched: " + ", ".join(h.matched_terms)
+            detail += " · matched: " + t(", ".join(h.matched_terms))
         click.echo(click.style("   " + detail, dim=True))
-        click.echo(click.style("   引用: ", dim=True) + h.citation)
+        click.echo(click.style("   引用: ", dim=True) + t(h.citation))
         click.echo()
 
 
 @cli.command("related")
 @click.argument("passage_id")
-@click.option("-k", "k", default=5, show_default=True)
+@click.option("-k", "k", default=5, show_default=True, type=K_RANGE)
 @click.option("--json", "as_json", is_flag=True)
 @_index_option
 @_friendly
@@ -177,7 +216,8 @@ def related_cmd(passage_id, k, as_json, index_dir):
 
 @cli.command("show")
 @click.argument("passage_id")
-@click.option("--context", "-C", default=1, show_default=True, help="Paragraphs of context before and after.")
+@click.option("--context", "-C", default=1, show_default=True, type=click.IntRange(0, 100),
+              help="Paragraphs of context before and after.")
 @click.option("--json", "as_json", is_flag=True)
 @_index_option
 @_friendly
@@ -190,27 +230,28 @@ def show_cmd(passage_id, context, as_json, index_dir):
         _dump(view)
         return
     doc, p = view["document"], view["passage"]
-    click.echo(click.style(doc["title"], bold=True) + click.style(f"  ({doc['path']})", dim=True))
+    t = terminal_text
+    click.echo(click.style(t(doc["title"]), bold=True) + click.style(f"  ({t(doc['path'])})", dim=True))
     meta = " · ".join(f"{k}: {v}" for k, v in doc["meta"].items())
     if meta:
-        click.echo(click.style(meta, dim=True))
-    click.echo(click.style(" › ".join(p["heading_path"]), fg="cyan"))
+        click.echo(click.style(t(meta), dim=True))
+    click.echo(click.style(t(" › ".join(p["heading_path"])), fg="cyan"))
     click.echo()
     for b in view["before"]:
-        click.echo(click.style(b["text"], dim=True) + "\n")
+        click.echo(click.style(t(b["text"]), dim=True) + "\n")
     if view["parent"] and view["parent"]["id"] not in {b["id"] for b in view["before"]}:
         parent = view["parent"]["text"]
         i = parent.find(p["text"])
         if i >= 0:
-            click.echo(click.style(parent[:i], dim=True) + click.style(p["text"], bold=True)
-                       + click.style(parent[i + len(p["text"]):], dim=True) + "\n")
+            click.echo(click.style(t(parent[:i]), dim=True) + click.style(t(p["text"]), bold=True)
+                       + click.style(t(parent[i + len(p["text"]):]), dim=True) + "\n")
         else:
-            click.echo(click.style(p["text"], bold=True) + "\n")
+            click.echo(click.style(t(p["text"]), bold=True) + "\n")
     else:
-        click.echo(click.style(p["text"], bold=True) + "\n")
+        click.echo(click.style(t(p["text"]), bold=True) + "\n")
     for a in view["after"]:
-        click.echo(click.style(a["text"], dim=True) + "\n")
-    click.echo("引用: " + view["citation"])
+        click.echo(click.style(t(a["text"]), dim=True) + "\n")
+    click.echo("引用: " + t(view["citation"]))
 
 
 @cli.command("stats")
@@ -236,10 +277,40 @@ def stats_cmd(as_json, index_dir):
     click.echo(f"size        {s['size_bytes'] / 1048576:.1f} MB")
 
 
+@cli.command("page")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs KB_ACCESS_TOKEN set.")
+@click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535))
+@_index_option
+@_friendly
+def page_cmd(host, port, index_dir):
+    """Serve the search page in the browser (Streamlit).
+
+    \b
+    Listens on 127.0.0.1: only this machine can open it. To share it on a network:
+      KB_ACCESS_TOKEN=<a long secret> kb page --host 0.0.0.0
+    Visitors then type the token once. Folders the page may index: KB_LIBRARY_ROOTS.
+    """
+    from pathlib import Path
+
+    from .access import check_exposure
+
+    check_exposure(host)
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    if not app.is_file():
+        raise KBError("the page (app.py) is not installed beside kb — run kb page from a checkout of kb")
+    args = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", host, "--server.port", str(port),
+            "--server.fileWatcherType", "none", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.showErrorDetails", "none", "--", "--index", str(index_dir)]
+    os.chdir(app.parent)  # Streamlit reads .streamlit/config.toml from the working folder
+    os.execv(sys.executable, args)
+
+
 @cli.command("eval")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--mode", type=click.Choice(["all", "hybrid", "dense", "lexical"]), default="all", show_default=True)
-@click.option("-k", "k", default=10, show_default=True, help="Results retrieved per question (at least 10).")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Results retrieved per question (at least 10).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object with every metric per mode.")
 @click.option("--index", "index_dir", default=None, metavar="DIR",
               help="Index to use. Default: a cache under index/eval/ for passage sets; index/ for expect sets.")
@@ -275,7 +346,18 @@ def eval_cmd(dataset, mode, k, as_json, index_dir, model, corpus, rerank_model):
 
 
 def main() -> None:
-    cli(prog_name="kb")
+    """The console script: no traceback reaches a user unless KB_DEBUG is set."""
+    try:
+        cli(prog_name="kb", standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # a bug: say so in one line and keep the traceback for KB_DEBUG=1
+        if os.environ.get("KB_DEBUG"):
+            raise
+        click.echo(f"Error: unexpected {type(e).__name__}: {terminal_text(str(e))[:300]} "
+                   "(run with KB_DEBUG=1 for details, and please report it)", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

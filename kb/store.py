@@ -52,6 +52,7 @@ CREATE TABLE documents (
     format TEXT,
     size INTEGER,
     mtime_ns INTEGER,
+    ctime_ns INTEGER,
     n_passages INTEGER,
     indexed_at TEXT
 );
@@ -73,7 +74,7 @@ CREATE INDEX passages_parent ON passages(parent);
 """
 
 DOC_COLUMNS = ("doc_idx", "doc_id", "path", "title", "meta", "text", "offsets", "content_hash", "encoding",
-               "format", "size", "mtime_ns", "n_passages", "indexed_at")
+               "format", "size", "mtime_ns", "ctime_ns", "n_passages", "indexed_at")
 PASSAGE_COLUMNS = ("row", "id", "doc_id", "kind", "heading_path", "text", "start", "end", "orig_start",
                    "orig_end", "parent", "ordinal", "vkey", "tokens")
 
@@ -96,11 +97,22 @@ class IndexDir:
     def current_file(self) -> Path:
         return self.root / "CURRENT"
 
+    def check_folder(self) -> None:
+        """A one-line error when the index path cannot be an index folder."""
+        if self.root.exists() and not self.root.is_dir():
+            raise KBError(f"{self.root} is a file, not an index folder — give --index a folder")
+
     def current(self) -> Path | None:
+        self.check_folder()
         try:
             name = self.current_file.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as e:
+            raise KBError(f"cannot read the index at {self.root}/ ({_reason(e)})") from e
+        if not name.startswith("gen-") or "/" in name or "\\" in name:
+            raise KBError(f"index at {self.root}/ is damaged (CURRENT names {name[:40]!r}) — "
+                          "rebuild it with `kb index FOLDER --rebuild`")
         gen = self.root / name
         return gen if (gen / "manifest.json").exists() else None
 
@@ -129,8 +141,16 @@ class IndexDir:
 
     @contextmanager
     def writer_lock(self):
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self.check_folder()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            if not os.access(self.root, os.W_OK):
+                os.close(fd)
+                raise PermissionError(13, "Permission denied")
+        except OSError as e:
+            raise KBError(f"cannot write the index folder {self.root}/ ({_reason(e)}) — "
+                          "choose another with --index") from e
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -169,8 +189,25 @@ class IndexDir:
             pass
 
 
+def _reason(e: BaseException) -> str:
+    """An OS or library error as a short phrase, without the path it names."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    return f"{type(e).__name__}: {e}"[:200]
+
+
+def damaged(where: Path, e: BaseException) -> KBError:
+    return KBError(f"index at {where}/ is damaged or unreadable ({_reason(e)}) — "
+                   "rebuild it with `kb index FOLDER --rebuild`")
+
+
 def read_manifest(gen: Path) -> dict[str, Any]:
-    data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+    try:
+        data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("embedder"), dict):
+            raise ValueError("manifest.json is not a kb manifest")
+    except (OSError, ValueError) as e:
+        raise damaged(gen.parent, e) from e
     if data.get("format_version") != FORMAT_VERSION:
         raise KBError(
             f"index at {gen.parent}/ has format {data.get('format_version')}, this kb reads format "

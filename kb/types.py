@@ -75,6 +75,9 @@ class Hit:
     path: str = ""
     meta: dict[str, str] = field(default_factory=dict)
     context: list[str] = field(default_factory=list)  # ids of related passages kept as context
+    # How well the passage supports the query, 0-1, on a scale that does not depend on the
+    # index: query words the index has never seen count as unmatched (see kb.search.confidence).
+    support: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,6 +20,24 @@ def _isolated(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def page_address(monkeypatch):
+    """Set the address the page believes it is served on (as `streamlit run
+    --server.address` would); loopback unless a test says otherwise. No access token."""
+    from streamlit import config
+
+    monkeypatch.delenv("KB_ACCESS_TOKEN", raising=False)
+    monkeypatch.delenv("KB_LIBRARY_ROOTS", raising=False)
+    old = config.get_option("server.address")
+
+    def set_address(address: str | None) -> None:
+        config.set_option("server.address", address)
+
+    set_address("127.0.0.1")
+    yield set_address
+    config.set_option("server.address", old)
+
+
+@pytest.fixture
 def corpus(tmp_path) -> Path:
     d = tmp_path / "docs"
     shutil.copytree(SAMPLE_CORPUS, d)

@@ -27,7 +27,6 @@ def test_help_everywhere(run):
 @pytest.mark.parametrize("args, message", [
     (["search", "服务", "--index", "missing"], "no index at missing/"),
     (["stats", "--index", "missing"], "run `kb index FOLDER` first"),
-    (["search", "   ", "--index", "missing"], "empty query"),
     (["index", "no-such-folder"], "is not a folder"),
 ])
 def test_errors_are_one_line_and_nonzero(run, args, message):
