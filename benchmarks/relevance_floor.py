@@ -33,14 +33,14 @@ from kb.splitting import DEFAULT_MAX_CHARS  # noqa: E402
 SETS = ("cmrc2018_trial", "drcd_test", "dureader2_demo_train")
 
 
-def open_sets(eval_dir: Path, corpus: Path, limit: int):
+def open_sets(eval_dir: Path, corpus: Path, limit: int, names=SETS):
     """{name: (searcher, questions)} for the sample corpus and each shared set."""
     out = {}
     sample_dir = ROOT / "index" / "eval" / "floor-sample"
     update_index(corpus, sample_dir, progress=False, warn=lambda m: None)
     seed = [q["question"] for q in load_dataset(eval_dir / "seed_dev").queries]
     out["sample"] = (Searcher.load(sample_dir), seed, None)
-    for name in SETS:
+    for name in names:
         if not (eval_dir / name).is_dir():
             continue
         ds = load_dataset(eval_dir / name)
@@ -70,9 +70,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=400, help="Questions per set (default 400).")
     ap.add_argument("--sweep", action="store_true", help="Rates for floors 0.20-0.60.")
     ap.add_argument("--dump", help="Write every question's top-hit features to this JSONL file.")
+    ap.add_argument("--sets", nargs="+", default=list(SETS), help="Shared sets to use (default: all three).")
     args = ap.parse_args()
 
-    sets = open_sets(Path(args.eval_dir), Path(args.corpus), args.limit)
+    sets = open_sets(Path(args.eval_dir), Path(args.corpus), args.limit, args.sets)
     vectors: dict[str, np.ndarray] = {}
     for _, (searcher, questions, qcache) in sets.items():  # query vectors do not depend on the index
         qv = QueryVectors(searcher, qcache)

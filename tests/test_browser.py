@@ -23,6 +23,11 @@ if not os.path.exists(CHROMIUM):
                 allow_module_level=True)
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
+# A document that tries to make every visitor's browser fetch outside URLs (markdown image
+# in its title, HTML image in its body, markdown links in its metadata).
+HOSTILE = ("![x](http://example.org/title.png)\n\n来源：[官网](http://example.org/source)\n\n"
+           "这份陷阱文档的正文里藏着图片<img src=http://example.org/body.png>和"
+           "![图](http://example.org/md.png)两种外部请求，用来检验转义。\n")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
@@ -42,6 +47,7 @@ def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("browser")
     corpus = d / "corpus"
     shutil.copytree(SAMPLE_CORPUS, corpus)
+    (corpus / "hostile.txt").write_text(HOSTILE, encoding="utf-8")
     update_index(corpus, d / "index", progress=False, warn=lambda m: None)  # the real offline model
     port = _free_port()
     env = {**os.environ, "KB_INDEX": str(d / "index")}
@@ -101,7 +107,7 @@ def test_search_cite_and_open_document(server):
                           "一是发展特色产业，二是改善人居环境，三是加强基层治理。", encoding="utf-8")
         page.locator('[data-testid="stSidebar"] input[type="file"]').set_input_files(str(upload))
         page.get_by_role("button", name="添加并建立索引").click()
-        page.get_by_text("文档 2", exact=False).first.wait_for(timeout=60000)
+        page.get_by_text("文档 3", exact=False).first.wait_for(timeout=60000)
         page.get_by_role("button", name="← 返回搜索结果").click()
         box = page.get_by_placeholder("输入问题，按回车搜索", exact=False)
         box.fill("乡村振兴 改善人居环境")
@@ -111,3 +117,29 @@ def test_search_cite_and_open_document(server):
             timeout=30000)
         page.screenshot(path=str(ARTIFACTS / "after-upload.png"), full_page=False)
         browser.close()
+
+
+def test_document_markup_never_reaches_the_network(server):
+    """Titles, metadata and body of a hostile document are shown as text: the browser
+    requests nothing outside the page's own server, on the results or the document view."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1400}, locale="zh-CN")
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
+        page.goto(server + "/?q=陷阱文档 外部请求 检验转义", wait_until="domcontentloaded")
+        card = page.locator(".kb-card", has_text="陷阱文档").first
+        card.wait_for(timeout=30000)
+        assert "<img src=http://example.org/body.png>" in card.inner_text()
+        from kb.documents import doc_id_for
+
+        page.goto(server + "/?doc=" + doc_id_for("hostile.txt"), wait_until="domcontentloaded")
+        page.locator(".kb-title").first.wait_for(timeout=30000)
+        page.wait_for_timeout(1000)
+        assert page.locator(".kb-title").first.inner_text() == "![x](http://example.org/title.png)"
+        assert "[官网](http://example.org/source)" in page.locator(".kb-doc-meta").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "hostile-document.png"), full_page=False)
+        browser.close()
+    outside = [u for u in requested if not u.startswith(server) and not u.startswith("data:")]
+    assert outside == [], outside
