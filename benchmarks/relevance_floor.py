@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from kb.evaluate import QueryVectors, dataset_hash, load_dataset, prepare_index  # noqa: E402
 from kb.index import update_index  # noqa: E402
-from kb.search import RELEVANCE_FLOOR, Searcher, confidence  # noqa: E402
+from kb.search import DENSE_FLOOR, SUPPORT_FLOOR, Searcher, confidence  # noqa: E402
 from kb.splitting import DEFAULT_MAX_CHARS  # noqa: E402
 
 SETS = ("cmrc2018_trial", "drcd_test", "dureader2_demo_train")
@@ -58,7 +58,7 @@ def top_features(searcher: Searcher, question: str) -> dict:
         "confidence": confidence(hits),
         "score": h.score if h else 0.0,
         "support": max((x.support for x in hits), default=0.0),
-        "dense": h.scores["dense"] if h else 0.0,
+        "dense": max((x.scores["dense"] for x in hits), default=0.0),
         "lexical": h.scores["lexical"] if h else 0.0,
     }
 
@@ -104,19 +104,23 @@ def main() -> None:
             per = {f"{qs}->{ix}": round(float(np.mean([flag(r) for r in group
                                                          if (r["questions"], r["index"]) == (qs, ix)])), 4)
                    for qs, ix in pairs}
-            # each pairing weighs the same, whatever its number of questions
+            # pooled over all questions, and as the mean of the pairings (each weighs the same)
             out["answerable" if answerable else "unanswerable"] = {
-                "flagged": round(float(np.mean(list(per.values()))), 4), "by_pair": per,
+                "flagged_pooled": round(float(np.mean([flag(r) for r in group])), 4),
+                "flagged_mean_of_pairs": round(float(np.mean(list(per.values()))), 4), "by_pair": per,
                 "questions": len(group)}
         return out
 
-    result = {"floor": RELEVANCE_FLOOR, "rates": rates(lambda r: r["confidence"] == "low")}
+    result = {"support_floor": SUPPORT_FLOOR, "dense_floor": DENSE_FLOOR,
+              "rates": rates(lambda r: r["confidence"] == "low")}
     if args.sweep:
         result["sweep"] = {}
-        for floor in np.arange(0.20, 0.61, 0.02):
-            r = rates(lambda r, f=floor: r["support"] < f)
-            result["sweep"][f"{floor:.2f}"] = {"answerable_flagged": r["answerable"]["flagged"],
-                                               "unanswerable_flagged": r["unanswerable"]["flagged"]}
+        for sf in np.arange(0.25, 0.56, 0.05):
+            for df in np.arange(0.2, 0.51, 0.05):
+                r = rates(lambda r, a=sf, b=df: r["support"] < a and r["dense"] < b)
+                result["sweep"][f"support<{sf:.2f} and dense<{df:.2f}"] = {
+                    "answerable_flagged": r["answerable"]["flagged_pooled"],
+                    "unanswerable_flagged": r["unanswerable"]["flagged_pooled"]}
     print(json.dumps(result, ensure_ascii=False))
 
 

@@ -19,7 +19,7 @@ from .index import check_model
 from .lexical import BM25Index, top_k
 from .render import best_sentence, citation, matched_terms
 from .store import IndexDir, damaged, open_db, read_manifest
-from .textproc import tokenize
+from .textproc import fold, tokenize
 from .types import Hit
 from .vectors import VectorIndex
 
@@ -29,14 +29,38 @@ MODES = ("hybrid", "dense", "lexical")
 MAX_QUERY_CHARS = 512
 
 
-# Below this support, the best hit is not a good answer: the page says so and `kb search`
-# marks the results (benchmarks/relevance_floor.py measures the rates).
-RELEVANCE_FLOOR = 0.35
+# The relevance floor (benchmarks/relevance_floor.py measures it). A hit supports a
+# question when it holds enough of the question's words (support: their IDF-weighted share,
+# matched by character pairs so that jieba cutting a phrase differently in the question and
+# in the text does not matter, words the index has never seen weighing the most), or when
+# the dense model puts it well above the question's background.
+SUPPORT_FLOOR = 0.35
+DENSE_FLOOR = 0.3
 
 
-def confidence(hits: list[Hit], floor: float = RELEVANCE_FLOOR) -> str:
-    """``"low"`` when no hit supports the query well enough (or there is none), else ``"ok"``."""
-    return "ok" if hits and max(h.support for h in hits) >= floor else "low"
+def confidence(hits: list[Hit], support_floor: float = SUPPORT_FLOOR, dense_floor: float = DENSE_FLOOR) -> str:
+    """``"low"`` when no hit supports the question well enough (or there is none), else ``"ok"``."""
+    if hits and (max(h.support for h in hits) >= support_floor
+                 or max(h.scores.get("dense", 0.0) for h in hits) >= dense_floor):
+        return "ok"
+    return "low"
+
+
+def _pairs(word: str) -> set[str]:
+    return {word} if len(word) < 2 else {word[i: i + 2] for i in range(len(word) - 1)}
+
+
+def support(weights: dict[str, float], text: str) -> float:
+    """The IDF-weighted share of the query words found in ``text`` (folded): each word
+    counts by the share of its character pairs that occur in the text."""
+    total = sum(weights.values())
+    if total <= 0:
+        return 0.0
+    found = 0.0
+    for word, w in weights.items():
+        pairs = _pairs(word)
+        found += w * sum(p in text for p in pairs) / len(pairs)
+    return found / total
 
 
 def bound_query(query: str | None, limit: int = MAX_QUERY_CHARS) -> tuple[str, bool]:
@@ -162,15 +186,13 @@ class Searcher:
             return 0.0
         return float(min(np.median(self._sample @ qvec), 0.99))
 
-    def lexical_ceiling(self, tokens: list[str], unseen: bool = False) -> float:
+    def lexical_ceiling(self, tokens: list[str]) -> float:
         """The highest BM25 score any passage could get for these tokens (every term with
-        unbounded frequency): dividing by it puts keyword scores on a 0-1 scale. With
-        ``unseen``, query words absent from the index count too, at the weight of the
-        rarest possible word: "量子计算机的工作原理" matched on 工作 alone is then a weak
-        match, not a full one."""
+        unbounded frequency): dividing by it puts keyword scores on a 0-1 scale. It counts
+        only words the index has, so it ranks well but says little about whether anything
+        matches: that is :func:`support`'s job."""
         k1 = float(self.bm25.params.get("k1", 1.2))
-        rarest = float(np.log1p((self.bm25.n_docs + 0.5) / 0.5))
-        return sum((self.bm25.idf_of(t) or (rarest if unseen else 0.0)) * (k1 + 1.0) for t in dict.fromkeys(tokens))
+        return sum(self.bm25.idf_of(t) * (k1 + 1.0) for t in dict.fromkeys(tokens))
 
     def prime_query(self, query: str, vector: np.ndarray) -> None:
         """Supply a query's embedding computed elsewhere (evaluation embeds each once)."""
@@ -293,11 +315,6 @@ class Searcher:
             fused = {r: (wd * dense_of[r] + wl * lex_of[r]) / total for r in candidates}
             ranked = sorted(fused, key=lambda r: -fused[r])
 
-        full_cap = self.lexical_ceiling(qtokens, unseen=True)
-        channels = [c for c, on in (("dense", mode != "lexical"), ("lexical", mode != "dense" and full_cap > 0)) if on]
-        support_of = {r: sum(dense_of.get(r, 0.0) if c == "dense" else min(1.0, float(lex_all[r]) / full_cap)
-                             for c in channels) / max(len(channels), 1) for r in candidates}
-
         rerank_of: dict[int, float] = {}
         if rerank is not None and ranked:
             top = ranked[: rerank.depth]
@@ -306,15 +323,21 @@ class Searcher:
             rerank_of = dict(zip(top, rerank.scores(query, texts).tolist()))
             ranked = sorted(top, key=lambda r: -rerank_of[r])
             fused = {r: rerank_of[r] for r in ranked}
-        return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of, support_of)
+        return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of)
 
-    def _finish(self, query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of=None,
-                support_of=None) -> list[Hit]:
+    def query_weights(self, tokens: list[str]) -> dict[str, float]:
+        """Each distinct query word's IDF; a word the index has never seen gets the IDF of
+        the rarest possible word, so that it counts against a passage that lacks it."""
+        rarest = float(np.log1p((self.bm25.n_docs + 0.5) / 0.5))
+        return {t: self.bm25.idf_of(t) or rarest for t in dict.fromkeys(tokens)}
+
+    def _finish(self, query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of=None) -> list[Hit]:
         rows = self._rows(ranked)
         ancestors = self._ancestors(rows)
         evidence = {r: (lex_of.get(r, 0.0), dense_of.get(r, 0.0)) for r in ranked}
         ranked = drop_repeats(ranked, rows)
         chosen = dedupe_families(ranked, rows, ancestors, fused, k, evidence)
+        weights = self.query_weights(qtokens)
         hits = []
         for entry in chosen:
             r = rows[entry["row"]]
@@ -323,7 +346,7 @@ class Searcher:
             if rerank_of:
                 scores["rerank"] = round(float(rerank_of.get(entry["row"], 0.0)), 4)
             hit = self._hit(r, query, qtokens, entry["score"], scores, entry["context"])
-            hit.support = round(float((support_of or {}).get(entry["row"], 0.0)), 4)
+            hit.support = round(support(weights, fold(" ".join(r["heading_path"]) + " " + r["text"])), 4)
             hits.append(hit)
         return hits
 

@@ -27,7 +27,7 @@ from kb.errors import KBError
 from kb.index import _unchanged, update_index
 from kb.library import UPLOAD_SUFFIXES, save_upload
 from kb.render import highlight_html, terminal_text, text_html
-from kb.search import MAX_QUERY_CHARS, Searcher, bound_query, confidence
+from kb.search import MAX_QUERY_CHARS, Searcher, bound_query, confidence, support
 
 from .conftest import ROOT, SAMPLE_DOC
 
@@ -530,16 +530,17 @@ def test_embeddings_are_saved_every_small_batch(tmp_path):
 # --------------------------------------------------------------------------- 9. the relevance floor
 
 
-def test_unseen_query_words_count_against_keyword_support(tmp_path, corpus):
+def test_unseen_query_words_count_against_support(tmp_path, corpus):
     index = tmp_path / "idx"
     update_index(corpus, index, model="hash:64", progress=False, warn=quiet)
     s = Searcher.load(index)
-    from kb.textproc import tokenize
-
-    tokens = tokenize("量子计算机的工作原理")
-    assert s.lexical_ceiling(tokens, unseen=True) > 2 * s.lexical_ceiling(tokens)
     hits = s.search("量子计算机的工作原理", mode="lexical")
-    assert hits and hits[0].scores["lexical"] > 0.5 and hits[0].support < 0.3  # the trap, defused
+    assert hits and hits[0].scores["lexical"] > 0.5  # the trap: 工作 is the only indexed word
+    assert hits[0].support < 0.35 and confidence(hits) == "low"
+    weights = s.query_weights(["量子", "工作"])
+    assert weights["量子"] > weights["工作"]  # a word the index has never seen weighs the most
+    assert support(weights, "工作") < 0.5 and support(weights, "量子工作") == 1.0
+    assert support({"忧党": 1.0}, "常怀忧党之心") == 1.0 and support({"之心": 1.0, "恪尽": 1.0}, "之心") == 0.5
 
 
 def test_confidence_and_min_score(tmp_path, corpus):
