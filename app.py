@@ -74,12 +74,10 @@ html, body, [class*="css"], .stMarkdown, .stTextInput input {
 .kb-title { font-size: 1.7rem; font-weight: 600; line-height: 1.4; margin: 0.6rem 0 0.4rem; color: #1f2328; }
 /* Streamlit's uploader texts are English and not configurable: replace them. */
 [data-testid="stFileUploaderDropzoneInstructions"] > div > span { display: none; }
-[data-testid="stFileUploaderDropzoneInstructions"] > div::before { content: "把文件拖到这里"; }
-[data-testid="stFileUploaderDropzoneInstructions"] > div > small { font-size: 0; }
-[data-testid="stFileUploaderDropzoneInstructions"] > div > small::before { content: "每个文件不超过 20 MB";
-  font-size: 0.8rem; }
-[data-testid="stFileUploaderDropzone"] button[data-testid="stBaseButton-secondary"] { font-size: 0; }
-[data-testid="stFileUploaderDropzone"] button[data-testid="stBaseButton-secondary"]::after { content: "选择文件";
+[data-testid="stFileUploaderDropzoneInstructions"] > div::before { content: "把文件拖到这里，每个不超过 20 MB";
+  font-size: 0.85rem; }
+[data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"] p { font-size: 0; }
+[data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"] p::after { content: "选择文件";
   font-size: 0.9rem; }
 </style>
 """
