@@ -225,12 +225,7 @@ def _read_docx(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
             continue
         style = (p.style.name if p.style is not None else "") or ""
         m = re.match(r"(?:Heading|标题)\s*(\d)", style)
-        if m:
-            lines.append("#" * int(m.group(1)) + " " + text)
-        elif style == "Title":
-            lines.append(text)
-        else:
-            lines.append(text)
+        lines.append("#" * int(m.group(1)) + " " + text if m else text)
     for table in d.tables:
         for row in table.rows:
             cells = [c.text.strip() for c in row.cells if c.text.strip()]
@@ -377,6 +372,11 @@ def extract_meta(header_lines: list[str]) -> dict[str, str]:
 # --------------------------------------------------------------------------- documents
 
 
+def too_large(name: str, size: int, limit: int, hint: str = " (raise it with --max-file-mb)") -> DocumentError:
+    """The one message for a file over the size limit."""
+    return DocumentError(f"{name}: {size / 1048576:.1f} MB is over the {limit / 1048576:.0f} MB limit{hint}")
+
+
 def doc_id_for(relpath: str) -> str:
     """Stable id of a document: from its path relative to the corpus root."""
     return hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:12]
@@ -403,10 +403,7 @@ def read_document(
         try:
             size = path.stat().st_size
             if size > max_bytes:
-                raise DocumentError(
-                    f"{rel}: {size / 1048576:.1f} MB is over the {max_bytes / 1048576:.0f} MB limit "
-                    "(raise it with --max-file-mb)"
-                )
+                raise too_large(rel, size, max_bytes)
             raw = path.read_bytes()
         except OSError as e:
             raise DocumentError(f"{rel}: cannot be read ({e.strerror or e})") from e
@@ -418,10 +415,7 @@ def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     if suffix not in READERS:
         raise UnsupportedFormat(f"{rel}: unsupported file type {suffix or '(none)'}")
     if len(raw) > max_bytes:
-        raise DocumentError(
-            f"{rel}: {len(raw) / 1048576:.1f} MB is over the {max_bytes / 1048576:.0f} MB limit "
-            "(raise it with --max-file-mb)"
-        )
+        raise too_large(rel, len(raw), max_bytes)
     if not raw.strip():
         raise DocumentError(f"{rel}: empty file")
     fmt, reader = READERS[suffix]

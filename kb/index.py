@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .documents import DEFAULT_MAX_BYTES, content_hash, is_supported, iter_files, parse_document
+from .documents import DEFAULT_MAX_BYTES, content_hash, is_supported, iter_files, parse_document, too_large
 from .embedding import Embedder, embedder_from_spec, make_embedder, same_embedder
 from .errors import DocumentError, IndexMismatch, KBError, UnsupportedFormat
 from .lexical import BM25Index
+from .progress import progress_bar
 from .splitting import DEFAULT_MAX_CHARS, split_document
 from .store import (
     DOC_COLUMNS,
@@ -139,12 +140,6 @@ class IndexReport:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class _PrevDoc:
-    row: dict
-    rel: str
 
 
 def _stderr_warn(message: str) -> None:
@@ -335,10 +330,7 @@ def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_by
         prev = prev_docs.get(rel)
         try:
             if st.st_size > max_file_bytes:
-                raise DocumentError(
-                    f"{rel}: {st.st_size / 1048576:.1f} MB is over the {max_file_bytes / 1048576:.0f} MB limit "
-                    "(raise it with --max-file-mb)"
-                )
+                raise too_large(rel, st.st_size, max_file_bytes)
             raw = path.read_bytes()
             h = content_hash(raw)
             if prev and not rebuild and h == prev["content_hash"]:
@@ -573,9 +565,4 @@ def _write_generation(idx, corpus, spec, carried, new_docs, new_rows, vec_of, pr
 
 
 def _bar(enabled: bool, total: int, desc: str):
-    if not enabled or total <= 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="passage" if desc == "embedding" else "file", file=sys.stderr,
-                dynamic_ncols=True)
+    return progress_bar(enabled, total, desc, unit="passage" if desc == "embedding" else "file")

@@ -8,11 +8,12 @@ time. Arrays are saved as ``.npy`` and memory-mapped on load.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from .store import save_array, save_json
 
 FORMAT = 1
 
@@ -63,14 +64,6 @@ class BM25Index:
         return cls(vocab, data, docs, indptr, idf, n_docs, {"k1": k1, "b": b, "avgdl": avgdl})
 
     # ------------------------------------------------------------------ query
-    def term_ids(self, tokens: Sequence[str]) -> list[int]:
-        seen: dict[int, None] = {}
-        for tok in tokens:
-            tid = self.vocab.get(tok)
-            if tid is not None:
-                seen[tid] = None
-        return list(seen)
-
     def scores(self, tokens: Sequence[str], weights: dict[str, float] | None = None) -> np.ndarray:
         """BM25 score of every passage for the query ``tokens`` (each distinct term once)."""
         out = np.zeros(self.n_docs, dtype=np.float32)
@@ -95,15 +88,12 @@ class BM25Index:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         for name in ("data", "indices", "indptr", "idf"):
-            with open(d / f"{name}.npy", "wb") as f:
-                np.save(f, getattr(self, name))
-                f.flush()
-                os.fsync(f.fileno())
+            save_array(d / f"{name}.npy", getattr(self, name))
         terms = [None] * len(self.vocab)
         for tok, tid in self.vocab.items():
             terms[tid] = tok
-        _write_json(d / "vocab.json", terms)
-        _write_json(d / "params.json", {**self.params, "n_docs": self.n_docs, "format": FORMAT})
+        save_json(d / "vocab.json", terms)
+        save_json(d / "params.json", {**self.params, "n_docs": self.n_docs, "format": FORMAT})
 
     @classmethod
     def load(cls, directory: str | Path, mmap: bool = True) -> BM25Index:
@@ -116,13 +106,6 @@ class BM25Index:
         params.pop("format", None)
         return cls({t: i for i, t in enumerate(terms)}, arrays["data"], arrays["indices"], arrays["indptr"],
                    arrays["idf"], n_docs, params)
-
-
-def _write_json(path: Path, obj) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def top_k(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import time
 import unicodedata
 from pathlib import Path
 
-from .documents import DEFAULT_MAX_BYTES, READERS, SUPPORTED_SUFFIXES
+from .documents import DEFAULT_MAX_BYTES, READERS, SUPPORTED_SUFFIXES, too_large
 from .errors import DocumentError, KBError, UnsupportedFormat
 
 TRASH = ".kb-trash"  # hidden: the indexer skips it, and nothing removed is lost
@@ -53,7 +53,7 @@ def save_upload(folder: str | Path, name: str, data: bytes, max_bytes: int = DEF
         raise UnsupportedFormat(f"{name}: unsupported file type {suffix or '(none)'} "
                                 f"(supported: {', '.join(suffixes)})")
     if len(data) > max_bytes:
-        raise DocumentError(f"{name}: {len(data) / 1048576:.1f} MB is over the {max_bytes / 1048576:.0f} MB limit")
+        raise too_large(name, len(data), max_bytes, hint="")
     if not data.strip():
         raise DocumentError(f"{name}: empty file")
     folder.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .textproc import sentence_spans
+from .textproc import sentence_spans, trim_span
 from .types import Document, Passage
 
 DEFAULT_MAX_CHARS = 480
@@ -244,14 +244,10 @@ def _line_spans(text: str) -> list[tuple[int, int]]:
     spans = []
     pos = 0
     for line in text.split("\n"):
-        s, e = pos, pos + len(line)
-        pos = e + 1
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        if e > s:
-            spans.append((s, e))
+        span = trim_span(text, pos, pos + len(line))
+        pos += len(line) + 1
+        if span:
+            spans.append(span)
     return spans
 
 

@@ -79,6 +79,31 @@ PASSAGE_COLUMNS = ("row", "id", "doc_id", "kind", "heading_path", "text", "start
                    "orig_end", "parent", "ordinal", "vkey", "tokens")
 
 
+@contextmanager
+def durable(path: Path, mode: str = "wb", **kwargs):
+    """Open ``path`` for writing; when the block ends, its bytes are on the disk (fsync)."""
+    with open(path, mode, **kwargs) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file written by someone else (FAISS) to the disk."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def save_array(path: Path, arr: np.ndarray) -> None:
+    with durable(path) as f:
+        np.save(f, arr)
+
+
+def save_json(path: Path, obj: Any, indent: int | None = None) -> None:
+    with durable(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=indent)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -122,12 +147,6 @@ class IndexDir:
             raise IndexNotFound(f"no index at {self.root}/ — run `kb index FOLDER` first")
         return gen
 
-    def manifest(self) -> dict[str, Any] | None:
-        gen = self.current()
-        if gen is None:
-            return None
-        return read_manifest(gen)
-
     def generations(self) -> list[Path]:
         if not self.root.exists():
             return []
@@ -167,10 +186,8 @@ class IndexDir:
         os.rename(tmp, final)
         _fsync_dir(self.root)
         pointer = self.root / "CURRENT.tmp"
-        with open(pointer, "w", encoding="utf-8") as f:
+        with durable(pointer, "w", encoding="utf-8") as f:
             f.write(final.name + "\n")
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(pointer, self.current_file)
         _fsync_dir(self.root)
         return final
@@ -217,11 +234,7 @@ def read_manifest(gen: Path) -> dict[str, Any]:
 
 
 def write_manifest(gen: Path, data: dict[str, Any]) -> None:
-    data = {"format_version": FORMAT_VERSION, "kb_version": __version__, **data}
-    with open(gen / "manifest.json", "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
+    save_json(gen / "manifest.json", {"format_version": FORMAT_VERSION, "kb_version": __version__, **data}, indent=2)
 
 
 def create_db(path: Path) -> sqlite3.Connection:
@@ -235,13 +248,6 @@ def open_db(path: Path) -> sqlite3.Connection:
     con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
     con.row_factory = sqlite3.Row
     return con
-
-
-def save_array(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, arr)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class PendingVectors:

@@ -146,13 +146,19 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
     return spans
 
 
-def _add_span(text: str, s: int, e: int, spans: list) -> None:
+def trim_span(text: str, s: int, e: int) -> tuple[int, int] | None:
+    """``[s, e)`` without surrounding whitespace, or ``None`` when nothing is left."""
     while s < e and text[s].isspace():
         s += 1
     while e > s and text[e - 1].isspace():
         e -= 1
-    if e > s:
-        spans.append((s, e))
+    return (s, e) if e > s else None
+
+
+def _add_span(text: str, s: int, e: int, spans: list) -> None:
+    span = trim_span(text, s, e)
+    if span:
+        spans.append(span)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -256,7 +262,3 @@ def tokenize(text: str, stop_words: frozenset[str] = STOP_WORDS) -> list[str]:
             continue
         tokens.append(tok)
     return tokens
-
-
-def is_cjk(ch: str) -> bool:
-    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf"

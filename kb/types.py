@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 from .textproc import OffsetMap
 
@@ -78,6 +77,3 @@ class Hit:
     # How well the passage supports the query, 0-1, on a scale that does not depend on the
     # index: query words the index has never seen count as unmatched (see kb.search.confidence).
     support: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
