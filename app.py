@@ -19,13 +19,15 @@ from pathlib import Path
 import streamlit as st
 
 from kb.access import check_exposure, confine, library_roots, redact_paths, token_matches
+from kb.cite import Reference, cite, export
 from kb.embedding import embedder_from_spec
 from kb.errors import KBError
 from kb.index import update_index
 from kb.library import UPLOAD_SUFFIXES, remove_document, save_upload
-from kb.render import document_html, highlight_html, text_html
+from kb.render import document_html, highlight_html, meta_line, text_html
 from kb.search import MAX_QUERY_CHARS, Searcher, bound_query, confidence
 from kb.store import IndexDir, read_manifest
+from kb.types import SEARCH_MODES
 
 APP_DIR = Path(__file__).resolve().parent
 SAMPLE_CORPUS = APP_DIR / "corpus"
@@ -33,7 +35,10 @@ UPLOAD_LIMIT_MB = 20  # per file
 UPLOAD_TOTAL_MB = 100  # per upload
 UPLOAD_MAX_FILES = 50
 WEAK_SHOWN = 3  # hits shown, marked, when nothing matches well
-MODES = {"混合": "hybrid", "语义": "dense", "关键词": "lexical"}
+MODE_LABELS = {"hybrid": "混合", "dense": "语义", "lexical": "关键词"}
+MODES = {MODE_LABELS[m]: m for m in SEARCH_MODES}
+CITE_STYLES = {"简短（含章节）": "short", "GB/T 7714-2015": "gbt7714", "APA 第7版": "apa"}
+CITE_LABELS = list(CITE_STYLES)
 STAGES = {"reading": "读取文档", "embedding": "生成向量"}
 
 CSS = """
@@ -182,15 +187,8 @@ def crumb_html(title: str, heading_path: list[str]) -> str:
     return '<span class="kb-sep">›</span>'.join(parts)
 
 
-def meta_line(meta: dict) -> str:
-    bits = []
-    if meta.get("author"):
-        bits.append("作者 " + meta["author"])
-    if meta.get("source"):
-        bits.append("来源 " + meta["source"])
-    if meta.get("date"):
-        bits.append(meta["date"])
-    return " · ".join(text_html(b) for b in bits)
+def meta_html(meta: dict) -> str:
+    return text_html(meta_line(meta))
 
 
 def hit_card(rank: int | None, hit, weak: bool = False) -> str:
@@ -202,7 +200,7 @@ def hit_card(rank: int | None, hit, weak: bool = False) -> str:
         detail[0] += '<span class="kb-weak">相关度低</span>'
     if hit.matched_terms:
         detail.append("命中 " + "、".join(text_html(t) for t in hit.matched_terms[:8]))
-    source = meta_line(hit.meta)
+    source = meta_html(hit.meta)
     if source:
         detail.append(source)
     rank_html = f'<span class="kb-rank">{rank}</span>' if rank else ""
@@ -213,15 +211,36 @@ def hit_card(rank: int | None, hit, weak: bool = False) -> str:
     )
 
 
-def hit_actions(hit, key: str, related: bool = True) -> None:
-    # st.code has a copy button: the citation is copied with one click
-    st.code(hit.citation, language=None, wrap_lines=True)
-    cols = st.columns([1, 1, 3])
+def citation_style() -> str:
+    return CITE_STYLES[st.session_state.get("cite_style", CITE_LABELS[0])]
+
+
+def hit_actions(hit, key: str, related: bool = True, select: bool = False) -> None:
+    # st.code has a copy button: the citation is copied with one click, in the chosen style
+    st.code(hit.cited(citation_style()).citation, language=None, wrap_lines=True)
+    cols = st.columns([1, 1, 1, 2])
     if related:
         cols[0].button("相关段落", key=f"rel-{key}", on_click=go, kwargs={"p": hit.id},
                        help="与这一段内容相近的其他段落")
     cols[1].button("查看全文", key=f"doc-{key}", on_click=go, kwargs={"doc": hit.doc_id, "p": hit.id},
                    help="打开整篇文档并定位到这一段")
+    if select:
+        cols[2].checkbox("选中", key=f"sel-{hit.id}", help="选中的结果可以导出为 BibTeX 或 RIS")
+
+
+def citation_bar(hits) -> None:
+    """The citation style for every card, and export of the selected hits (all of them
+    when none is selected) for reference managers."""
+    cols = st.columns([2, 1, 1])
+    cols[0].selectbox("引用格式", CITE_LABELS, key="cite_style", label_visibility="collapsed",
+                      help="复制按钮复制的引用格式")
+    chosen = [h for h in hits if st.session_state.get(f"sel-{h.id}")] or hits
+    refs = [h.reference for h in chosen]
+    what = f"导出 {len(chosen)} 条" if len(chosen) < len(hits) else "全部导出"
+    cols[1].download_button(f"{what} BibTeX", export(refs, "bibtex"), file_name="kb-citations.bib",
+                            mime="application/x-bibtex", key="export_bib")
+    cols[2].download_button(f"{what} RIS", export(refs, "ris"), file_name="kb-citations.ris",
+                            mime="application/x-research-info-systems", key="export_ris")
 
 
 # --------------------------------------------------------------------------- views
@@ -302,9 +321,10 @@ def view_search(searcher: Searcher, settings: dict) -> None:
         st.warning("没有足够相关的段落。下面是最接近的几条，相关度低，仅供参考；试试换个说法。")
     st.markdown(f'<p class="kb-summary" data-q="{text_html(query)}">找到 {len(hits)} 条结果 · {ms:.0f} 毫秒</p>',
                 unsafe_allow_html=True)
+    citation_bar(hits)
     for i, hit in enumerate(hits, 1):
         st.markdown(hit_card(i, hit, weak=weak), unsafe_allow_html=True)
-        hit_actions(hit, key=f"{i}-{hit.id}")
+        hit_actions(hit, key=f"{i}-{hit.id}", select=True)
 
 
 def view_passage(searcher: Searcher, passage_id: str) -> None:
@@ -319,9 +339,9 @@ def view_passage(searcher: Searcher, passage_id: str) -> None:
     p, doc = view["passage"], view["document"]
     st.subheader("段落")
     st.markdown(
-        f'<div class="kb-card"><div class="kb-crumb">{crumb_html(doc["title"], p["heading_path"])}</div>'
+        f'<div class="kb-card"><div class="kb-crumb">{crumb_html(doc.title, p["heading_path"])}</div>'
         f'<div class="kb-text">{text_html(p["text"])}</div>'
-        f'<div class="kb-meta">{meta_line(doc["meta"])}</div></div>', unsafe_allow_html=True)
+        f'<div class="kb-meta">{meta_html(doc.meta)}</div></div>', unsafe_allow_html=True)
     hit_actions(hit, key=f"focus-{p['id']}", related=False)
     st.subheader("相关段落")
     if not related:
@@ -334,13 +354,14 @@ def view_passage(searcher: Searcher, passage_id: str) -> None:
 def view_document(searcher: Searcher, doc_id: str, passage_id: str | None) -> None:
     st.button("← 返回搜索结果", on_click=go, kwargs={})
     try:
-        doc = searcher.document(doc_id)
+        full_doc = searcher.document(doc_id)
         view = searcher.show(passage_id, context=1) if passage_id else None
     except KBError as e:
         say("error", str(e))
         return
-    st.markdown(f'<div class="kb-title">{text_html(doc["title"])}</div>', unsafe_allow_html=True)
-    meta = doc["meta"]
+    doc = full_doc["document"]
+    st.markdown(f'<div class="kb-title">{text_html(doc.title)}</div>', unsafe_allow_html=True)
+    meta = doc.meta
     lines = []
     if meta.get("author"):
         position = f"（{meta['author_position']}）" if meta.get("author_position") else ""
@@ -348,19 +369,22 @@ def view_document(searcher: Searcher, doc_id: str, passage_id: str | None) -> No
     for key, label in (("source", "来源"), ("editor", "编辑"), ("date", "日期")):
         if meta.get(key):
             lines.append(f"{label}：{meta[key]}" + (f" {meta['time']}" if key == "date" and meta.get("time") else ""))
-    lines.append(f"文件：{doc['path']} · {doc['n_passages']} 个段落")
+    if meta.get("url"):
+        lines.append("原文：" + meta["url"])
+    lines.append(f"文件：{doc.path} · {doc.n_passages} 个段落")
     st.markdown('<div class="kb-doc-meta">' + "<br>".join(text_html(x) for x in lines) + "</div>",
                 unsafe_allow_html=True)
-    text = doc["text"]
+    text = full_doc["text"]
     if view:
         p = view["passage"]
-        st.markdown(f'<div class="kb-crumb" style="margin-top:1rem">{crumb_html(doc["title"], p["heading_path"])}'
+        st.markdown(f'<div class="kb-crumb" style="margin-top:1rem">{crumb_html(doc.title, p["heading_path"])}'
                     "</div>", unsafe_allow_html=True)
         parts = [f'<div class="kb-context">{text_html(b["text"])}</div>' for b in view["before"]]
         parts.append(f'<div class="kb-text"><span class="kb-focus">{text_html(p["text"])}</span></div>')
         parts += [f'<div class="kb-context">{text_html(a["text"])}</div>' for a in view["after"]]
         st.markdown("".join(parts), unsafe_allow_html=True)
-        st.code(view["citation"], language=None, wrap_lines=True)
+        st.code(cite(Reference.of(doc.title, meta, p["heading_path"], doc.path), citation_style()), language=None,
+                wrap_lines=True)
         full = document_html(text, (p["start"], p["end"]))
     else:
         full = document_html(text)
@@ -387,7 +411,7 @@ def sidebar(searcher: Searcher, index_dir: Path) -> dict:
     mode_label = sb.radio("方式", list(MODES), horizontal=True, key="mode",
                           help="混合 = 语义 + 关键词；语义 = 按意思；关键词 = 按词语")
     k = sb.slider("结果数量", 3, 30, 10, key="k")
-    titles = {d["doc_id"]: d["title"] for d in searcher.docs}
+    titles = {d.doc_id: d.title for d in searcher.documents()}
     docs = sb.multiselect("只看这些文档", list(titles), format_func=lambda i: titles[i], key="docs",
                           placeholder="全部文档")
     sources = sorted(stats["sources"])
@@ -459,7 +483,7 @@ def remove(searcher: Searcher, doc_id: str, corpus: Path, index_dir: Path) -> No
     try:
         if folder is None:
             raise KBError("知识库文件夹不可修改")
-        remove_document(folder, searcher.document_info(doc_id)["path"])
+        remove_document(folder, searcher.document_info(doc_id).path)
     except KBError as e:
         note("error", f"未能移出：{e}")
         st.rerun()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -10,8 +11,11 @@ import sys
 import click
 
 from . import __version__
+from .cite import EXPORTS
+from .cite import STYLES as CITE_STYLES
 from .errors import KBError
 from .render import terminal_text
+from .types import SEARCH_MODES
 from .vectors import KINDS as VECTOR_KINDS
 
 DEFAULT_INDEX = "index"
@@ -19,7 +23,7 @@ DEFAULT_INDEX = "index"
 
 def _index_option(f):
     return click.option(
-        "--index", "index_dir", default=lambda: os.environ.get("KB_INDEX", DEFAULT_INDEX), show_default="index/",
+        "--index", "index_dir", envvar="KB_INDEX", default=DEFAULT_INDEX, show_default="index/, or KB_INDEX",
         metavar="DIR", help="Index folder (or set KB_INDEX).",
     )(f)
 
@@ -56,7 +60,8 @@ K_RANGE = click.IntRange(1, 1000)
 
 
 def _dump(obj) -> None:
-    click.echo(json.dumps(obj, ensure_ascii=False, indent=2))
+    """kb's one JSON serializer: views (dataclasses) as their fields."""
+    click.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=dataclasses.asdict))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -120,8 +125,12 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
 @cli.command("search")
 @click.argument("question", nargs=-1)
 @click.option("-k", "k", default=10, show_default=True, type=K_RANGE, help="Number of results (1-1000).")
-@click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid", show_default=True)
+@click.option("--mode", type=click.Choice(SEARCH_MODES), default="hybrid", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: {query, hits: [...]}.")
+@click.option("--cite", "style", type=click.Choice(CITE_STYLES), default="short", show_default=True,
+              help="Citation style: kb's short form with the section, GB/T 7714-2015, or APA 7.")
+@click.option("--export", "export_format", type=click.Choice(EXPORTS), default=None,
+              help="Print the hits' references as BibTeX or RIS (for Zotero, EndNote, NoteExpress).")
 @click.option("--model", default=None, help="Check that the index was built with this model.")
 @click.option("--device", default=None, help="Device for a sentence-transformers model.")
 @click.option("--doc", "doc_ids", multiple=True, help="Only passages of this document id (repeatable).")
@@ -132,7 +141,8 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
               help="Only hits scoring at least S (0-1). Without it, weak hits are listed and marked.")
 @_index_option
 @_friendly
-def search_cmd(question, k, mode, as_json, model, device, doc_ids, sources, rerank_model, min_score, index_dir):
+def search_cmd(question, k, mode, as_json, style, export_format, model, device, doc_ids, sources, rerank_model,
+               min_score, index_dir):
     """Find the passages that answer QUESTION (at most 512 characters are used)."""
     from .errors import EmptyQuery
     from .search import MAX_QUERY_CHARS, Searcher, confidence
@@ -151,8 +161,15 @@ def search_cmd(question, k, mode, as_json, model, device, doc_ids, sources, rera
     weak = confidence(hits) == "low"
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
+    if style != "short":
+        hits = [h.cited(style) for h in hits]
+    if export_format:
+        from .cite import export
+
+        click.echo(export([h.reference for h in hits], export_format), nl=False)
+        return
     if as_json:
-        out = {"query": query, "mode": mode, "hits": [_hit_json(h) for h in hits]}
+        out = {"query": query, "mode": mode, "hits": hits}
         if weak:
             out["low_confidence"] = True
         if len(" ".join(question).strip()) > MAX_QUERY_CHARS:
@@ -168,22 +185,13 @@ def search_cmd(question, k, mode, as_json, model, device, doc_ids, sources, rera
     _print_hits(hits)
 
 
-def _hit_json(h) -> dict:
-    return {
-        "id": h.id, "doc_id": h.doc_id, "title": h.title, "heading_path": h.heading_path, "text": h.text,
-        "score": h.score, "scores": h.scores, "best_sentence": h.best_sentence, "matched_terms": h.matched_terms,
-        "citation": h.citation, "kind": h.kind, "parent": h.parent, "path": h.path, "context": h.context,
-        "support": h.support,
-    }
-
-
 def _print_hits(hits) -> None:
-    from .render import terminal_highlight
+    from .render import heading_trail, terminal_highlight
 
     color = sys.stdout.isatty()
     t = terminal_text
     for i, h in enumerate(hits, 1):
-        path = t(" › ".join(h.heading_path))
+        path = t(heading_trail(h.heading_path))
         click.echo(click.style(f"{i}. [{h.score:.3f}] ", bold=True) + path + click.style(f"  ({h.id})", dim=True))
         text = t(h.text if len(h.text) <= 300 else h.text[:300] + "…")
         click.echo("   " + (terminal_highlight(text, h.matched_terms) if color else text))
@@ -207,7 +215,7 @@ def related_cmd(passage_id, k, as_json, index_dir):
 
     hits = Searcher.load(index_dir).related(passage_id, k=k)
     if as_json:
-        _dump({"passage": passage_id, "hits": [_hit_json(h) for h in hits]})
+        _dump({"passage": passage_id, "hits": hits})
     elif not hits:
         click.echo("no related passages")
     else:
@@ -229,13 +237,15 @@ def show_cmd(passage_id, context, as_json, index_dir):
     if as_json:
         _dump(view)
         return
+    from .render import heading_trail
+
     doc, p = view["document"], view["passage"]
     t = terminal_text
-    click.echo(click.style(t(doc["title"]), bold=True) + click.style(f"  ({t(doc['path'])})", dim=True))
-    meta = " · ".join(f"{k}: {v}" for k, v in doc["meta"].items())
+    click.echo(click.style(t(doc.title), bold=True) + click.style(f"  ({t(doc.path)})", dim=True))
+    meta = " · ".join(f"{k}: {v}" for k, v in doc.meta.items())
     if meta:
         click.echo(click.style(t(meta), dim=True))
-    click.echo(click.style(t(" › ".join(p["heading_path"])), fg="cyan"))
+    click.echo(click.style(t(heading_trail(p["heading_path"])), fg="cyan"))
     click.echo()
     for b in view["before"]:
         click.echo(click.style(t(b["text"]), dim=True) + "\n")
@@ -308,7 +318,7 @@ def page_cmd(host, port, index_dir):
 
 @cli.command("eval")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
-@click.option("--mode", type=click.Choice(["all", "hybrid", "dense", "lexical"]), default="all", show_default=True)
+@click.option("--mode", type=click.Choice(("all",) + SEARCH_MODES), default="all", show_default=True)
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000),
               help="Results retrieved per question (at least 10).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object with every metric per mode.")
@@ -328,9 +338,9 @@ def eval_cmd(dataset, mode, k, as_json, index_dir, model, corpus, rerank_model):
     Sets whose queries carry an "expect" phrase (seed_dev) report top-1 passes against an
     existing index (index/ by default, or --corpus DIR).
     """
-    from .evaluate import MODES, evaluate, format_table
+    from .evaluate import evaluate, format_table
 
-    modes = MODES if mode == "all" else (mode,)
+    modes = SEARCH_MODES if mode == "all" else (mode,)
     progress = sys.stderr.isatty()
     reranker = None
     if rerank_model:

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import DocumentError, UnsupportedFormat
 from .textproc import normalize
@@ -142,18 +143,28 @@ def decode_bytes(raw: bytes, name: str = "file") -> tuple[str, str, list[str]]:
 # --------------------------------------------------------------------------- readers
 
 
-def _read_text(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
+class Read(NamedTuple):
+    """What a reader makes of a file's bytes."""
+
+    text: str
+    encoding: str
+    title: str | None = None
+    warnings: list[str] = []
+    meta: dict[str, str] = {}  # fields the format itself carries (an HTML page's canonical URL)
+
+
+def _read_text(raw: bytes, name: str) -> Read:
     text, enc, warnings = decode_bytes(raw, name)
     if _control_ratio(text) > 0.02:
         raise DocumentError(f"{name}: looks binary (control characters), not a text document")
-    return text, enc, None, warnings
+    return Read(text, enc, None, warnings)
 
 
 _MD_HEADING = re.compile(r"^#{1,6}\s")
 
 
-def _read_markdown(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
-    text, enc, _, warnings = _read_text(raw, name)
+def _read_markdown(raw: bytes, name: str) -> Read:
+    text, enc, _, warnings, _ = _read_text(raw, name)
     title = None
     for line in text.splitlines():
         if _MD_HEADING.match(line.strip()):
@@ -161,7 +172,7 @@ def _read_markdown(raw: bytes, name: str) -> tuple[str, str, str | None, list[st
             break
         if line.strip():
             break
-    return text, enc, title, warnings
+    return Read(text, enc, title, warnings)
 
 
 _HTML_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([\w-]+)""", re.I)
@@ -171,7 +182,7 @@ _BLOCK_TAGS = {
 }
 
 
-def _read_html(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
+def _read_html(raw: bytes, name: str) -> Read:
     from bs4 import BeautifulSoup
 
     m = _HTML_META_CHARSET.search(raw[:4096])
@@ -195,6 +206,11 @@ def _read_html(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
     title = None
     if soup.title and soup.title.get_text(strip=True):
         title = soup.title.get_text(strip=True)
+    meta = {}
+    link = soup.find("link", rel="canonical") or soup.find("meta", property="og:url")
+    url = first_url(str(link.get("href") or link.get("content") or "")) if link else None
+    if url:
+        meta["url"] = url
     if soup.head:
         soup.head.decompose()
     for level in range(1, 7):
@@ -208,10 +224,10 @@ def _read_html(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
     if title is None:
         h1 = re.search(r"^# (.+)$", text, re.M)
         title = h1.group(1).strip() if h1 else None
-    return text, enc, title, warnings
+    return Read(text, enc, title, warnings, meta)
 
 
-def _read_docx(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
+def _read_docx(raw: bytes, name: str) -> Read:
     try:
         import docx
 
@@ -232,10 +248,10 @@ def _read_docx(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
             if cells:
                 lines.append(" | ".join(cells))
     title = (d.core_properties.title or "").strip() or None
-    return "\n\n".join(lines), "docx", title, []
+    return Read("\n\n".join(lines), "docx", title)
 
 
-def _read_pdf(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
+def _read_pdf(raw: bytes, name: str) -> Read:
     try:
         from pypdf import PdfReader
 
@@ -256,7 +272,7 @@ def _read_pdf(raw: bytes, name: str) -> tuple[str, str, str | None, list[str]]:
     text = "\n\n".join(_unwrap_pdf_lines(p) for p in pages)
     if not text.strip():
         raise DocumentError(f"{name}: PDF has no text layer (scanned images need OCR first)")
-    return text, "pdf", title, []
+    return Read(text, "pdf", title)
 
 
 _SENT_END_CHARS = "。！？!?；;：:”’」』）)"
@@ -282,7 +298,7 @@ def _unwrap_pdf_lines(page: str) -> str:
     return "\n".join(out)
 
 
-Reader = Callable[[bytes, str], tuple[str, str, "str | None", list[str]]]
+Reader = Callable[[bytes, str], Read]
 
 READERS: dict[str, tuple[str, Reader]] = {
     ".txt": ("txt", _read_text),
@@ -308,7 +324,7 @@ _DATE = re.compile(
     r"(\d{4})\s*[-/年.]\s*(\d{1,2})\s*[-/月.]\s*(\d{1,2})\s*日?(?:\s*(\d{1,2}:\d{2}(?::\d{2})?))?"
 )
 _FIELD = {
-    "source": re.compile(r"(?:来源|出处|稿源)\s*[:：]\s*([^\s|｜]+)"),
+    "source": re.compile(r"(?:来源|出处|稿源)\s*[:：]\s*(?!https?://)([^\s|｜]+)"),
     "editor": re.compile(r"(?:责任编辑|编辑|责编)\s*[:：]\s*([^\s|｜]+)"),
     "author": re.compile(r"(?:作者|撰文|文)\s*[:：/]\s*([^\s|｜]+)"),
     "date_field": re.compile(r"(?:发布时间|发表时间|发布日期|时间|日期)\s*[:：]\s*([^|｜]+)"),
@@ -337,9 +353,23 @@ def header_line_count(lines: list[str]) -> int:
     return n
 
 
-def extract_meta(header_lines: list[str]) -> dict[str, str]:
-    """Metadata found in the header block: source, editor, author, author position, date."""
+_URL = re.compile(r"https?://[^\s<>\"'“”‘’（）()【】\[\]，。；、]+", re.I)
+_URL_LINE = re.compile(r"(?:原文|原文链接|原文地址|链接|网址|来源|出处|URL|url|Source|source)\s*[:：]")
+
+
+def first_url(text: str) -> str | None:
+    """The first http(s) URL in ``text``, without trailing punctuation."""
+    m = _URL.search(text)
+    return m.group(0).rstrip(".,;:!?") if m else None
+
+
+def extract_meta(header_lines: list[str], tail: list[str] = ()) -> dict[str, str]:
+    """Metadata found in the header block: source, editor, author, author position, date,
+    and the document's URL (from a 来源/原文/链接 line of the header, or of the last lines)."""
     meta: dict[str, str] = {}
+    for line in list(header_lines) + list(tail):
+        if "url" not in meta and _URL_LINE.search(line) and first_url(line):
+            meta["url"] = first_url(line)
     for line in header_lines:
         for key, rx in _FIELD.items():
             m = rx.search(line)
@@ -419,7 +449,7 @@ def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     if not raw.strip():
         raise DocumentError(f"{rel}: empty file")
     fmt, reader = READERS[suffix]
-    original, encoding, title, warnings = reader(raw, rel)
+    original, encoding, title, warnings, format_meta = reader(raw, rel)
     text, offsets = normalize(original)
     if not text.strip():
         raise DocumentError(f"{rel}: no text found")
@@ -427,7 +457,8 @@ def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     first = lines[0].lstrip("#").strip() if lines else ""
     if not title:
         title = first if 0 < len(first) <= 80 else Path(rel).stem
-    meta = extract_meta(lines[: header_line_count(lines)])
+    meta = extract_meta(lines[: header_line_count(lines)], tail=lines[-5:])
+    meta.update(format_meta)
     return Document(
         doc_id=doc_id_for(rel),
         path=rel,

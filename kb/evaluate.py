@@ -27,8 +27,9 @@ import numpy as np
 
 from .errors import KBError
 from .progress import progress_bar
+from .types import SEARCH_MODES
 
-MODES = ("hybrid", "dense", "lexical")
+MODES = SEARCH_MODES
 CUTOFFS = (1, 5, 10)
 
 # --------------------------------------------------------------------------- metrics (pure)

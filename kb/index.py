@@ -72,7 +72,7 @@ def lexical_text(passage: Passage) -> str:
 
 # Bump when splitting or tokenising changes: an index built by an older pipeline is then
 # re-processed on the next `kb index` (vectors are reused wherever the embedded text is unchanged).
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3  # 3: document URLs (canonical link, 原文 lines) in the metadata
 
 
 def pipeline_settings(max_chars: int) -> dict:

@@ -32,26 +32,15 @@ def terminal_text(text: str) -> str:
     return _CONTROL.sub("\ufffd", text or "")
 
 
-def citation(title: str, meta: dict[str, str], heading_path: Sequence[str], path: str = "") -> str:
-    """A ready-to-paste citation: author, title, source, date, section path.
+def meta_line(meta: dict[str, str], labels: dict[str, str] | None = None) -> str:
+    """Where a document comes from, in one line: ``作者 董清河 · 来源 百度文库 · 2024-07-11``
+    (plain text: escape it for HTML with :func:`text_html`)."""
+    labels = {"author": "作者 ", "source": "来源 ", "date": ""} if labels is None else labels
+    return " · ".join(labels[key] + meta[key] for key in labels if meta.get(key))
 
-    ``董清河（中共河北省蔚县县委常委、组织部长）.《标题》. 百度文库, 2024-07-11. 章节：三、… > 二要创新方法.``
-    """
-    parts = []
-    author = meta.get("author")
-    if author:
-        pos = meta.get("author_position")
-        parts.append(f"{author}（{pos}）" if pos else author)
-    parts.append(f"《{title}》")
-    where = ", ".join(x for x in (meta.get("source"), meta.get("date")) if x)
-    if where:
-        parts.append(where)
-    sections = [h for h in heading_path[1:] if h]
-    if sections:
-        parts.append("章节：" + " > ".join(sections))
-    elif path and not where:
-        parts.append(path)
-    return ". ".join(parts) + "."
+
+def heading_trail(heading_path: Sequence[str], sep: str = " › ") -> str:
+    return sep.join(h for h in heading_path if h)
 
 
 def matched_terms(query_tokens: Sequence[str], text: str) -> list[str]:

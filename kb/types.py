@@ -1,10 +1,13 @@
-"""The records that flow through kb: Document -> Passage -> Hit."""
+"""The records that flow through kb: Document -> Passage (-> kb.views for display)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from .textproc import OffsetMap
+
+# How a search ranks: both channels fused, the dense model alone, or keywords (BM25) alone.
+SEARCH_MODES = ("hybrid", "dense", "lexical")
 
 
 @dataclass
@@ -53,27 +56,3 @@ class Passage:
     orig_end: int = 0
     parent: str | None = None
     ordinal: int = 0
-
-
-@dataclass
-class Hit:
-    """One search result, ready for the CLI's JSON and the page."""
-
-    id: str
-    doc_id: str
-    title: str
-    heading_path: list[str]
-    text: str
-    score: float
-    scores: dict[str, float]
-    best_sentence: str
-    matched_terms: list[str]
-    citation: str
-    kind: str = "paragraph"
-    parent: str | None = None
-    path: str = ""
-    meta: dict[str, str] = field(default_factory=dict)
-    context: list[str] = field(default_factory=list)  # ids of related passages kept as context
-    # How well the passage supports the query, 0-1, on a scale that does not depend on the
-    # index: query words the index has never seen count as unmatched (see kb.search.confidence).
-    support: float = 0.0

@@ -71,7 +71,7 @@ def test_related_excludes_itself_parent_and_children(searcher):
 def test_show_gives_context_and_metadata(searcher):
     hit = searcher.search("二要创新方法", k=1)[0]
     view = searcher.show(hit.id)
-    assert view["document"]["meta"]["author"] == "董清河"
+    assert view["document"].meta["author"] == "董清河"
     assert view["parent"]["id"] == hit.parent and hit.text in view["parent"]["text"]
     # a sub-point's neighbours are its sibling sub-points
     assert [b["heading_path"][-1] for b in view["before"]] == ["一要创新理念"]

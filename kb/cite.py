@@ -1,0 +1,166 @@
+"""Citations in the styles people submit, and exports that reference managers import.
+
+- ``short``: kb's compact form, with the section path (``作者（职务）. 《题名》. 来源, 日期. 章节：…``);
+- ``gbt7714``: GB/T 7714-2015. Online documents (with a URL) as electronic resources,
+  ``作者. 题名[EB/OL]. 出版者, (发布日期)[引用日期]. URL.``; others as ``[Z]`` (type unknown);
+- ``apa``: APA 7, ``Author. (2024, July 11). Title. Site. URL``;
+- ``bibtex`` / ``ris``: what Zotero, EndNote and NoteExpress import.
+
+A missing field is left out with its punctuation, never printed as "None" or an empty
+bracket. The section path is not part of GB/T or APA strings; it is the locator, kept on
+the :class:`Reference` (and in BibTeX/RIS notes).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+STYLES = ("short", "gbt7714", "apa")
+EXPORTS = ("bibtex", "ris")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a citation is made of: one document, and where in it."""
+
+    title: str
+    author: str = ""
+    author_position: str = ""
+    publisher: str = ""  # the 来源 line: the site or body that published it
+    date: str = ""  # YYYY-MM-DD
+    url: str = ""
+    sections: tuple[str, ...] = ()  # the locator: heading path below the title
+    path: str = ""  # file within the library
+    key: str = ""  # a stable id for BibTeX/RIS
+
+    @classmethod
+    def of(cls, title: str, meta: Mapping[str, str], heading_path: Sequence[str] = (), path: str = "",
+           key: str = "") -> Reference:
+        return cls(title=title or "", author=meta.get("author", ""), author_position=meta.get("author_position", ""),
+                   publisher=meta.get("source", ""), date=meta.get("date", ""), url=meta.get("url", ""),
+                   sections=tuple(h for h in heading_path[1:] if h), path=path, key=key)
+
+    @property
+    def locator(self) -> str:
+        return " > ".join(self.sections)
+
+    @property
+    def year(self) -> str:
+        return self.date[:4] if re.match(r"\d{4}", self.date) else ""
+
+
+def cite(ref: Reference, style: str = "short", accessed: _dt.date | None = None) -> str:
+    """``ref`` in ``style`` (one of :data:`STYLES`). ``accessed``: the citing date of online
+    documents in GB/T 7714 (today by default)."""
+    if style == "short":
+        return short(ref)
+    if style == "gbt7714":
+        return gbt7714(ref, accessed)
+    if style == "apa":
+        return apa(ref)
+    raise ValueError(f"unknown citation style {style!r} — use one of {', '.join(STYLES)}")
+
+
+def short(ref: Reference) -> str:
+    parts = []
+    if ref.author:
+        parts.append(f"{ref.author}（{ref.author_position}）" if ref.author_position else ref.author)
+    parts.append(f"《{ref.title}》")
+    where = ", ".join(x for x in (ref.publisher, ref.date) if x)
+    if where:
+        parts.append(where)
+    if ref.sections:
+        parts.append("章节：" + ref.locator)
+    elif ref.path and not where:
+        parts.append(ref.path)
+    return ". ".join(parts) + "."
+
+
+def gbt7714(ref: Reference, accessed: _dt.date | None = None) -> str:
+    online = bool(ref.url)
+    parts = [ref.author] if ref.author else []
+    parts.append(f"{ref.title}[{'EB/OL' if online else 'Z'}]")
+    dates = (f"({ref.date})" if ref.date and online else ref.date)
+    if online:
+        dates += f"[{(accessed or _dt.date.today()).isoformat()}]"
+    publication = ", ".join(x for x in (ref.publisher, dates) if x)
+    if publication:
+        parts.append(publication)
+    if online:
+        parts.append(ref.url)
+    return ". ".join(parts) + "."
+
+
+def apa(ref: Reference) -> str:
+    when = "n.d."
+    m = re.match(r"(\d{4})(?:-(\d{2})-(\d{2}))?", ref.date)
+    if m:
+        when = m.group(1) if not m.group(2) else f"{m.group(1)}, {_MONTHS[int(m.group(2)) - 1]} {int(m.group(3))}"
+    title = _end(ref.title)
+    head = [f"{_end(ref.author)} ({when}).", title] if ref.author else [title, f"({when})."]
+    parts = head + ([_end(ref.publisher)] if ref.publisher and ref.publisher != ref.author else [])
+    if ref.url:
+        parts.append(ref.url)
+    return " ".join(parts)
+
+
+def _end(text: str) -> str:
+    """A sentence of a reference ends with a period, unless it ends with ? or ! already."""
+    return text if text.endswith((".", "?", "!", "。", "？", "！")) else text + "."
+
+
+# --------------------------------------------------------------------------- exports
+
+
+def export(refs: Iterable[Reference], fmt: str, accessed: _dt.date | None = None) -> str:
+    if fmt == "bibtex":
+        return bibtex(refs, accessed)
+    if fmt == "ris":
+        return ris(refs, accessed)
+    raise ValueError(f"unknown export format {fmt!r} — use one of {', '.join(EXPORTS)}")
+
+
+_BIB_SPECIAL = re.compile(r"([\\{}%&#$_^~])")
+
+
+def _bib(value: str) -> str:
+    value = " ".join(value.split())
+    return _BIB_SPECIAL.sub(lambda m: "\\textbackslash{}" if m.group(1) == "\\" else "\\" + m.group(1), value)
+
+
+def _key(ref: Reference, n: int) -> str:
+    base = re.sub(r"[^A-Za-z0-9:_-]", "", ref.key) or f"kb{n}"
+    return base if not ref.year else f"{base}-{ref.year}"
+
+
+def bibtex(refs: Iterable[Reference], accessed: _dt.date | None = None) -> str:
+    entries, seen = [], set()
+    for n, ref in enumerate(refs, 1):
+        key = _key(ref, n)
+        while key in seen:
+            key += "a"
+        seen.add(key)
+        fields = [("author", ref.author), ("title", ref.title), ("howpublished", ref.publisher),
+                  ("year", ref.year), ("date", ref.date), ("url", ref.url),
+                  ("urldate", (accessed or _dt.date.today()).isoformat() if ref.url else ""),
+                  ("note", "章节：" + ref.locator if ref.sections else "")]
+        body = "".join(f"  {name} = {{{_bib(value)}}},\n" for name, value in fields if value)
+        entries.append(f"@misc{{{key},\n{body}}}\n")
+    return "\n".join(entries)
+
+
+def ris(refs: Iterable[Reference], accessed: _dt.date | None = None) -> str:
+    records = []
+    for ref in refs:
+        fields = [("TY", "ELEC" if ref.url else "GEN"), ("AU", ref.author), ("TI", ref.title), ("PB", ref.publisher),
+                  ("PY", ref.year), ("DA", ref.date.replace("-", "/")), ("UR", ref.url),
+                  ("Y2", (accessed or _dt.date.today()).isoformat().replace("-", "/") if ref.url else ""),
+                  ("N1", "章节：" + ref.locator if ref.sections else ""), ("ID", ref.key)]
+        lines = [f"{tag}  - {' '.join(value.split())}" for tag, value in fields if value]
+        records.append("\n".join(lines) + "\nER  - \n")
+    return "\n".join(records)
