@@ -149,7 +149,8 @@ def bibtex(refs: Iterable[Reference], accessed: _dt.date | None = None) -> str:
                   ("year", ref.year), ("date", ref.date), ("url", ref.url),
                   ("urldate", (accessed or _dt.date.today()).isoformat() if ref.url else ""),
                   ("note", "章节：" + ref.locator if ref.sections else "")]
-        body = "".join(f"  {name} = {{{_bib(value)}}},\n" for name, value in fields if value)
+        body = "".join(f"  {name} = {{{value if name == 'url' else _bib(value)}}},\n"  # a URL is verbatim
+                       for name, value in fields if value)
         entries.append(f"@misc{{{key},\n{body}}}\n")
     return "\n".join(entries)
 

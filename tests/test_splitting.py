@@ -1,21 +1,18 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kb.documents import parse_document, read_document
 from kb.splitting import HeadingStack, chunk_spans, find_points, heading_label, heading_match, split_document
 
 from .conftest import SAMPLE_DOC
+from .golden import GOLDEN, SPLITTING_INPUTS, split_json
 
-TITLE = "对生活失去信心的说说:组工干部学习贯彻“七一”讲话精神要争做四个表率"
-SECTIONS = {
-    "一、坚持勤学善思,争做学以致用的表率": ["一要勤于学习", "二要精于思考", "三要善于运用"],
-    "二、坚持以人为本,争做热情服务的表率": [
-        "一要树立全新的服务理念", "二要讲究灵活的服务方式", "三要追求一流的服务水平",
-    ],
-    "三、坚持解放思想,争做改革创新的表率": ["一要创新理念", "二要创新方法", "三要创新机制"],
-    "四、坚持狠抓落实,争做求真务实的表率": ["一要围绕大局抓落实", "二要突出重点抓落实", "三要锲而不舍抓落实"],
-}
+GOLDEN_INPUTS = sorted(SPLITTING_INPUTS.glob("*.txt")) + sorted(SPLITTING_INPUTS.glob("*.md"))
+
+SECTIONS = 4  # the sample's 一、…四、, each with three sub-points (its passages are in the golden file)
 
 
 @pytest.fixture(scope="module")
@@ -24,27 +21,27 @@ def sample():
     return doc, split_document(doc)
 
 
-def test_every_sub_point_of_every_section_is_a_passage_with_its_heading_path(sample):
+@pytest.mark.parametrize("source", GOLDEN_INPUTS, ids=[p.name for p in GOLDEN_INPUTS])
+def test_documents_split_as_their_golden_files(source):
+    """Input document -> passages with heading paths, as reviewed in
+    tests/golden/splitting/*.json (rewrite them with `python -m tests.golden`)."""
+    expected = json.loads(source.with_suffix(source.suffix + ".json").read_text(encoding="utf-8"))
+    assert json.loads(split_json(source)) == expected
+
+
+def test_the_golden_sample_is_the_shipped_sample():
+    assert (GOLDEN / "splitting" / "sample.txt").read_bytes() == SAMPLE_DOC.read_bytes()
+
+
+def test_sub_points_sit_inside_their_paragraphs(sample):
     doc, passages = sample
     points = [p for p in passages if p.kind == "point"]
-    expected = [[TITLE, section, point] for section, pts in SECTIONS.items() for point in pts]
-    assert [p.heading_path for p in points] == expected
+    assert len(points) == 3 * SECTIONS
     for p in points:
         assert p.text.startswith(p.heading_path[-1])
         parent = next(q for q in passages if q.id == p.parent)
         assert parent.kind == "paragraph" and p.text in parent.text
         assert parent.heading_path == p.heading_path[:-1]
-
-
-def test_section_paragraphs_intro_and_header(sample):
-    doc, passages = sample
-    paragraphs = [p for p in passages if p.kind == "paragraph"]
-    assert [p.heading_path for p in paragraphs] == [[TITLE]] + [[TITLE, s] for s in SECTIONS]
-    assert paragraphs[0].text.startswith("胡总书记“七一”讲话是总结过去")
-    header = passages[0]
-    assert header.kind == "header" and header.heading_path == [TITLE]
-    for part in ("来源:百度文库", "时间:2024/07/11", "董清河", "组工干部学习贯彻"):
-        assert part in header.text
 
 
 def test_passage_offsets_point_into_normalised_and_original_text(sample):
@@ -142,29 +139,3 @@ def test_long_paragraph_becomes_parent_of_chunks():
     chunks = [p for p in passages if p.kind == "chunk"]
     assert len(chunks) >= 5 and all(c.parent == para.id and len(c.text) <= 300 for c in chunks)
     assert "".join(c.text for c in chunks) == para.text
-
-
-def test_markdown_document_and_orphan_heading():
-    md = "# 年度报告\n\n## 一、成绩\n\n今年完成了任务。\n\n## 二、不足\n\n## 三、计划\n\n明年继续努力。\n"
-    doc = parse_document(md.encode(), "r.md")
-    passages = split_document(doc)
-    paths = [(p.kind, p.heading_path[1:], p.text) for p in passages]
-    assert ("paragraph", ["一、成绩"], "今年完成了任务。") in paths
-    assert ("paragraph", [], "## 二、不足") in paths  # a heading with nothing under it is kept
-    assert ("paragraph", ["三、计划"], "明年继续努力。") in paths
-
-
-def test_short_lines_are_packed_under_the_same_heading():
-    lines = ["短行一。", "短行二，也很短。", "这是一个比较长的段落，" * 8,
-             "一、新的小节", "小节里的短行。", "另一短行。"]
-    doc = parse_document(("网页标题\n\n" + "\n".join(lines)).encode(), "page.txt")
-    passages = split_document(doc, max_chars=480, min_chars=60)
-    texts = [(p.heading_path[1:], p.text) for p in passages]
-    assert texts[0] == ([], "短行一。\n短行二，也很短。\n" + "这是一个比较长的段落，" * 8)
-    assert texts[1] == (["一、新的小节"], "小节里的短行。\n另一短行。")
-    assert len(passages) == 2  # and no header passage: the title alone heads every passage
-
-
-def test_title_only_document_keeps_its_text():
-    passages = split_document(parse_document("只有一个标题".encode(), "t.txt"))
-    assert [(p.kind, p.text) for p in passages] == [("header", "只有一个标题")]
