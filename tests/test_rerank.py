@@ -35,6 +35,7 @@ def test_search_with_rerank_orders_by_the_cross_encoder(tmp_path, tiny_cross_enc
     assert [h.id for h in hits] == [plain[i].id for i in np.argsort(-expected, kind="stable")]
 
 
+@pytest.mark.slow  # imports sentence-transformers and torch
 def test_unloadable_cross_encoder_is_one_clear_error(tmp_path):
     with pytest.raises(KBError, match="cannot load cross-encoder"):
         Reranker(str(tmp_path / "missing"))
