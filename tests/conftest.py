@@ -37,6 +37,31 @@ def page_address(monkeypatch):
     config.set_option("server.address", old)
 
 
+def library_with(folder: Path, extra: dict[str, str]) -> tuple[Path, Path]:
+    """``folder``/docs holding the sample and ``extra`` ({file name: text}), indexed with
+    the hash embedder into ``folder``/index. Returns (corpus, index)."""
+    from kb.index import update_index
+
+    corpus = folder / "docs"
+    corpus.mkdir()
+    shutil.copy(SAMPLE_DOC, corpus / SAMPLE_DOC.name)
+    for name, text in extra.items():
+        (corpus / name).write_text(text, encoding="utf-8")
+    update_index(corpus, folder / "index", model="hash:64", progress=False, warn=lambda m: None)
+    return corpus, folder / "index"
+
+
+def run_page(index: Path, monkeypatch, **params):
+    """app.py in-process (AppTest) on ``index``, with ``params`` as the URL's query."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("KB_INDEX", str(index))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
 @pytest.fixture
 def corpus(tmp_path) -> Path:
     d = tmp_path / "docs"

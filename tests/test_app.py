@@ -9,22 +9,16 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kb.index import update_index
 from kb.search import Searcher
 
-from .conftest import ROOT, SAMPLE_DOC
+from .conftest import ROOT, SAMPLE_DOC, library_with, run_page
 
 APP = str(ROOT / "app.py")
 HOSTILE = ("恶意文档\n\n来源：测试站\n\n"
            "正文里有<script>alert('x')</script>和<img src=x onerror=alert(1)>两个陷阱，用来测试转义。")
 
 
-def app(index: Path, monkeypatch, **params) -> AppTest:
-    monkeypatch.setenv("KB_INDEX", str(index))
-    at = AppTest.from_file(APP, default_timeout=90)
-    for key, value in params.items():
-        at.query_params[key] = value
-    return at.run()
+app = run_page
 
 
 def param(at: AppTest, key: str) -> str:
@@ -44,13 +38,7 @@ def _local_page(page_address):
 @pytest.fixture
 def kb_folder(tmp_path) -> tuple[Path, Path]:
     """Two documents (the sample and a hostile one), indexed with the hash embedder."""
-    corpus = tmp_path / "kbdocs"
-    corpus.mkdir()
-    shutil.copy(SAMPLE_DOC, corpus / SAMPLE_DOC.name)
-    (corpus / "evil.txt").write_text(HOSTILE, encoding="utf-8")
-    index = tmp_path / "index"
-    update_index(corpus, index, model="hash:64", progress=False, warn=lambda m: None)
-    return corpus, index
+    return library_with(tmp_path, {"evil.txt": HOSTILE})
 
 
 def test_search_shows_cards_citation_and_puts_the_query_in_the_url(sample_index, monkeypatch):
@@ -204,7 +192,8 @@ def test_citation_style_selector_and_export(kb_folder, monkeypatch):
     assert at.code[0].value.startswith("董清河（中共河北省蔚县县委常委、组织部长）. 《")  # the short form by default
     at.selectbox(key="cite_style").set_value("GB/T 7714-2015").run()
     assert not at.exception
-    assert at.code[0].value.startswith("董清河. 对生活失去信心的说说") and "[Z]. 百度文库, 2024-07-11." in at.code[0].value
+    gbt = at.code[0].value
+    assert gbt.startswith("董清河. 对生活失去信心的说说") and "[Z]. 百度文库, 2024-07-11." in gbt
     at.selectbox(key="cite_style").set_value("APA 第7版").run()
     assert at.code[0].value.startswith("董清河. (2024, July 11). ")
     boxes = [c for c in at.checkbox if c.key and c.key.startswith("sel-")]

@@ -29,9 +29,8 @@ from kb.library import UPLOAD_SUFFIXES, save_upload
 from kb.render import highlight_html, terminal_text, text_html
 from kb.search import MAX_QUERY_CHARS, Searcher, bound_query, confidence, support
 
-from .conftest import ROOT, SAMPLE_DOC
+from .conftest import ROOT, SAMPLE_DOC, library_with, run_page
 
-APP = str(ROOT / "app.py")
 KB = str(Path(sys.executable).with_name("kb"))
 MARKDOWN_TITLE = "![x](http://example.org/x.png)"
 HOSTILE = (f"{MARKDOWN_TITLE}\n\n来源：[官网](http://example.org/src)\n\n"
@@ -45,21 +44,10 @@ def quiet(_message: str) -> None:
 
 @pytest.fixture
 def hostile_index(tmp_path) -> tuple[Path, Path]:
-    corpus = tmp_path / "lib"
-    corpus.mkdir()
-    shutil.copy(SAMPLE_DOC, corpus / SAMPLE_DOC.name)
-    (corpus / "hostile.txt").write_text(HOSTILE, encoding="utf-8")
-    index = tmp_path / "index"
-    update_index(corpus, index, model="hash:64", progress=False, warn=quiet)
-    return corpus, index
+    return library_with(tmp_path, {"hostile.txt": HOSTILE})
 
 
-def page(index: Path, monkeypatch, **params) -> AppTest:
-    monkeypatch.setenv("KB_INDEX", str(index))
-    at = AppTest.from_file(APP, default_timeout=90)
-    for key, value in params.items():
-        at.query_params[key] = value
-    return at.run()
+page = run_page
 
 
 def markdown_source(at: AppTest) -> str:
