@@ -145,10 +145,10 @@ def search_cmd(question, k, mode, as_json, style, export_format, model, device, 
                min_score, index_dir):
     """Find the passages that answer QUESTION (at most 512 characters are used)."""
     from .errors import EmptyQuery
-    from .search import MAX_QUERY_CHARS, Searcher, confidence
+    from .search import Searcher, search_response
 
-    query = _bounded(" ".join(question))
-    if not query:
+    question = " ".join(question)
+    if not _bounded(question):
         raise EmptyQuery("empty query — type a question, e.g. kb search \"组工干部如何创新工作方法\"")
     searcher = Searcher.load(index_dir, model=model, device=device)
     reranker = None
@@ -156,25 +156,16 @@ def search_cmd(question, k, mode, as_json, style, export_format, model, device, 
         from .rerank import Reranker
 
         reranker = Reranker(rerank_model, device=device)
-    hits = searcher.search(query, k=k, mode=mode, doc_ids=set(doc_ids) or None, sources=set(sources) or None,
-                           rerank=reranker)
-    weak = confidence(hits) == "low"
-    if min_score is not None:
-        hits = [h for h in hits if h.score >= min_score]
-    if style != "short":
-        hits = [h.cited(style) for h in hits]
+    response = search_response(searcher, question, k=k, mode=mode, doc_ids=set(doc_ids), sources=set(sources),
+                               style=style, min_score=min_score, rerank=reranker)
+    hits, weak = response.hits, response.low_confidence
     if export_format:
         from .cite import export
 
         click.echo(export([h.reference for h in hits], export_format), nl=False)
         return
     if as_json:
-        out = {"query": query, "mode": mode, "hits": hits}
-        if weak:
-            out["low_confidence"] = True
-        if len(" ".join(question).strip()) > MAX_QUERY_CHARS:
-            out["truncated"] = True
-        _dump(out)
+        _dump(response.to_dict())
         return
     if not hits:
         click.echo("no results" + (f" scoring at least {min_score}" if min_score is not None else ""))

@@ -1,9 +1,10 @@
 """Build or update the on-disk index from a folder of documents.
 
 Incremental: a file whose size, mtime and ctime are unchanged (and whose mtime is safely
-older than the previous scan) is not even read; one whose bytes are unchanged is not parsed; a passage whose embedded text is unchanged is not embedded
-again (vectors are reused by content hash). Only when something changed is a new
-generation written, and it replaces the old one atomically (see :mod:`kb.store`).
+older than the previous scan) is not even read; one whose bytes are unchanged is not
+parsed; a passage whose embedded text is unchanged is not embedded again (vectors are
+reused by content hash). Only when something changed is a new generation written, and it
+replaces the old one atomically (see :mod:`kb.store`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from .store import IndexDir, damaged, open_db, read_manifest
 from .textproc import fold, tokenize
 from .types import SEARCH_MODES
 from .vectors import VectorIndex
-from .views import DocumentView, Hit
+from .views import DocumentView, Hit, SearchResponse
 
 MODES = SEARCH_MODES
 # A question, not a document: longer queries are cut here before tokenising and embedding
@@ -46,6 +46,21 @@ def confidence(hits: list[Hit], support_floor: float = SUPPORT_FLOOR, dense_floo
                  or max(h.scores.get("dense", 0.0) for h in hits) >= dense_floor):
         return "ok"
     return "low"
+
+
+def search_response(searcher: Searcher, question: str, k: int = 10, mode: str = "hybrid", doc_ids=None,
+                    sources=None, style: str = "short", min_score: float | None = None,
+                    rerank=None) -> SearchResponse:
+    """One question answered the way every front end shows it: bounded, searched, marked
+    when weak, filtered by ``min_score`` and cited in ``style``."""
+    query, cut = bound_query(question)
+    hits = searcher.search(query, k=k, mode=mode, doc_ids=doc_ids or None, sources=sources or None, rerank=rerank)
+    weak = confidence(hits) == "low"
+    if min_score is not None:
+        hits = [h for h in hits if h.score >= min_score]
+    if style != "short":
+        hits = [h.cited(style) for h in hits]
+    return SearchResponse(query=query, mode=mode, hits=hits, low_confidence=weak or None, truncated=cut or None)
 
 
 def _pairs(word: str) -> set[str]:

@@ -49,6 +49,23 @@ Hit = PassageView  # the name search code has always used
 
 
 @dataclass
+class SearchResponse:
+    """The answer to one question: what ``kb search --json`` prints and ``GET /search``
+    returns. ``low_confidence``: nothing supports the question well (the relevance floor);
+    ``truncated``: the question was cut to its first 512 characters. Both are left out when
+    they do not apply."""
+
+    query: str
+    mode: str
+    hits: list[PassageView]
+    low_confidence: bool | None = None
+    truncated: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
 class DocumentView:
     """One document's card: what it is and where it comes from (no text)."""
 
