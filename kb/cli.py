@@ -297,6 +297,7 @@ def page_cmd(host, port, index_dir):
     from .access import check_exposure
 
     check_exposure(host)
+    _serving_threads()
     app = Path(__file__).resolve().parent.parent / "app.py"
     if not app.is_file():
         raise KBError("the page (app.py) is not installed beside kb — run kb page from a checkout of kb")
@@ -305,6 +306,60 @@ def page_cmd(host, port, index_dir):
             "--client.showErrorDetails", "none", "--", "--index", str(index_dir)]
     os.chdir(app.parent)  # Streamlit reads .streamlit/config.toml from the working folder
     os.execv(sys.executable, args)
+
+
+def _serving_threads() -> None:
+    """A server answers one short query at a time per request: one encoder thread each,
+    sleeping rather than spinning while idle, so that a `kb index` running beside it (or
+    many concurrent requests) does not oversubscribe the cores. Set before the encoder's
+    library loads; the user's own settings win."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs KB_ACCESS_TOKEN set.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--rate-limit", default=None, type=click.IntRange(1, 1_000_000), metavar="N",
+              help="At most N requests a minute from one client address (429 beyond).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="URL",
+              help="Allow browser pages from this origin to call the API (repeatable). Off by default.")
+@_index_option
+@_friendly
+def serve_cmd(host, port, rate_limit, cors_origins, index_dir):
+    """Serve the HTTP API (OpenAPI at /docs): /search, /passages/ID, /passages/ID/related,
+    /documents, /documents/ID, /stats, /healthz.
+
+    \b
+    Listens on 127.0.0.1. Elsewhere it needs an API key, which every request then carries:
+      KB_ACCESS_TOKEN=<a long secret> kb serve --host 0.0.0.0
+      curl -H "Authorization: Bearer <the secret>" "http://HOST:8000/search?q=学习型政党"
+    """
+    from .access import check_exposure
+
+    token = check_exposure(host)
+    _serving_threads()
+    import uvicorn
+
+    from .api import create_app
+
+    app = create_app(index_dir, token=token, rate_limit=rate_limit, cors_origins=list(cors_origins) or None)
+    click.echo(f"kb API on http://{host}:{port}/ (docs at /docs){' — API key required' if token else ''}", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False, timeout_keep_alive=5,
+                h11_max_incomplete_event_size=16 * 1024)
+
+
+@cli.command("mcp")
+@_index_option
+@_friendly
+def mcp_cmd(index_dir):
+    """Serve the library to an AI assistant over the Model Context Protocol (stdio):
+    tools search, get_passage and related, each returning passages with their citation."""
+    _serving_threads()
+    from .mcp_server import build_server
+
+    build_server(index_dir).run("stdio")
 
 
 @cli.command("eval")
