@@ -13,7 +13,7 @@ HOST ?= 127.0.0.1
 # pip on this kind of machine prints a warning per package for an absent local mirror; hide only those.
 PIPQUIET := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help setup .venv index run test test-fast lint bench fuzz clean
+.PHONY: help setup .venv index run serve test test-fast lint bench fuzz clean
 .DEFAULT_GOAL := help
 
 help:  ## List the targets
@@ -34,6 +34,10 @@ index: $(STAMP)  ## Index the sample corpus (incremental: fast when nothing chan
 
 run: index  ## Install, index the sample corpus and serve the page on http://localhost:8501 (HOST=, PORT=)
 	$(BIN)/kb page --host $(HOST) --port $(PORT) --index $(INDEX)
+
+API_PORT ?= 8000
+serve: index  ## Serve the HTTP API on http://127.0.0.1:8000 (docs at /docs; HOST=, API_PORT=)
+	$(BIN)/kb serve --host $(HOST) --port $(API_PORT) --index $(INDEX)
 
 test: $(STAMP)  ## Run the whole test suite (offline)
 	$(BIN)/python -m pytest -q
