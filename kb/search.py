@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 
 from .cite import Reference, cite
-from .embedding import Embedder, embedder_from_spec, same_embedder
+from .embedding import Embedder, check_model, embedder_from_spec, mismatch, same_embedder
 from .errors import EmptyQuery, IndexMismatch, KBError, UnknownPassage
 from .fusion import rrf, rrf_max
-from .index import check_model
 from .lexical import BM25Index, top_k
 from .render import best_sentence, matched_terms
 from .store import IndexDir, damaged, open_db, read_manifest
@@ -134,11 +133,7 @@ class Searcher:
         manifest = read_manifest(gen)
         check_model(model, manifest["embedder"], idx.root)
         if embedder is not None and not same_embedder(embedder.spec(), manifest["embedder"]):
-            spec = manifest["embedder"]
-            raise IndexMismatch(
-                f"index at {idx.root}/ was built with {spec.get('backend')} {spec.get('model')} "
-                f"({spec.get('dim')}-d), not {embedder.describe()} — rebuild the index with that model"
-            )
+            raise mismatch(idx.root, manifest["embedder"], embedder.describe(), "rebuild the index with that model")
         try:
             return cls(idx.root, gen, manifest, embedder=embedder, device=device)
         except KBError:
