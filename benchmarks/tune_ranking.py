@@ -1,9 +1,9 @@
 """Compare ranking variants on the eval sets without re-embedding anything.
 
 Uses the cached eval indexes and query vectors that `kb eval` leaves under index/eval/
-(run `kb eval DATASET` once per set first). Each variant sets Searcher attributes
-(fusion, weights, rrf_k, ...) and reports MRR@10 / hit@1 of the hybrid mode, with dense
-and lexical alone as reference points. Prints one JSON object as its last line.
+(run `kb eval DATASET` once per set first). Each variant replaces fields of the searcher's
+RankingConfig (fusion, weights, rrf_k, lexical_full_terms, pool_min) and reports MRR@10 /
+hit@1 of the hybrid mode, with dense and lexical alone as reference points. Prints one JSON object as its last line.
 
     python benchmarks/tune_ranking.py ../shared/eval/drcd_test ../shared/eval/cmrc2018_trial \
         --variant '{"fusion": "rrf", "rrf_k": 60}' --variant '{"fusion": "convex"}'
@@ -12,6 +12,7 @@ and lexical alone as reference points. Prints one JSON object as its last line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -47,7 +48,8 @@ def rebuild_bm25(searcher, k1: float = 1.2, b: float = 0.75) -> BM25Index:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("datasets", nargs="+")
-    ap.add_argument("--variant", action="append", default=[], help="JSON object of Searcher attributes")
+    ap.add_argument("--variant", action="append", default=[],
+                    help='JSON object of RankingConfig fields, plus "bm25": {"k1": .., "b": ..}')
     ap.add_argument("--limit", type=int, default=0, help="only the first N queries of each set")
     args = ap.parse_args()
     variants = [json.loads(v) for v in args.variant] or [{}]
@@ -56,17 +58,14 @@ def main() -> None:
         ds, searcher, path_to_id, qvecs = load(d)
         if args.limit:
             ds.queries = ds.queries[: args.limit]
-        defaults = {k: getattr(searcher, k, None) for v in variants for k in v}
+        base = searcher.config
         row = {"dense": score(ds, searcher, path_to_id, qvecs, "dense"),
                "lexical": score(ds, searcher, path_to_id, qvecs, "lexical")}
         original_bm25 = searcher.bm25
         for v in variants:
-            searcher.bm25 = original_bm25
-            for k, val in {**defaults, **v}.items():
-                if k == "bm25":  # {"k1": .., "b": ..}: rebuilt in memory from the stored tokens
-                    searcher.bm25 = rebuild_bm25(searcher, **val) if val else original_bm25
-                else:
-                    setattr(searcher, k, val)
+            bm25 = v.get("bm25")  # {"k1": .., "b": ..}: rebuilt in memory from the stored tokens
+            searcher.bm25 = rebuild_bm25(searcher, **bm25) if bm25 else original_bm25
+            searcher.config = dataclasses.replace(base, **{k: val for k, val in v.items() if k != "bm25"})
             row["hybrid " + json.dumps(v, ensure_ascii=False)] = score(ds, searcher, path_to_id, qvecs, "hybrid")
             print(ds.name, v, row["hybrid " + json.dumps(v, ensure_ascii=False)], file=sys.stderr)
         qvecs.save()

@@ -15,7 +15,8 @@ import numpy as np
 from .cite import Reference, cite
 from .embedding import Embedder, check_model, embedder_from_spec, mismatch, same_embedder
 from .errors import EmptyQuery, IndexMismatch, KBError, UnknownPassage
-from .fusion import rrf, rrf_max
+from .families import dedupe_families, drop_repeats
+from .fusion import RankingConfig, calibrate_dense, calibrate_lexical, channel_weights, fuse
 from .lexical import BM25Index, top_k
 from .render import best_sentence, matched_terms
 from .store import IndexDir, damaged, open_db, read_manifest
@@ -90,13 +91,7 @@ def bound_query(query: str | None, limit: int = MAX_QUERY_CHARS) -> tuple[str, b
 class Searcher:
     """A loaded index generation. Thread-safe: the page shares one across sessions."""
 
-    # Fusion settings (tuned in the evaluation issue).
-    # Measured with benchmarks/tune_ranking.py on CMRC 2018, DRCD and DuReader (see README).
-    fusion = "convex"  # calibrated 0-1 scores, weighted sum; or "rrf"
-    rrf_k = 60.0
-    weights = {"dense": 0.5, "lexical": 0.5}
-    lexical_full_terms = 8
-    pool_min = 50
+    config = RankingConfig()  # replace it (dataclasses.replace) to try a variant; it is never mutated
 
     def __init__(self, index_dir: Path, gen: Path, manifest: dict[str, Any], embedder: Embedder | None = None,
                  device: str | None = None) -> None:
@@ -171,16 +166,7 @@ class Searcher:
             self.embed_query("预热")
 
     def channel_weights(self, n_terms: int) -> tuple[float, float]:
-        """Dense and keyword weights for a query with ``n_terms`` distinct indexed terms.
-
-        A short query (``微信分享链接打开app``: 3-4 terms) matches every candidate on the same
-        topic, so keyword overlap tells them apart poorly; a full question (8+ terms) shares
-        specific words with the passage that answers it. Keyword weight therefore grows with
-        the number of terms, reaching its full value at ``lexical_full_terms``."""
-        wd, wl = self.weights["dense"], self.weights["lexical"]
-        if self.lexical_full_terms:
-            wl *= min(1.0, n_terms / self.lexical_full_terms)
-        return wd, wl
+        return channel_weights(self.config, n_terms)
 
     def _query_terms(self, tokens: list[str]) -> list[str]:
         return [t for t in dict.fromkeys(tokens) if t in self.bm25.vocab]
@@ -282,7 +268,7 @@ class Searcher:
             raise KBError(f"unknown mode {mode!r} — use one of {', '.join(MODES)}")
         if k <= 0 or self.vectors.count == 0:
             return []
-        n = max(self.pool_min, 5 * k)
+        n = max(self.config.pool_min, 5 * k)
         mask = self._mask(doc_ids, sources)
         qtokens = tokenize(query)
 
@@ -305,9 +291,9 @@ class Searcher:
             rest = [r for r in candidates if r not in cos_of]
             cos_of.update(zip(rest, (self.vectors.vectors(rest) @ qvec).tolist()))
             bg = self.dense_background(qvec)
-            dense_of = {r: min(1.0, max(0.0, (c - bg) / (1.0 - bg))) for r, c in cos_of.items()}
+            dense_of = {r: calibrate_dense(c, bg) for r, c in cos_of.items()}
         cap = self.lexical_ceiling(qtokens)
-        lex_of = {r: min(1.0, float(lex_all[r]) / cap) if cap > 0 else 0.0 for r in candidates}
+        lex_of = {r: calibrate_lexical(float(lex_all[r]), cap) for r in candidates}
 
         if mode == "dense":
             ranked = sorted(candidates, key=lambda r: -cos_of[r])
@@ -315,16 +301,9 @@ class Searcher:
         elif mode == "lexical":
             ranked = [int(r) for r in lex_rows]
             fused = {r: lex_of[r] for r in ranked}
-        elif self.fusion == "rrf":
-            runs = {"dense": [int(r) for r in dense_rows], "lexical": [int(r) for r in lex_rows]}
-            parts = rrf(runs, k=self.rrf_k, weights=self.weights)
-            top = rrf_max(list(runs), k=self.rrf_k, weights=self.weights)
-            fused = {r: sum(c.values()) / top for r, c in parts.items()}
-            ranked = sorted(fused, key=lambda r: -fused[r])
-        else:  # "convex": calibrated channel scores, weighted sum
-            wd, wl = self.channel_weights(len(self._query_terms(qtokens)))
-            total = wd + wl
-            fused = {r: (wd * dense_of[r] + wl * lex_of[r]) / total for r in candidates}
+        else:
+            fused = fuse(self.config, dense_of, lex_of, [int(r) for r in dense_rows], [int(r) for r in lex_rows],
+                         len(self._query_terms(qtokens)))
             ranked = sorted(fused, key=lambda r: -fused[r])
 
         rerank_of: dict[int, float] = {}
@@ -389,7 +368,7 @@ class Searcher:
             family |= {r[0] for r in self._con.execute(
                 "WITH RECURSIVE d(id) AS (SELECT id FROM passages WHERE parent = ? "
                 "UNION SELECT p.id FROM passages p JOIN d ON p.parent = d.id) SELECT id FROM d", (p["id"],))}
-        rows_, vals = self.vectors.search(vec, max(self.pool_min, 5 * k) + len(family))
+        rows_, vals = self.vectors.search(vec, max(self.config.pool_min, 5 * k) + len(family))
         rows = self._rows(rows_)
         ranked = [int(r) for r in rows_ if rows[int(r)]["id"] not in family]
         cos = dict(zip([int(r) for r in rows_], vals.tolist()))
@@ -478,58 +457,3 @@ def _document_view(row: dict[str, Any]) -> DocumentView:
     return DocumentView(doc_id=row["doc_id"], path=row["path"], title=row["title"], meta=row["meta"],
                         format=row.get("format") or "", n_passages=int(row.get("n_passages") or 0),
                         indexed_at=row.get("indexed_at") or "")
-
-
-def dedupe_families(ranked: list[int], rows: dict[int, dict[str, Any]], ancestors: dict[str, list[str]],
-                    fused: dict[int, float], k: int,
-                    evidence: dict[int, tuple[float, float]] | None = None) -> list[dict[str, Any]]:
-    """Walk candidates best first; a passage and its ancestor are never both listed.
-
-    When a paragraph follows one of its own sub-points, it only becomes context. When a
-    sub-point follows its paragraph, it takes the paragraph's place (and rank) if it holds
-    the match: at least 80% of the paragraph's keyword score, or, with no keyword match,
-    a dense score as good. Otherwise the sub-point is an unrelated part of a paragraph
-    that matched elsewhere, and is dropped in favour of the paragraph."""
-    shown: list[dict[str, Any]] = []
-    for row in ranked:
-        pid = rows[row]["id"]
-        anc = set(ancestors.get(pid, []))
-        covered = False
-        for entry in shown:
-            if pid in entry["ancestors"]:  # an ancestor of something listed
-                if pid not in entry["context"]:
-                    entry["context"].append(pid)
-                covered = True
-                break
-            if entry["id"] in anc:  # more specific than something listed
-                if _holds_match(evidence, row, entry["row"]):
-                    entry["context"].append(entry["id"])
-                    entry.update(row=row, id=pid, ancestors=anc)
-                covered = True
-                break
-        if covered or len(shown) >= k:
-            continue
-        shown.append({"row": row, "id": pid, "ancestors": anc, "score": fused[row], "context": []})
-    return shown
-
-
-def drop_repeats(ranked: list[int], rows: dict[int, dict[str, Any]]) -> list[int]:
-    """Web pages repeat paragraphs: list the same text of one document once."""
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for r in ranked:
-        key = (rows[r]["doc_id"], rows[r]["text"])
-        if key not in seen:
-            seen.add(key)
-            out.append(r)
-    return out
-
-
-def _holds_match(evidence: dict[int, tuple[float, float]] | None, child: int, parent: int) -> bool:
-    if evidence is None:
-        return True
-    lex_c, dense_c = evidence.get(child, (0.0, 0.0))
-    lex_p, dense_p = evidence.get(parent, (0.0, 0.0))
-    if lex_p > 0:
-        return lex_c >= 0.8 * lex_p
-    return dense_c >= dense_p
