@@ -251,13 +251,78 @@ def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, i
         stats: dict[str, Any]
         if ds.kind == "passages":
             stats = _passage_metrics(ds, results, path_to_id)
+            stats["by_type"] = _by_type(ds, results, path_to_id, searcher)
         else:
             stats = _expect_metrics(ds, results)
         stats["p50_ms"] = round(percentile(latencies, 50), 2)
         stats["p95_ms"] = round(percentile(latencies, 95), 2)
         out["modes"][name] = stats
+    if ds.kind == "passages":
+        related = related_metrics(ds, searcher, path_to_id)
+        if related:
+            out["related"] = related
     qvecs.save()
     return out
+
+
+SHORT_QUESTION = 12  # characters: a keyword query or a short question, below; a full question above
+
+
+def _by_type(ds: Dataset, results, path_to_id: dict[str, str], searcher) -> dict[str, Any]:
+    """MRR@10 and hit@1 by kind of question, so that users see where retrieval fails:
+    short / long questions, and questions with / without a word the index has."""
+    from .textproc import tokenize
+
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for q, hits in zip(ds.queries, results):
+        ranked = first_occurrences([path_to_id.get(h.path, h.path) for h in hits])
+        positives = {str(p) for p in q.get("positives", [])}
+        score = (mrr_at(ranked, positives, 10), hit_at(ranked, positives, 1))
+        question = q["question"].strip()
+        indexed = any(t in searcher.bm25.vocab for t in tokenize(question))
+        for name in ("short" if len(question) <= SHORT_QUESTION else "long",
+                     "with_indexed_terms" if indexed else "without_indexed_terms"):
+            groups.setdefault(name, []).append(score)
+    return {name: {"queries": len(v), "mrr@10": round(float(np.mean([s[0] for s in v])), 4),
+                   "hit@1": round(float(np.mean([s[1] for s in v])), 4)} for name, v in sorted(groups.items())}
+
+
+def related_metrics(ds: Dataset, searcher, path_to_id: dict[str, str], k: int = 5,
+                    limit: int = 500) -> dict[str, Any] | None:
+    """How well ``related`` finds the other passages of an article, where a dataset splits
+    articles into several passages titled alike (DRCD): precision@k = share of the first k
+    other dataset passages that come from the same article; recall@k = share of the article's
+    other passages among them. A floor, not the whole story: related passages from other
+    articles on the topic are welcome. None when no article has two passages."""
+    title_of = {str(p["id"]): (p.get("title") or "").strip() for p in ds.passages or []}
+    members: dict[str, set[str]] = {}
+    for pid, title in title_of.items():
+        if title:
+            members.setdefault(title, set()).add(pid)
+    id_to_path = {v: k for k, v in path_to_id.items()}
+    by_doc = {d["path"]: d["doc_id"] for d in searcher.docs}
+    precisions, recalls = [], []
+    for pid, title in title_of.items():
+        others = members.get(title, set()) - {pid}
+        doc_id = by_doc.get(id_to_path.get(pid, ""))
+        if not others or doc_id is None:
+            continue
+        passages = searcher.document(doc_id)["passages"]
+        focus = next((p for p in passages if p["kind"] == "paragraph"), passages[0] if passages else None)
+        if focus is None:
+            continue
+        found = [x for x in first_occurrences([path_to_id.get(h.path, h.path)
+                                               for h in searcher.related(focus["id"], k=3 * k)]) if x != pid][:k]
+        if not found:
+            continue
+        precisions.append(sum(title_of.get(x) == title for x in found) / len(found))
+        recalls.append(len(others & set(found)) / len(others))
+        if len(precisions) >= limit:
+            break
+    if not precisions:
+        return None
+    return {f"precision@{k}": round(float(np.mean(precisions)), 4), f"recall@{k}": round(float(np.mean(recalls)), 4),
+            "queries": len(precisions)}
 
 
 def _passage_metrics(ds: Dataset, results, path_to_id: dict[str, str]) -> dict[str, Any]:
@@ -306,4 +371,11 @@ def format_table(result: dict[str, Any]) -> str:
         for mode, s in modes.items():
             lines.append(f"{mode:<9}" + "".join(f"{s[c]:>9.3f}" for c in cols)
                          + f"{s['p50_ms']:>9.1f}{s['p95_ms']:>9.1f}")
+        hybrid = modes.get("hybrid") or first
+        for name, g in hybrid.get("by_type", {}).items():
+            lines.append(f"  {name:<22} {g['queries']:>5} questions  mrr@10 {g['mrr@10']:.3f}  hit@1 {g['hit@1']:.3f}")
+    if result.get("related"):
+        r = result["related"]
+        lines.append(f"related: precision@5 {r['precision@5']:.3f}, recall@5 {r['recall@5']:.3f} "
+                     f"(other passages of the same article, {r['queries']} passages)")
     return "\n".join(lines)

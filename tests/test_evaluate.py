@@ -35,7 +35,10 @@ def test_eval_passage_set_all_modes(tmp_path):
     assert result["dataset"] == "mini_eval" and result["passages"] == 6 and result["queries"] == 4
     assert set(result["modes"]) == {"hybrid", "dense", "lexical"}
     for stats in result["modes"].values():
-        assert set(stats) == {"hit@1", "hit@5", "hit@10", "mrr@10", "ndcg@10", "p50_ms", "p95_ms"}
+        assert set(stats) == {"hit@1", "hit@5", "hit@10", "mrr@10", "ndcg@10", "p50_ms", "p95_ms", "by_type"}
+        by_type = stats["by_type"]
+        assert by_type["short"]["queries"] + by_type.get("long", {"queries": 0})["queries"] == 4
+        assert sum(g["queries"] for name, g in by_type.items() if "indexed_terms" in name) == 4
         assert 0 <= stats["hit@1"] <= stats["hit@5"] <= stats["hit@10"] <= 1
         assert stats["p50_ms"] <= stats["p95_ms"]
     # with 2 relevant documents among 6, every question finds its passage in the top 5 by keywords
@@ -47,6 +50,7 @@ def test_eval_passage_set_all_modes(tmp_path):
     def quality(r):
         return {k: v for k, v in r["modes"]["lexical"].items() if not k.endswith("_ms")}
 
+    assert result["related"]["queries"] == 3  # the three passages of the DRCD article 梵文
     assert quality(again) == quality(result)
 
 
@@ -110,3 +114,27 @@ def test_an_empty_question_is_a_miss_not_a_crash(tmp_path):
         '{"id": "q2", "question": "生命数耗完即算为什么？", "positives": ["TRIAL_800"]}\n', encoding="utf-8")
     result = evaluate(d, modes=("lexical",), index=tmp_path / "cache", model="hash:64")
     assert result["modes"]["lexical"]["hit@10"] == 0.5
+
+
+def test_related_finds_the_other_passages_of_an_article(tmp_path):
+    """DRCD-style: one article cut into passages that share its title."""
+    d = tmp_path / "articles"
+    d.mkdir()
+    articles = {"长江": ["长江是中国第一长河，发源于青藏高原，流经十一个省区。",
+                       "长江流域的水电资源丰富，三峡工程位于长江上游。",
+                       "长江航运发达，被称为黄金水道，沿岸港口众多。"],
+                "熊猫": ["大熊猫是中国特有的动物，主要栖息在四川的竹林中。", "大熊猫以竹子为主食，每天要吃很多竹子。"]}
+    passages, n = [], 0
+    for title, texts in articles.items():
+        for text in texts:
+            passages.append({"id": f"P{n}", "title": title, "text": text})
+            n += 1
+    (d / "passages.jsonl").write_text("\n".join(json.dumps(p, ensure_ascii=False) for p in passages), encoding="utf-8")
+    (d / "queries.jsonl").write_text(json.dumps({"id": "q", "question": "长江的水电", "positives": ["P1"]},
+                                                ensure_ascii=False), encoding="utf-8")
+    result = evaluate(d, modes=("lexical",), index=tmp_path / "cache", model="hash:64")
+    related = result["related"]
+    assert related["queries"] == 5
+    assert 0 <= related["precision@5"] <= 1 and 0 < related["recall@5"] <= 1
+    # 4 other passages exist for each query, at most 2 of them from its own article
+    assert related["precision@5"] <= 0.5 + 1e-9
