@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TARGETS = ("decode", "txt", "md", "html", "docx", "pdf", "split", "query")
+TARGETS = ("decode", "txt", "md", "html", "docx", "pdf", "pptx", "xlsx", "epub", "split", "query")
 
 
 def seeds(folder: Path) -> dict[str, Path]:
@@ -46,6 +46,12 @@ def seeds(folder: Path) -> dict[str, Path]:
     buf = io.BytesIO()
     d.save(buf)
     (out["docx"] / "docx").write_bytes(buf.getvalue())
+    sys.path.insert(0, str(ROOT))
+    from tests.test_formats import epub_bytes, pptx_bytes, xlsx_bytes
+
+    (out["pptx"] / "pptx").write_bytes(pptx_bytes([("标题", short.split("\n")[:5], "备注")]))
+    (out["xlsx"] / "xlsx").write_bytes(xlsx_bytes({"表一": [["项目", "金额"], ["道路", 1], ["环境", 2]]}))
+    (out["epub"] / "epub").write_bytes(epub_bytes([("第一章", short[:300])]))
     from pypdf import PdfWriter
 
     w = PdfWriter()

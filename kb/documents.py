@@ -228,7 +228,26 @@ def _read_html(raw: bytes, name: str) -> Read:
     return Read(text, enc, title, warnings, meta)
 
 
+# Office files and EPUBs are zip archives: refuse one that would unpack to more than this
+# (a zip bomb) before any library decompresses it.
+MAX_UNZIPPED_BYTES = 512 * 1024 * 1024
+
+
+def _check_zip(raw: bytes, name: str, kind: str) -> None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            total = sum(info.file_size for info in z.infolist())
+    except Exception as e:  # BadZipFile, NotImplementedError (zip version), ...: all mean "not readable"
+        raise DocumentError(f"{name}: not a readable {kind} file ({type(e).__name__}: {e})") from e
+    if total > MAX_UNZIPPED_BYTES:
+        raise DocumentError(f"{name}: unpacks to {total / 1048576:.0f} MB, over the "
+                            f"{MAX_UNZIPPED_BYTES / 1048576:.0f} MB limit for {kind} files")
+
+
 def _read_docx(raw: bytes, name: str) -> Read:
+    _check_zip(raw, name, "DOCX")
     try:
         import docx
 
@@ -299,6 +318,155 @@ def _unwrap_pdf_lines(page: str) -> str:
 
 Reader = Callable[[bytes, str], Read]
 
+def _titled(title: str, blocks: list[str]) -> str:
+    """The document's title as its first line, so that the first slide, sheet or chapter
+    heading is read as a heading and not as the title."""
+    return "\n\n".join([title] + blocks)
+
+
+def _lines(text: str) -> list[str]:
+    return [ln.strip() for ln in (text or "").replace("\x0b", "\n").splitlines() if ln.strip()]
+
+
+def _read_pptx(raw: bytes, name: str) -> Read:
+    """One heading per slide (``## 第3张幻灯片：标题``, so the slide number is in every
+    passage's section path and citation), its text, tables, then its speaker notes."""
+    _check_zip(raw, name, "PPTX")
+    try:
+        from pptx import Presentation
+
+        deck = Presentation(io.BytesIO(raw))
+        out: list[str] = []
+        first_title = None
+        for n, slide in enumerate(deck.slides, 1):
+            title_shape = slide.shapes.title
+            title = " ".join(_lines(title_shape.text_frame.text)) if title_shape is not None and \
+                title_shape.has_text_frame else ""
+            body: list[str] = []
+            for shape in slide.shapes:
+                if shape is title_shape:
+                    continue
+                if getattr(shape, "has_text_frame", False) and shape.has_text_frame:
+                    body.extend(_lines(shape.text_frame.text))
+                if getattr(shape, "has_table", False) and shape.has_table:
+                    for row in shape.table.rows:
+                        cells = [c.text.strip() for c in row.cells if c.text.strip()]
+                        if cells:
+                            body.append(" | ".join(cells))
+            if not title and body:
+                title = body.pop(0)[:40]
+            first_title = first_title or title
+            out.append(f"## 第{n}张幻灯片" + (f"：{title}" if title else ""))
+            out.extend(body)
+            if slide.has_notes_slide:
+                notes = _lines(slide.notes_slide.notes_text_frame.text) if slide.notes_slide.notes_text_frame else []
+                if notes:
+                    out.append("备注：" + " ".join(notes))
+        core_title = (deck.core_properties.title or "").strip()
+    except DocumentError:
+        raise
+    except Exception as e:
+        raise DocumentError(f"{name}: not a readable PPTX file ({type(e).__name__}: {e})") from e
+    if not any(not line.startswith("## 第") for line in out):
+        raise DocumentError(f"{name}: no text on any slide (pictures only?)")
+    return Read(_titled(core_title or first_title or Path(name).stem, out), "pptx", core_title or first_title)
+
+
+MAX_SHEET_ROWS = 100_000  # per workbook; a sheet of a million empty rows is not read to its end
+MAX_EMPTY_ROWS = 1_000  # this many empty rows in a row end a sheet
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _read_xlsx(raw: bytes, name: str) -> Read:
+    """One heading per sheet (``## 工作表：名称``); every row a line ``列名：值；列名：值``
+    with the sheet's first non-empty row as the header; formulas as their cached values."""
+    _check_zip(raw, name, "XLSX")
+    try:
+        from openpyxl import load_workbook
+
+        wb = load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
+        out: list[str] = []
+        rows_read = 0
+        for ws in wb.worksheets:
+            header: list[str] | None = None
+            lines: list[str] = []
+            empty = 0
+            for row in ws.iter_rows(values_only=True):
+                rows_read += 1
+                cells = [_cell(v) for v in row]
+                if not any(cells):
+                    empty += 1
+                    if empty >= MAX_EMPTY_ROWS:
+                        break
+                    continue
+                empty = 0
+                if header is None:
+                    header = cells
+                    continue
+                pairs = [f"{header[i] if i < len(header) and header[i] else f'列{i + 1}'}：{v}"
+                         for i, v in enumerate(cells) if v]
+                lines.append("；".join(pairs))
+                if rows_read >= MAX_SHEET_ROWS:
+                    break
+            if header is not None:
+                out.append(f"## 工作表：{ws.title}")
+                out.append("列：" + "、".join(h for h in header if h))
+                out.extend(lines)
+            if rows_read >= MAX_SHEET_ROWS:
+                break
+        wb.close()
+    except DocumentError:
+        raise
+    except Exception as e:
+        raise DocumentError(f"{name}: not a readable XLSX file ({type(e).__name__}: {e})") from e
+    if not out:
+        raise DocumentError(f"{name}: no cells with values")
+    return Read(_titled(Path(name).stem, out), "xlsx", None)
+
+
+def _read_epub(raw: bytes, name: str) -> Read:
+    """Chapters in reading order, each under its own heading."""
+    _check_zip(raw, name, "EPUB")
+    try:
+        import tempfile
+
+        import ebooklib
+        from ebooklib import epub
+
+        with tempfile.NamedTemporaryFile(suffix=".epub") as f:  # ebooklib reads from a path
+            f.write(raw)
+            f.flush()
+            book = epub.read_epub(f.name, options={"ignore_ncx": True})
+        out: list[str] = []
+        for item_id, _ in book.spine:
+            item = book.get_item_with_id(item_id)
+            if item is None or item.get_type() != ebooklib.ITEM_DOCUMENT:
+                continue
+            chapter = _read_html(item.get_content(), f"{name}:{item.get_name()}")
+            text = chapter.text.strip()
+            if not text:
+                continue
+            if chapter.title and not text.lstrip("# ").startswith(chapter.title):
+                out.append(f"# {chapter.title}")
+            out.append(text)
+        titles = book.get_metadata("DC", "title")
+        title = str(titles[0][0]).strip() if titles else None
+    except DocumentError:
+        raise
+    except Exception as e:
+        raise DocumentError(f"{name}: not a readable EPUB file ({type(e).__name__}: {e})") from e
+    if not out:
+        raise DocumentError(f"{name}: no text in any chapter")
+    return Read(_titled(title or Path(name).stem, out), "epub", title)
+
+
 READERS: dict[str, tuple[str, Reader]] = {
     ".txt": ("txt", _read_text),
     ".text": ("txt", _read_text),
@@ -308,6 +476,9 @@ READERS: dict[str, tuple[str, Reader]] = {
     ".htm": ("html", _read_html),
     ".docx": ("docx", _read_docx),
     ".pdf": ("pdf", _read_pdf),
+    ".pptx": ("pptx", _read_pptx),
+    ".xlsx": ("xlsx", _read_xlsx),
+    ".epub": ("epub", _read_epub),
 }
 
 SUPPORTED_SUFFIXES = tuple(READERS)
