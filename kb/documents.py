@@ -12,6 +12,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -233,6 +234,17 @@ def _read_html(raw: bytes, name: str) -> Read:
 MAX_UNZIPPED_BYTES = 512 * 1024 * 1024
 
 
+@contextmanager
+def _reading(name: str, kind: str):
+    """Any failure of a format library inside becomes the one-line "not a readable …" error."""
+    try:
+        yield
+    except DocumentError:
+        raise
+    except Exception as e:  # libraries raise anything on a corrupt file; each is one message here
+        raise DocumentError(f"{name}: not a readable {kind} file ({type(e).__name__}: {e})") from e
+
+
 def _check_zip(raw: bytes, name: str, kind: str) -> None:
     import zipfile
 
@@ -332,7 +344,7 @@ def _read_pptx(raw: bytes, name: str) -> Read:
     """One heading per slide (``## 第3张幻灯片：标题``, so the slide number is in every
     passage's section path and citation), its text, tables, then its speaker notes."""
     _check_zip(raw, name, "PPTX")
-    try:
+    with _reading(name, "PPTX"):
         from pptx import Presentation
 
         deck = Presentation(io.BytesIO(raw))
@@ -363,10 +375,6 @@ def _read_pptx(raw: bytes, name: str) -> Read:
                 if notes:
                     out.append("备注：" + " ".join(notes))
         core_title = (deck.core_properties.title or "").strip()
-    except DocumentError:
-        raise
-    except Exception as e:
-        raise DocumentError(f"{name}: not a readable PPTX file ({type(e).__name__}: {e})") from e
     if not any(not line.startswith("## 第") for line in out):
         raise DocumentError(f"{name}: no text on any slide (pictures only?)")
     return Read(_titled(core_title or first_title or Path(name).stem, out), "pptx", core_title or first_title)
@@ -388,7 +396,7 @@ def _read_xlsx(raw: bytes, name: str) -> Read:
     """One heading per sheet (``## 工作表：名称``); every row a line ``列名：值；列名：值``
     with the sheet's first non-empty row as the header; formulas as their cached values."""
     _check_zip(raw, name, "XLSX")
-    try:
+    with _reading(name, "XLSX"):
         from openpyxl import load_workbook
 
         wb = load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
@@ -422,10 +430,6 @@ def _read_xlsx(raw: bytes, name: str) -> Read:
             if rows_read >= MAX_SHEET_ROWS:
                 break
         wb.close()
-    except DocumentError:
-        raise
-    except Exception as e:
-        raise DocumentError(f"{name}: not a readable XLSX file ({type(e).__name__}: {e})") from e
     if not out:
         raise DocumentError(f"{name}: no cells with values")
     return Read(_titled(Path(name).stem, out), "xlsx", None)
@@ -434,7 +438,7 @@ def _read_xlsx(raw: bytes, name: str) -> Read:
 def _read_epub(raw: bytes, name: str) -> Read:
     """Chapters in reading order, each under its own heading."""
     _check_zip(raw, name, "EPUB")
-    try:
+    with _reading(name, "EPUB"):
         import tempfile
 
         import ebooklib
@@ -458,10 +462,6 @@ def _read_epub(raw: bytes, name: str) -> Read:
             out.append(text)
         titles = book.get_metadata("DC", "title")
         title = str(titles[0][0]).strip() if titles else None
-    except DocumentError:
-        raise
-    except Exception as e:
-        raise DocumentError(f"{name}: not a readable EPUB file ({type(e).__name__}: {e})") from e
     if not out:
         raise DocumentError(f"{name}: no text in any chapter")
     return Read(_titled(title or Path(name).stem, out), "epub", title)
