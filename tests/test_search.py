@@ -142,5 +142,6 @@ def test_html_in_documents_is_text(tmp_path):
 def test_keyword_weight_grows_with_the_number_of_query_terms(searcher):
     wd, wl_short = searcher.channel_weights(2)
     _, wl_long = searcher.channel_weights(12)
-    assert wl_short == pytest.approx(wl_long * 2 / searcher.lexical_full_terms)
-    assert wl_long == searcher.weights["lexical"] and wd == searcher.weights["dense"]
+    config = searcher.config
+    assert wl_short == pytest.approx(wl_long * 2 / config.lexical_full_terms)
+    assert wl_long == config.weights["lexical"] and wd == config.weights["dense"]
