@@ -485,8 +485,12 @@ def test_racy_clean_rule():
     assert _unchanged({**prev, "ctime_ns": None}, St, racy_before=6_000)  # an index from before ctime
 
 
+class Killed(BaseException):
+    """Stands in for SIGKILL: not an Exception, so nothing in kb catches it."""
+
+
 class DyingEmbedder(HashEmbedder):
-    """Killed (an exception standing in for SIGKILL) during its third batch."""
+    """Killed during its third batch."""
 
     batch_size = 16
 
@@ -497,7 +501,7 @@ class DyingEmbedder(HashEmbedder):
     def embed_passages(self, texts, progress=False, desc="embedding"):
         self.batches += 1
         if self.batches == 3:
-            raise KeyboardInterrupt
+            raise Killed
         return super().embed_passages(texts)
 
 
@@ -507,7 +511,7 @@ def test_embeddings_are_saved_every_small_batch(tmp_path):
     paragraphs = [f"第{i}段讲的是第{i}件事情。" + "内容各不相同，" * 10 + "到此为止。" for i in range(80)]
     (corpus / "long.txt").write_text("长文档\n\n" + "\n\n".join(paragraphs), encoding="utf-8")
     index = tmp_path / "idx"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         update_index(corpus, index, embedder=DyingEmbedder(), progress=False, warn=quiet)
     con = sqlite3.connect(index / "pending.sqlite")
     saved = con.execute("SELECT count(*) FROM vec").fetchone()[0]
