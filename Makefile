@@ -46,7 +46,7 @@ test-fast: $(STAMP)  ## Tests without the slow ones (real model, browser)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)  ## ruff
-	$(BIN)/ruff check kb tests app.py benchmarks
+	$(BIN)/ruff check kb tests app.py benchmarks fuzz
 
 bench: $(STAMP)  ## Run the benchmarks (prints JSON)
 	$(BIN)/python benchmarks/latency.py --passages 10000
