@@ -46,16 +46,6 @@ def _friendly(f):
     return wrapper
 
 
-def _bounded(query: str) -> str:
-    """The query cut to kb's limit, with a notice on stderr when it was cut."""
-    from .search import MAX_QUERY_CHARS, bound_query
-
-    query, cut = bound_query(query)
-    if cut:
-        click.echo(f"note: the question was cut to its first {MAX_QUERY_CHARS} characters", err=True)
-    return query
-
-
 K_RANGE = click.IntRange(1, 1000)
 
 
@@ -145,10 +135,10 @@ def search_cmd(question, k, mode, as_json, style, export_format, model, device, 
                min_score, index_dir):
     """Find the passages that answer QUESTION (at most 512 characters are used)."""
     from .errors import EmptyQuery
-    from .search import Searcher, search_response
+    from .search import MAX_QUERY_CHARS, Searcher, bound_query, search_response
 
     question = " ".join(question)
-    if not _bounded(question):
+    if not bound_query(question)[0]:
         raise EmptyQuery("empty query — type a question, e.g. kb search \"组工干部如何创新工作方法\"")
     searcher = Searcher.load(index_dir, model=model, device=device)
     reranker = None
@@ -159,6 +149,8 @@ def search_cmd(question, k, mode, as_json, style, export_format, model, device, 
     response = search_response(searcher, question, k=k, mode=mode, doc_ids=set(doc_ids), sources=set(sources),
                                style=style, min_score=min_score, rerank=reranker)
     hits, weak = response.hits, response.low_confidence
+    if response.truncated:
+        click.echo(f"note: the question was cut to its first {MAX_QUERY_CHARS} characters", err=True)
     if export_format:
         from .cite import export
 

@@ -385,7 +385,6 @@ class Searcher:
         (or the paragraph's opening) for a sub-point, paragraphs for a paragraph."""
         p = self.passage(passage_id)
         doc = self.document_info(p["doc_id"])
-        info = self.doc_by_id[p["doc_id"]]
         with self._lock:
             level = [dict(r) for r in self._con.execute(
                 "SELECT id, kind, text, heading_path, start, \"end\", ordinal FROM passages WHERE doc_id = ? AND "
@@ -404,7 +403,7 @@ class Searcher:
                 before = [{"id": parent["id"], "kind": "lead", "text": lead, "heading_path": parent["heading_path"]}]
         return {
             "passage": p, "document": doc, "parent": parent, "children": children, "before": before, "after": after,
-            "citation": cite(Reference.of(info["title"], info["meta"], p["heading_path"], info["path"])),
+            "citation": cite(Reference.of(doc.title, doc.meta, p["heading_path"], doc.path)),
         }
 
     def document_info(self, doc_id: str) -> DocumentView:
