@@ -480,9 +480,10 @@ def add_files(files, corpus: Path, index_dir: Path) -> None:
 
 def remove(searcher: Searcher, doc_id: str, corpus: Path, index_dir: Path) -> None:
     folder = library_folder(corpus)
+    if folder is None:  # library_folder has said why
+        st.rerun()
+        return
     try:
-        if folder is None:
-            raise KBError("知识库文件夹不可修改")
         remove_document(folder, searcher.document_info(doc_id).path)
     except KBError as e:
         note("error", f"未能移出：{e}")
