@@ -64,6 +64,7 @@ def cli() -> None:
       kb search "组工干部如何创新"     ranked passages with citations
       kb show ID / kb related ID     a passage in context / its neighbours
       kb stats                       what is indexed
+      kb compact                     merge the index's segments into one
     """
 
 
@@ -96,6 +97,7 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
     Only new or changed documents are embedded; removed ones are dropped. Without
     FOLDER, re-syncs the folder the index was built from. Bad files are skipped with
     one warning each; the previous index stays usable until the new one is complete.
+    Changes are written as a new segment; small segments are merged as they accumulate.
     """
     from .index import update_index
     from .splitting import DEFAULT_MAX_CHARS
@@ -267,7 +269,35 @@ def stats_cmd(as_json, index_dir):
     click.echo(f"passages    {s['passages']} ({kinds})")
     click.echo(f"embedder    {emb['backend']} {emb['model']} ({emb['dim']}-d), {s['vector_index']} vectors")
     click.echo(f"vocabulary  {s['vocabulary']} terms")
+    deleted = sum(e["deleted_rows"] for e in s["segments"])
+    purge = f" ({deleted} deleted passages not yet purged)" if deleted else ""
+    click.echo(f"segments    {len(s['segments'])}{purge}")
     click.echo(f"size        {s['size_bytes'] / 1048576:.1f} MB")
+
+
+@cli.command("compact")
+@click.option("--vectors", "vector_kind", type=click.Choice(VECTOR_KINDS), default="auto", show_default=True,
+              help="Vector index of the merged segment (see `kb index --vectors`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_index_option
+@_friendly
+def compact_cmd(vector_kind, as_json, index_dir):
+    """Merge all segments into one and purge deleted passages.
+
+    `kb index` already merges small segments as they accumulate; compacting by hand
+    is only worth it after large deletions. Searches go on meanwhile.
+    """
+    from .index import compact_index
+
+    report = compact_index(index_dir, vector_kind=vector_kind)
+    if as_json:
+        _dump(report.to_json())
+    elif report.merge:
+        m = report.merge
+        click.echo(f"merged {len(m['segments'])} segment(s) into {m['into']}: {m['documents']} documents, "
+                   f"{m['passages']} passages · {m['seconds']:.1f} s")
+    else:
+        click.echo(f"already one segment without deletions ({report.passages} passages)")
 
 
 @cli.command("page")

@@ -31,5 +31,9 @@ class EmptyQuery(KBError):
     pass
 
 
+class OldFormat(KBError):
+    """An index written by an older kb: `kb index` migrates it."""
+
+
 class IndexBusy(KBError):
     pass

@@ -237,7 +237,7 @@ def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, i
     qvecs = QueryVectors(searcher, qcache)
     out: dict[str, Any] = {
         "dataset": ds.name, "passages": len(ds.passages) if ds.passages is not None else None,
-        "queries": len(ds.queries), "index_passages": searcher.vectors.count,
+        "queries": len(ds.queries), "index_passages": searcher.count,
         "embedder": searcher.spec, "index": str(index_dir),
         "indexing": {"embedded": report.embedded, "reused": report.reused, "seconds": round(report.seconds, 2)}
         if report else None,
@@ -279,7 +279,7 @@ def _by_type(ds: Dataset, results, path_to_id: dict[str, str], searcher) -> dict
         positives = {str(p) for p in q.get("positives", [])}
         score = (mrr_at(ranked, positives, 10), hit_at(ranked, positives, 1))
         question = q["question"].strip()
-        indexed = any(t in searcher.bm25.vocab for t in tokenize(question))
+        indexed = any(searcher.has_term(t) for t in tokenize(question))
         for name in ("short" if len(question) <= SHORT_QUESTION else "long",
                      "with_indexed_terms" if indexed else "without_indexed_terms"):
             groups.setdefault(name, []).append(score)

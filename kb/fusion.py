@@ -17,6 +17,8 @@ class RankingConfig:
     weights: Mapping[str, float] = field(default_factory=lambda: {"dense": 0.5, "lexical": 0.5})
     lexical_full_terms: int = 8  # keyword weight reaches its full value at this many query terms
     pool_min: int = 50  # candidates asked of each channel, at least
+    bm25_k1: float = 1.2  # BM25 term-frequency saturation
+    bm25_b: float = 0.75  # BM25 length normalisation
 
 
 def channel_weights(config: RankingConfig, n_terms: int) -> tuple[float, float]:

@@ -3,8 +3,11 @@
 Incremental: a file whose size, mtime and ctime are unchanged (and whose mtime is safely
 older than the previous scan) is not even read; one whose bytes are unchanged is not
 parsed; a passage whose embedded text is unchanged is not embedded again (vectors are
-reused by content hash). Only when something changed is a new generation written, and it
-replaces the old one atomically (see :mod:`kb.store`).
+reused by content hash). What changed is written as one new segment, and the documents
+it replaces or that were removed are marked deleted in their old segments; the new
+generation replaces the old one atomically (see :mod:`kb.store`). An update therefore
+costs what changed, not what exists. A merge policy keeps the number of segments and the
+share of deleted rows bounded (:func:`plan_merge`, `kb compact`).
 """
 
 from __future__ import annotations
@@ -22,27 +25,13 @@ import numpy as np
 
 from .documents import DEFAULT_MAX_BYTES, content_hash, is_supported, iter_files, parse_document, too_large
 from .embedding import Embedder, check_model, embedder_from_spec, make_embedder, mismatch, same_embedder
-from .errors import DocumentError, KBError, UnsupportedFormat
-from .lexical import BM25Index
+from .errors import DocumentError, IndexNotFound, KBError, OldFormat, UnsupportedFormat
 from .progress import progress_bar
+from .segments import SegmentReader, SegmentWriter, load_deleted, open_segment
 from .splitting import DEFAULT_MAX_CHARS, split_document
-from .store import (
-    DOC_COLUMNS,
-    PASSAGE_COLUMNS,
-    IndexDir,
-    PendingVectors,
-    _reason,
-    create_db,
-    damaged,
-    now_iso,
-    open_db,
-    read_manifest,
-    save_array,
-    write_manifest,
-)
+from .store import IndexDir, PendingVectors, _reason, damaged, now_iso, read_manifest, save_array, write_manifest
 from .textproc import tokenize
 from .types import Document, Passage
-from .vectors import VectorIndex
 
 MAX_EMBED_CHARS = 512  # e5's window is 512 tokens; a long parent is represented by its opening
 # Embeddings are saved to pending.sqlite after every batch of at most this many passages
@@ -99,6 +88,8 @@ class IndexReport:
     reused: int = 0
     warnings: list[str] = field(default_factory=list)
     generation: str | None = None
+    segments: int = 0  # in the live generation
+    merge: dict | None = None  # what the merge policy did after publishing (segments, seconds)
     seconds: float = 0.0
     updated: bool = False
 
@@ -115,6 +106,8 @@ class IndexReport:
             parts.append(f"{self.failed + self.skipped} file(s) skipped with a warning")
         if not self.updated:
             parts.append("index already up to date")
+        if self.merge:
+            parts.append(f"merged {len(self.merge['segments'])} segments in {self.merge['seconds']:.1f} s")
         return " · ".join(parts) + f" · {self.seconds:.1f} s"
 
     def to_json(self) -> dict:
@@ -123,6 +116,23 @@ class IndexReport:
 
 def _stderr_warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """Everything that shapes one `kb index` run."""
+
+    model: str | None = None
+    device: str | None = None
+    query_prompt: str | None = None
+    passage_prompt: str | None = None
+    rebuild: bool = False
+    max_file_bytes: int = DEFAULT_MAX_BYTES
+    max_chars: int = DEFAULT_MAX_CHARS
+    vector_kind: str = "auto"
+    prune: bool = False  # a folder that has become empty may empty the index
+    merge: bool = True  # run the merge policy after publishing
+    progress: bool = True
 
 
 def update_index(
@@ -141,87 +151,44 @@ def update_index(
     vector_kind: str = "auto",
     on_progress: Callable[[str, int, int], None] | None = None,
     prune: bool = False,
+    merge: bool = True,
 ) -> IndexReport:
     """Bring the index in ``index_dir`` in line with the folder ``corpus``.
 
     ``corpus`` may be ``None`` to re-sync the folder the index was built from.
     ``on_progress(stage, done, total)`` is called as work proceeds (the page's bar).
     A folder that has become empty does not empty the index unless ``prune`` is set.
+    Changes are written as one new segment plus deletions; the merge policy may then
+    compact segments (reported in ``report.merge``).
     """
+    options = IndexOptions(model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
+                           rebuild=rebuild, max_file_bytes=max_file_bytes, max_chars=max_chars,
+                           vector_kind=vector_kind, prune=prune, merge=merge, progress=progress)
+    return Indexer(IndexDir(index_dir), options, embedder=embedder, warn=warn, on_progress=on_progress).run(corpus)
+
+
+def compact_index(index_dir: str | Path = "index", vector_kind: str = "auto") -> IndexReport:
+    """Merge every segment of the live generation into one, purging deletions."""
+    idx = IndexDir(index_dir)
     t0 = time.time()
     report = IndexReport()
-    idx = IndexDir(index_dir)
-
-    def warn_(msg: str) -> None:
-        report.warnings.append(msg)
-        warn(msg)
-
     with idx.writer_lock():
-        try:
-            return _locked_update(idx, corpus, model, device, query_prompt, passage_prompt, rebuild,
-                                  max_file_bytes, max_chars, progress, warn_, embedder, vector_kind, on_progress,
-                                  prune, report, t0)
-        except (OSError, sqlite3.Error) as e:
-            raise KBError(f"cannot write the index at {idx.root}/ ({_reason(e)})") from e
-
-
-def _locked_update(idx, corpus, model, device, query_prompt, passage_prompt, rebuild, max_file_bytes, max_chars,
-                   progress, warn_, embedder, vector_kind, on_progress, prune, report, t0) -> IndexReport:
-    idx.clean(keep_previous=None)
-    prev_gen = idx.current()
-    try:
-        prev_manifest = read_manifest(prev_gen) if prev_gen else None
-    except KBError:
-        if not rebuild:
-            raise
-        prev_gen = prev_manifest = None  # --rebuild works on a damaged or older index
-    if corpus is None:
-        if prev_manifest is None:
-            raise KBError("no folder given and no index yet — run `kb index FOLDER`")
-        corpus = prev_manifest["corpus"]
-    corpus = Path(corpus).resolve()
-    if not corpus.is_dir():
-        raise KBError(f"{corpus} is not a folder — give the folder that holds your documents"
-                      + (" (the index is unchanged)" if prev_gen else ""))
-
-    spec = None
-    if prev_manifest and not rebuild:
-        spec = prev_manifest["embedder"]
-        if embedder is not None:
-            if not same_embedder(embedder.spec(), spec):
-                raise mismatch(idx.root, spec, embedder.describe(), "rebuild with --rebuild")
-        else:
-            check_model(model, spec, idx.root)
-    emb_holder: list[Embedder] = [embedder] if embedder is not None else []
-
-    def get_embedder() -> Embedder:
-        if not emb_holder:
-            if spec is not None:
-                emb_holder.append(embedder_from_spec(spec, device=device))
-            else:
-                emb_holder.append(make_embedder(model, device=device, query_prompt=query_prompt,
-                                                passage_prompt=passage_prompt))
-        return emb_holder[0]
-
-    prev_con = None
-    if prev_gen is not None:
-        try:
-            prev_con = open_db(prev_gen / "meta.sqlite")
-            prev_con.execute("SELECT count(*) FROM documents JOIN passages USING (doc_id)").fetchone()
-        except sqlite3.Error as e:
-            if prev_con is not None:
-                prev_con.close()
-            if not rebuild:
-                raise damaged(idx.root, e) from e
-            prev_gen = prev_manifest = prev_con = None
-    try:
-        return _update(
-            corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_bytes, max_chars, progress,
-            warn_, get_embedder, spec, vector_kind, report, t0, on_progress, prune,
-        )
-    finally:
-        if prev_con is not None:
-            prev_con.close()
+        idx.clean(keep_previous=None)
+        prev = load_previous(idx, rebuild=False)
+        if prev is None:
+            raise IndexNotFound(f"no index at {idx.root}/ — run `kb index FOLDER` first")
+        if prev.legacy:
+            raise OldFormat(f"index at {idx.root}/ has format 1 — run `kb index` once to migrate it")
+        names = [e["name"] for e in prev.manifest["segments"]]
+        if len(names) > 1 or any(e.get("deleted_docs") for e in prev.manifest["segments"]):
+            report.merge = merge_segments(idx, prev, names, vector_kind)
+            report.updated = True
+        final = idx.current()
+        m = read_manifest(final)
+        report.generation, report.passages, report.documents = final.name, m["passages"], m["documents"]
+        report.segments = len(m["segments"])
+    report.seconds = time.time() - t0
+    return report
 
 
 def _unchanged(prev: dict, st, racy_before: int) -> bool:
@@ -236,308 +203,513 @@ def _unchanged(prev: dict, st, racy_before: int) -> bool:
     return st.st_mtime_ns < racy_before
 
 
-def _update(corpus, idx, prev_gen, prev_manifest, prev_con, rebuild, max_file_bytes, max_chars, progress,
-            warn, get_embedder, spec, vector_kind, report, t0, on_progress, prune=False) -> IndexReport:
-    scan_started_ns = time.time_ns()
-    if prev_manifest is not None and prev_manifest.get("pipeline") != pipeline_settings(max_chars):
-        rebuild = True  # documents are re-split and re-tokenised; unchanged vectors are reused
-    prev_docs: dict[str, dict] = {}
-    if prev_con is not None:
-        columns = {r[1] for r in prev_con.execute("PRAGMA table_info(documents)")}
-        ctime = "ctime_ns" if "ctime_ns" in columns else "NULL AS ctime_ns"
-        for r in prev_con.execute(
-            f"SELECT doc_idx, doc_id, path, content_hash, size, mtime_ns, {ctime} FROM documents ORDER BY doc_idx"
-        ):
-            prev_docs[r["path"]] = dict(r)
-    # Files modified after this instant may have changed again unseen: re-hash them.
-    racy_before = int((prev_manifest or {}).get("scan_started_ns", scan_started_ns)) - RACY_NS
+# ---------------------------------------------------------------------------- the previous generation
+@dataclass
+class Previous:
+    """The live generation a run starts from: its segments, deletions and documents."""
 
-    # -- scan: first the files whose size and times say they are unchanged
-    unreadable_dirs: list[str] = []
-    files: list[tuple[str, Path, object]] = []
-    kept: dict[str, str] = {}  # rel -> why its previous version is kept
-    for path in iter_files(corpus, unreadable_dirs):
-        rel = path.relative_to(corpus).as_posix()
-        if not is_supported(path):
-            warn(f"{rel}: unsupported file type {path.suffix or '(none)'}, skipped")
-            report.skipped += 1
-            continue
-        try:
-            files.append((rel, path, path.stat()))
-        except OSError as e:
-            if rel in prev_docs:
-                kept[rel] = f"{rel}: cannot be read ({e.strerror or e}); keeping the previously indexed version"
-            else:
-                warn(f"{rel}: cannot be read ({e.strerror or e}), skipped")
-                report.skipped += 1
-    if "." in unreadable_dirs:
-        raise KBError(f"cannot read the folder {corpus} — nothing was changed in the index")
-    for folder in unreadable_dirs:
-        inside = [rel for rel in prev_docs if rel.startswith(folder.rstrip("/") + "/")]
-        warn(f"{folder}/: folder cannot be read; keeping its {len(inside)} indexed document(s)")
-        for rel in inside:
-            kept.setdefault(rel, "")
-    present = {rel for rel, _, _ in files} | set(kept)
-    if prev_docs and not present and not prune and not rebuild:
-        raise KBError(f"{corpus} has no documents now, but the index holds {len(prev_docs)} — nothing was "
-                      "removed (unmounted or emptied by mistake?). If they were removed on purpose, run again "
-                      "with --prune")
+    gen: Path
+    manifest: dict
+    legacy: bool  # format 1: one monolithic generation, migrated by this run
+    segments: list[SegmentReader]
+    deleted: list[set[int]]
+    docs: dict[str, dict]  # path -> document row (with "seg"), stat refreshes applied
 
-    carried: dict[str, dict] = {}  # rel -> previous document row, kept as it is
-    seen_hash: dict[str, str] = {}
-    for rel, why in kept.items():
-        if why:
-            warn(why)
-        carried[rel] = prev_docs[rel]
-        seen_hash.setdefault(prev_docs[rel]["content_hash"], rel)
-    report.kept = len(kept)
-    to_read = []
-    for rel, path, st in files:
-        prev = prev_docs.get(rel)
-        if prev and not rebuild and _unchanged(prev, st, racy_before):
-            carried[rel] = prev
-            seen_hash.setdefault(prev["content_hash"], rel)
-        else:
-            to_read.append((rel, path, st))
+    def vectors_for(self, keys: list[str]) -> dict[str, np.ndarray]:
+        """Vectors of these vector keys held by any segment (deleted documents included:
+        a vector depends only on the model and the text)."""
+        out: dict[str, np.ndarray] = {}
+        for seg in reversed(self.segments):
+            want = [k for k in keys if k not in out]
+            if not want:
+                break
+            found = seg.store.rows_for_vkeys(want)
+            if found:
+                vecs = seg.vectors.vectors(list(found.values()))
+                out.update(zip(found, vecs))
+        return out
 
-    new_docs: list[tuple[Document, object]] = []
-    bar = _bar(progress and len(to_read) > 20, len(to_read), "reading")
-    for n, (rel, path, st) in enumerate(to_read, 1):
-        prev = prev_docs.get(rel)
-        try:
-            if st.st_size > max_file_bytes:
-                raise too_large(rel, st.st_size, max_file_bytes)
-            raw = path.read_bytes()
-            h = content_hash(raw)
-            if prev and not rebuild and h == prev["content_hash"]:
-                carried[rel] = {**prev, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
-                seen_hash.setdefault(h, rel)
-                continue
-            if h in seen_hash:
-                warn(f"{rel}: same content as {seen_hash[h]}, skipped")
-                report.skipped += 1
-                continue
-            doc = parse_document(raw, rel, max_bytes=max_file_bytes)
-            for w in doc.warnings:
-                warn(w)
-            seen_hash[h] = rel
-            new_docs.append((doc, st))
-        except (DocumentError, UnsupportedFormat, OSError) as e:
-            msg = str(e) if not isinstance(e, OSError) else f"{rel}: cannot be read ({e.strerror or e})"
-            report.failed += 1
-            if prev:
-                warn(f"{msg}; keeping the previously indexed version")
-                carried[rel] = prev
-            else:
-                warn(f"{msg}, skipped")
-        finally:
-            if bar is not None:
-                bar.update(1)
-            if on_progress:
-                on_progress("reading", n, len(to_read))
-    if bar is not None:
-        bar.close()
 
-    removed = [rel for rel in prev_docs if rel not in present]
-    report.removed = len(removed)
-    for doc, _ in new_docs:
-        if doc.path in prev_docs:
-            report.changed += 1
-        else:
-            report.added += 1
-    report.unchanged = len(carried) - report.kept
-    report.documents = len(carried) + len(new_docs)
-    # Only sizes and times were refreshed (a touched or racily-clean file): not worth a generation.
-    if prev_gen is not None and not rebuild and not new_docs and not removed:
-        report.passages = int(prev_manifest.get("passages", 0))
-        report.generation = prev_gen.name
-        report.seconds = time.time() - t0
-        return report
-
-    # -- passages of new and changed documents
-    new_passages: dict[str, list[Passage]] = {}
-    for doc, _ in new_docs:
-        new_passages[doc.doc_id] = split_document(doc, max_chars=max_chars)
-
-    # -- vectors: reuse by content hash, then pending work of a killed run, then embed
-    emb = None
-    if spec is None:
-        emb = get_embedder()
-        spec = emb.spec()
-    ekey = json.dumps(spec, sort_keys=True, ensure_ascii=False)
-    new_rows: dict[str, list[dict]] = {}
-    needed: dict[str, str] = {}  # vkey -> embed text
-    for doc, _ in new_docs:
-        rows = []
-        for p in new_passages[doc.doc_id]:
-            text = embed_text(p)
-            vkey = vector_key(ekey, text)
-            needed.setdefault(vkey, text)
-            rows.append({
-                "id": p.id, "doc_id": p.doc_id, "kind": p.kind,
-                "heading_path": json.dumps(p.heading_path, ensure_ascii=False), "text": p.text,
-                "start": p.start, "end": p.end, "orig_start": p.orig_start, "orig_end": p.orig_end,
-                "parent": p.parent, "ordinal": p.ordinal, "vkey": vkey,
-                "tokens": " ".join(tokenize(lexical_text(p))),
-            })
-        new_rows[doc.doc_id] = rows
-
-    dim = int(spec["dim"])
-    prev_vectors = None
-    prev_vkey_row: dict[str, int] = {}
-    # Vectors are keyed by model and embedded text, so they are reusable even on --rebuild.
-    if prev_gen is not None and prev_manifest["embedder"] == spec:
-        try:
-            prev_vectors = VectorIndex.load(prev_gen / "vectors.faiss")
-        except (OSError, RuntimeError, ValueError) as e:  # faiss raises RuntimeError on a damaged file
-            if not rebuild:
-                raise damaged(idx.root, e) from e
-        if prev_vectors is not None:
-            for r in prev_con.execute("SELECT vkey, row FROM passages"):
-                prev_vkey_row[r[0]] = r[1]
-
-    if prev_vectors is None and carried:  # another embedder: nothing old can be carried over unread
-        for rel in [rel for rel in carried if rel in kept]:
-            warn(f"{rel}: cannot be read, and its previous version was made with another model; dropped")
-            del carried[rel]
-            report.kept -= 1
-            report.removed += 1
-
-    vec_of: dict[str, np.ndarray] = {}
-    reuse_rows = [(k, prev_vkey_row[k]) for k in needed if k in prev_vkey_row]
-    if reuse_rows and prev_vectors is not None:
-        vecs = prev_vectors.vectors([r for _, r in reuse_rows])
-        for (k, _), v in zip(reuse_rows, vecs):
-            vec_of[k] = v
-    missing = [k for k in needed if k not in vec_of]
-    pending = PendingVectors(idx.root / "pending.sqlite", ekey, dim)
+def load_previous(idx: IndexDir, rebuild: bool) -> Previous | None:
+    """The live generation, or ``None`` when there is none (or, with ``rebuild``, when
+    it cannot be read: ``--rebuild`` works on a damaged index or any format)."""
     try:
-        if missing:
-            vec_of.update(pending.get_many(missing))
-            missing = [k for k in missing if k not in vec_of]
-        report.reused = len(needed) - len(missing)
-        if missing:
-            emb = emb or get_embedder()
-            if not same_embedder(emb.spec(), spec):
-                raise mismatch(idx.root, spec, emb.describe(), "rebuild with --rebuild")
-            bar = _bar(progress, len(missing), "embedding")
-            step = max(1, min(EMBED_BATCH, emb.batch_size))
-            for i in range(0, len(missing), step):
-                keys = missing[i: i + step]
-                vecs = emb.embed_passages([needed[k] for k in keys])
-                pending.put_many(keys, vecs)
-                for k, v in zip(keys, vecs):
-                    vec_of[k] = v
-                if bar is not None:
-                    bar.update(len(keys))
-                if on_progress:
-                    on_progress("embedding", min(i + step, len(missing)), len(missing))
-            if bar is not None:
-                bar.close()
-        report.embedded = len(missing)
-
-        gen = _write_generation(idx, corpus, spec, carried, new_docs, new_rows, vec_of, prev_con, prev_vectors,
-                                dim, max_chars, vector_kind, scan_started_ns)
-    finally:
-        pending.close()
-    final = idx.publish(gen)
-    pending.close(remove=True)
-    idx.clean(keep_previous=prev_gen)
-    report.generation = final.name
-    report.updated = True
-    report.passages = int(read_manifest(final)["passages"])
-    report.seconds = time.time() - t0
-    return report
-
-
-def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
-    names = ", ".join(f'"{c}"' for c in columns)  # quoted: "end" is an SQL keyword
-    return f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
-
-
-class GenerationWriter:
-    """Writes one complete generation into ``gen-N.tmp/``; :meth:`IndexDir.publish`
-    then makes it live. Documents are added in order; passage rows are numbered as they
-    come, and row i of the vectors is passage row i."""
-
-    def __init__(self, idx: IndexDir, dim: int) -> None:
-        self.tmp = idx.next_generation().with_suffix(".tmp")
-        self.tmp.mkdir(parents=True)
-        self.dim = dim
-        self.con = create_db(self.tmp / "meta.sqlite")
-        self.vectors: list[np.ndarray] = []
-        self.tokens: list[list[str]] = []
-        self.passage_doc: list[int] = []
-        self.rows = 0
-        self.docs = 0
-        self._doc_sql = _insert_sql("documents", DOC_COLUMNS)
-        self._pas_sql = _insert_sql("passages", PASSAGE_COLUMNS)
-
-    def add(self, doc: dict, passages: list[dict], vectors: np.ndarray,
-            tokens: list[list[str]] | None = None) -> None:
-        """``doc``: a documents row (``doc_idx`` is assigned here); ``passages``: passages
-        rows in order (``row`` assigned here); ``vectors``: one per passage."""
-        doc_idx = self.docs
-        self.docs += 1
-        self.con.execute(self._doc_sql, tuple({**doc, "doc_idx": doc_idx}.get(c) for c in DOC_COLUMNS))
-        batch = []
-        for r in passages:
-            batch.append(tuple({**r, "row": self.rows}[c] for c in PASSAGE_COLUMNS))
-            self.rows += 1
-            self.passage_doc.append(doc_idx)
-        if tokens is None:
-            tokens = [[t for t in r["tokens"].split(" ") if t] for r in passages]
-        self.tokens.extend(tokens)
-        self.con.executemany(self._pas_sql, batch)
-        if len(passages):
-            self.vectors.append(np.asarray(vectors, dtype=np.float32).reshape(len(passages), self.dim))
-
-    def finish(self, manifest: dict, vector_kind: str = "auto") -> Path:
-        self.con.commit()
-        self.con.close()
-        matrix = np.vstack(self.vectors) if self.vectors else np.zeros((0, self.dim), dtype=np.float32)
-        self.vectors = []
-        vindex = VectorIndex.build(matrix, self.dim, kind=vector_kind)
-        del matrix
-        vindex.save(self.tmp / "vectors.faiss")
-        BM25Index.build(self.tokens).save(self.tmp / "bm25")
-        self.tokens = []
-        save_array(self.tmp / "passage_doc.npy", np.asarray(self.passage_doc, dtype=np.int32))
-        write_manifest(self.tmp, {**manifest, "documents": self.docs, "passages": self.rows,
-                                  "vector_index": vindex.kind})
-        return self.tmp
-
-
-def _write_generation(idx, corpus, spec, carried, new_docs, new_rows, vec_of, prev_con, prev_vectors, dim,
-                      max_chars, vector_kind, scan_started_ns: int = 0) -> Path:
-    stamp = now_iso()
-    writer = GenerationWriter(idx, dim)
-    order = sorted(list(carried) + [doc.path for doc, _ in new_docs])
-    new_by_path = {doc.path: (doc, st) for doc, st in new_docs}
-    prev_all = prev_vectors.all_vectors() if carried and prev_vectors is not None else None
-    for rel in order:
-        if rel in new_by_path:
-            doc, st = new_by_path[rel]
-            rows = new_rows[doc.doc_id]
-            doc_row = {
-                "doc_id": doc.doc_id, "path": doc.path, "title": doc.title,
-                "meta": json.dumps(doc.meta, ensure_ascii=False), "text": doc.text,
-                "offsets": json.dumps(doc.offsets.to_json()), "content_hash": doc.content_hash,
-                "encoding": doc.encoding, "format": doc.format, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "ctime_ns": st.st_ctime_ns, "n_passages": len(rows), "indexed_at": stamp,
-            }
-            vectors = np.asarray([vec_of[r["vkey"]] for r in rows], dtype=np.float32)
+        gen = idx.current()
+        if gen is None:
+            return None
+        manifest = read_manifest(gen, legacy_ok=True)
+        legacy = manifest.get("format_version") == 1
+        if legacy:
+            segments = [SegmentReader(gen, legacy=True)]
+            deleted: list[set[int]] = [set()]
         else:
-            prev = carried[rel]
-            doc_row = dict(prev_con.execute("SELECT * FROM documents WHERE doc_id = ?", (prev["doc_id"],)).fetchone())
-            doc_row.update(size=prev["size"], mtime_ns=prev["mtime_ns"], ctime_ns=prev.get("ctime_ns"))
-            rows = [dict(r) for r in prev_con.execute(
-                "SELECT * FROM passages WHERE doc_id = ? ORDER BY ordinal", (prev["doc_id"],))]
-            vectors = prev_all[[r["row"] for r in rows]] if rows else np.zeros((0, dim), dtype=np.float32)
-        writer.add(doc_row, rows, vectors)
-    return writer.finish({"created": stamp, "corpus": str(corpus), "embedder": spec,
-                          "pipeline": pipeline_settings(max_chars), "scan_started_ns": scan_started_ns},
-                         vector_kind=vector_kind)
+            segments, deleted = [], []
+            for e in manifest["segments"]:
+                segments.append(open_segment(idx.segments_dir / e["name"]))
+                deleted.append(set(load_deleted(gen, e["name"]).tolist()) if e.get("deleted_docs") else set())
+        refreshed = manifest.get("refreshed") or {}
+        docs: dict[str, dict] = {}
+        for s, (seg, dead) in enumerate(zip(segments, deleted)):
+            for d in seg.docs:
+                if d["doc_idx"] in dead:
+                    continue
+                d = {**d, "seg": s}
+                if d["path"] in refreshed:
+                    d["size"], d["mtime_ns"], d["ctime_ns"] = refreshed[d["path"]]
+                docs[d["path"]] = d
+        return Previous(gen, manifest, legacy, segments, deleted, docs)
+    except KBError:
+        if rebuild:
+            return None
+        raise
+    except (OSError, sqlite3.Error, ValueError, KeyError, TypeError) as e:
+        if rebuild:
+            return None
+        raise damaged(idx.root, e) from e
+
+
+# ---------------------------------------------------------------------------- the plan
+@dataclass
+class Plan:
+    """What a run changes: documents to write (new or changed), documents to delete,
+    documents kept as they are (``carried``), and files whose times changed only."""
+
+    carried: dict[str, dict] = field(default_factory=dict)  # rel -> previous document row
+    new_docs: list[tuple[Document, object]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    refreshed: dict[str, list[int]] = field(default_factory=dict)  # rel -> [size, mtime_ns, ctime_ns]
+
+
+class Indexer:
+    """One `kb index` run, as stages: scan → plan → embed → write segment → publish → merge."""
+
+    def __init__(self, idx: IndexDir, options: IndexOptions, embedder: Embedder | None = None,
+                 warn: Callable[[str], None] = _stderr_warn,
+                 on_progress: Callable[[str, int, int], None] | None = None) -> None:
+        self.idx = idx
+        self.options = options
+        self._embedder = embedder
+        self.report = IndexReport()
+        self._warn = warn
+        self.on_progress = on_progress
+
+    def warn(self, msg: str) -> None:
+        self.report.warnings.append(msg)
+        self._warn(msg)
+
+    def run(self, corpus: str | Path | None) -> IndexReport:
+        t0 = time.time()
+        with self.idx.writer_lock():
+            try:
+                self._run(corpus)
+            except (OSError, sqlite3.Error) as e:
+                raise KBError(f"cannot write the index at {self.idx.root}/ ({_reason(e)})") from e
+        self.report.seconds = time.time() - t0
+        return self.report
+
+    # ------------------------------------------------------------------ stages
+    def _run(self, corpus) -> None:
+        opt, idx, report = self.options, self.idx, self.report
+        idx.clean(keep_previous=None)
+        prev = load_previous(idx, opt.rebuild)
+        if corpus is None:
+            if prev is None:
+                raise KBError("no folder given and no index yet — run `kb index FOLDER`")
+            corpus = prev.manifest["corpus"]
+        corpus = Path(corpus).resolve()
+        if not corpus.is_dir():
+            raise KBError(f"{corpus} is not a folder — give the folder that holds your documents"
+                          + (" (the index is unchanged)" if prev else ""))
+        spec = None
+        if prev is not None and not opt.rebuild:
+            spec = prev.manifest["embedder"]
+            if self._embedder is not None:
+                if not same_embedder(self._embedder.spec(), spec):
+                    raise mismatch(idx.root, spec, self._embedder.describe(), "rebuild with --rebuild")
+            else:
+                check_model(opt.model, spec, idx.root)
+        self.spec = spec
+        scan_started_ns = time.time_ns()
+        # Everything is re-split (vectors still reused) after --rebuild or a pipeline change.
+        full = opt.rebuild or (prev is not None and prev.manifest.get("pipeline") != pipeline_settings(opt.max_chars))
+        plan = self.scan(corpus, prev, full, scan_started_ns)
+        if prev is not None and not full and not prev.legacy and not plan.new_docs and not plan.removed:
+            if not plan.refreshed:
+                report.passages = int(prev.manifest.get("passages", 0))
+                report.generation = prev.gen.name
+                report.segments = len(prev.manifest["segments"])
+                return
+        rewrite = prev is None or full or prev.legacy  # one new segment holds everything
+        if rewrite and prev is not None and prev.manifest["embedder"] != self._spec():
+            self._drop_unreadable_kept(plan)
+        new_rows, vec_of = self.embed(plan, prev)
+        stamp = now_iso()
+        writer = None
+        entry = None
+        if plan.new_docs or (rewrite and plan.carried):
+            writer = SegmentWriter(idx.next_segment(), int(self._spec()["dim"]))
+            try:
+                self.write(writer, plan, new_rows, vec_of, prev if rewrite else None, stamp)
+                entry = writer.finish(opt.vector_kind, created=stamp)
+            except BaseException:
+                writer.abandon()
+                raise
+        base = {"created": stamp, "corpus": str(corpus), "embedder": self._spec(),
+                "pipeline": pipeline_settings(opt.max_chars), "scan_started_ns": scan_started_ns}
+        if rewrite:
+            entries = [entry] if entry else []
+            final = publish_generation(idx, base, entries, {}, {}, {})
+        else:
+            final = self.publish_incremental(prev, base, plan, entry)
+        pending = idx.root / "pending.sqlite"
+        PendingVectors.remove(pending)
+        idx.clean(keep_previous=prev.gen if prev else None)
+        report.updated = True
+        m = read_manifest(final)
+        report.generation, report.passages = final.name, int(m["passages"])
+        report.segments = len(m["segments"])
+        if opt.merge and not rewrite:
+            groups = plan_merge(m["segments"])
+            if groups:
+                current = load_previous(idx, rebuild=False)
+                report.merge = merge_segments(idx, current, groups[0], "auto" if opt.vector_kind == "auto"
+                                              else opt.vector_kind)
+                m = read_manifest(idx.require_current())
+                report.generation, report.segments = idx.require_current().name, len(m["segments"])
+
+    def _spec(self) -> dict:
+        if self.spec is None:
+            self.spec = self.embedder().spec()
+        return self.spec
+
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            opt = self.options
+            if self.spec is not None:
+                self._embedder = embedder_from_spec(self.spec, device=opt.device)
+            else:
+                self._embedder = make_embedder(opt.model, device=opt.device, query_prompt=opt.query_prompt,
+                                               passage_prompt=opt.passage_prompt)
+        return self._embedder
+
+    def _drop_unreadable_kept(self, plan: Plan) -> None:
+        """Another embedder: a kept (unreadable) document cannot be carried over."""
+        for rel in [rel for rel, d in plan.carried.items() if d.get("_kept")]:
+            self.warn(f"{rel}: cannot be read, and its previous version was made with another model; dropped")
+            del plan.carried[rel]
+            self.report.kept -= 1
+            self.report.removed += 1
+
+    def scan(self, corpus: Path, prev: Previous | None, full: bool, scan_started_ns: int) -> Plan:
+        """Which files are new, changed, removed or unchanged (reading only the files whose
+        size and times say they may have changed)."""
+        opt, report, warn = self.options, self.report, self.warn
+        prev_docs = prev.docs if prev else {}
+        racy_before = int((prev.manifest if prev else {}).get("scan_started_ns", scan_started_ns)) - RACY_NS
+        unreadable_dirs: list[str] = []
+        files: list[tuple[str, Path, object]] = []
+        kept: dict[str, str] = {}  # rel -> why its previous version is kept
+        for path in iter_files(corpus, unreadable_dirs):
+            rel = path.relative_to(corpus).as_posix()
+            if not is_supported(path):
+                warn(f"{rel}: unsupported file type {path.suffix or '(none)'}, skipped")
+                report.skipped += 1
+                continue
+            try:
+                files.append((rel, path, path.stat()))
+            except OSError as e:
+                if rel in prev_docs:
+                    kept[rel] = f"{rel}: cannot be read ({e.strerror or e}); keeping the previously indexed version"
+                else:
+                    warn(f"{rel}: cannot be read ({e.strerror or e}), skipped")
+                    report.skipped += 1
+        if "." in unreadable_dirs:
+            raise KBError(f"cannot read the folder {corpus} — nothing was changed in the index")
+        for folder in unreadable_dirs:
+            inside = [rel for rel in prev_docs if rel.startswith(folder.rstrip("/") + "/")]
+            warn(f"{folder}/: folder cannot be read; keeping its {len(inside)} indexed document(s)")
+            for rel in inside:
+                kept.setdefault(rel, "")
+        present = {rel for rel, _, _ in files} | set(kept)
+        if prev_docs and not present and not opt.prune and not opt.rebuild:
+            raise KBError(f"{corpus} has no documents now, but the index holds {len(prev_docs)} — nothing was "
+                          "removed (unmounted or emptied by mistake?). If they were removed on purpose, run again "
+                          "with --prune")
+        plan = Plan()
+        seen_hash: dict[str, str] = {}
+        for rel, why in kept.items():
+            if why:
+                warn(why)
+            plan.carried[rel] = {**prev_docs[rel], "_kept": True}
+            seen_hash.setdefault(prev_docs[rel]["content_hash"], rel)
+        report.kept = len(kept)
+        to_read = []
+        for rel, path, st in files:
+            p = prev_docs.get(rel)
+            if p and not full and _unchanged(p, st, racy_before):
+                plan.carried[rel] = p
+                seen_hash.setdefault(p["content_hash"], rel)
+            else:
+                to_read.append((rel, path, st))
+
+        bar = _bar(opt.progress and len(to_read) > 20, len(to_read), "reading")
+        for n, (rel, path, st) in enumerate(to_read, 1):
+            p = prev_docs.get(rel)
+            try:
+                if st.st_size > opt.max_file_bytes:
+                    raise too_large(rel, st.st_size, opt.max_file_bytes)
+                raw = path.read_bytes()
+                h = content_hash(raw)
+                if p and not full and h == p["content_hash"]:
+                    plan.carried[rel] = {**p, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                         "ctime_ns": st.st_ctime_ns}
+                    stat = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+                    if stat != [p["size"], p["mtime_ns"], p.get("ctime_ns")]:  # not only racily clean
+                        plan.refreshed[rel] = stat
+                    seen_hash.setdefault(h, rel)
+                    continue
+                if h in seen_hash:
+                    warn(f"{rel}: same content as {seen_hash[h]}, skipped")
+                    report.skipped += 1
+                    continue
+                doc = parse_document(raw, rel, max_bytes=opt.max_file_bytes)
+                for w in doc.warnings:
+                    warn(w)
+                seen_hash[h] = rel
+                plan.new_docs.append((doc, st))
+            except (DocumentError, UnsupportedFormat, OSError) as e:
+                msg = str(e) if not isinstance(e, OSError) else f"{rel}: cannot be read ({e.strerror or e})"
+                report.failed += 1
+                if p:
+                    warn(f"{msg}; keeping the previously indexed version")
+                    plan.carried[rel] = p
+                else:
+                    warn(f"{msg}, skipped")
+            finally:
+                if bar is not None:
+                    bar.update(1)
+                if self.on_progress:
+                    self.on_progress("reading", n, len(to_read))
+        if bar is not None:
+            bar.close()
+
+        plan.removed = [rel for rel in prev_docs if rel not in present]
+        report.removed = len(plan.removed)
+        for doc, _ in plan.new_docs:
+            if doc.path in prev_docs:
+                report.changed += 1
+            else:
+                report.added += 1
+        report.unchanged = len(plan.carried) - report.kept
+        report.documents = len(plan.carried) + len(plan.new_docs)
+        return plan
+
+    def embed(self, plan: Plan, prev: Previous | None) -> tuple[dict[str, list[dict]], dict[str, np.ndarray]]:
+        """Passage rows of the new documents, and a vector for each: reused by content
+        hash from any segment, then from a killed run's pending work, then embedded."""
+        opt, report = self.options, self.report
+        spec = self._spec()
+        ekey = json.dumps(spec, sort_keys=True, ensure_ascii=False)
+        new_rows: dict[str, list[dict]] = {}
+        needed: dict[str, str] = {}  # vkey -> embed text
+        for doc, _ in plan.new_docs:
+            rows = []
+            for p in split_document(doc, max_chars=opt.max_chars):
+                text = embed_text(p)
+                vkey = vector_key(ekey, text)
+                needed.setdefault(vkey, text)
+                rows.append({
+                    "id": p.id, "doc_id": p.doc_id, "kind": p.kind,
+                    "heading_path": json.dumps(p.heading_path, ensure_ascii=False), "text": p.text,
+                    "start": p.start, "end": p.end, "orig_start": p.orig_start, "orig_end": p.orig_end,
+                    "parent": p.parent, "ordinal": p.ordinal, "vkey": vkey,
+                    "tokens": " ".join(tokenize(lexical_text(p))),
+                })
+            new_rows[doc.doc_id] = rows
+        vec_of: dict[str, np.ndarray] = {}
+        if needed and prev is not None and prev.manifest["embedder"] == spec:
+            try:
+                vec_of = prev.vectors_for(list(needed))
+            except KBError:
+                if not opt.rebuild:
+                    raise
+        missing = [k for k in needed if k not in vec_of]
+        pending = PendingVectors(self.idx.root / "pending.sqlite", ekey, int(spec["dim"]))
+        try:
+            if missing:
+                vec_of.update(pending.get_many(missing))
+                missing = [k for k in missing if k not in vec_of]
+            report.reused = len(needed) - len(missing)
+            if missing:
+                emb = self.embedder()
+                if not same_embedder(emb.spec(), spec):
+                    raise mismatch(self.idx.root, spec, emb.describe(), "rebuild with --rebuild")
+                bar = _bar(opt.progress, len(missing), "embedding")
+                step = max(1, min(EMBED_BATCH, emb.batch_size))
+                for i in range(0, len(missing), step):
+                    keys = missing[i: i + step]
+                    vecs = emb.embed_passages([needed[k] for k in keys])
+                    pending.put_many(keys, vecs)
+                    vec_of.update(zip(keys, vecs))
+                    if bar is not None:
+                        bar.update(len(keys))
+                    if self.on_progress:
+                        self.on_progress("embedding", min(i + step, len(missing)), len(missing))
+                if bar is not None:
+                    bar.close()
+            report.embedded = len(missing)
+        finally:
+            pending.close()
+        return new_rows, vec_of
+
+    def write(self, writer: SegmentWriter, plan: Plan, new_rows, vec_of, source: Previous | None,
+              stamp: str) -> None:
+        """The new segment: new and changed documents, and (when ``source`` is given: a
+        rewrite) every carried document copied from its old segment, in path order."""
+        new_by_path = {doc.path: (doc, st) for doc, st in plan.new_docs}
+        order = sorted(set(new_by_path) | (set(plan.carried) if source is not None else set()))
+        for rel in order:
+            if rel in new_by_path:
+                doc, st = new_by_path[rel]
+                rows = new_rows[doc.doc_id]
+                doc_row = {
+                    "doc_id": doc.doc_id, "path": doc.path, "title": doc.title,
+                    "meta": json.dumps(doc.meta, ensure_ascii=False), "text": doc.text,
+                    "offsets": json.dumps(doc.offsets.to_json()), "content_hash": doc.content_hash,
+                    "encoding": doc.encoding, "format": doc.format, "size": st.st_size,
+                    "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "n_passages": len(rows),
+                    "indexed_at": stamp,
+                }
+                writer.add(doc_row, rows, np.asarray([vec_of[r["vkey"]] for r in rows], dtype=np.float32))
+            else:
+                d = plan.carried[rel]
+                copy_document(writer, source.segments[d["seg"]], d)
+
+    def publish_incremental(self, prev: Previous, base: dict, plan: Plan, entry: dict | None) -> Path:
+        deleted = {e["name"]: set(dead) for e, dead in zip(prev.manifest["segments"], prev.deleted)}
+        names = [e["name"] for e in prev.manifest["segments"]]
+        for rel in plan.removed + [doc.path for doc, _ in plan.new_docs if doc.path in prev.docs]:
+            d = prev.docs[rel]
+            deleted[names[d["seg"]]].add(d["doc_idx"])
+        refreshed = {k: v for k, v in (prev.manifest.get("refreshed") or {}).items()
+                     if k in plan.carried}
+        refreshed.update(plan.refreshed)
+        entries = [dict(e) for e in prev.manifest["segments"]] + ([entry] if entry else [])
+        segs = {seg.name: seg for seg in prev.segments}
+        return publish_generation(idx=self.idx, base=base, entries=entries, deleted=deleted, refreshed=refreshed,
+                                  segments=segs)
+
+
+def copy_document(writer: SegmentWriter, seg: SegmentReader, d: dict, vectors: np.ndarray | None = None) -> None:
+    """Copy one document (rows, tokens, vectors) from a segment into a new one."""
+    doc_row = seg.store.document_row(d["doc_id"])
+    doc_row.update(size=d["size"], mtime_ns=d["mtime_ns"], ctime_ns=d.get("ctime_ns"))
+    rows = seg.store.passages_of(d["doc_id"])
+    if vectors is None:
+        vectors = seg.vectors.vectors([r["row"] for r in rows])
+    else:
+        vectors = vectors[[r["row"] for r in rows]]
+    writer.add(doc_row, rows, vectors)
+
+
+def publish_generation(idx: IndexDir, base: dict, entries: list[dict], deleted: dict[str, set[int]],
+                       refreshed: dict, segments: dict[str, SegmentReader] | None = None) -> Path:
+    """Write ``gen-N.tmp/`` (manifest + deletion lists) and make it live."""
+    tmp = idx.next_generation().with_suffix(".tmp")
+    tmp.mkdir(parents=True)
+    out = []
+    docs = rows = 0
+    for e in entries:
+        dead = sorted(deleted.get(e["name"], ()))
+        e = {"name": e["name"], "rows": int(e["rows"]), "docs": int(e["docs"]), "deleted_docs": len(dead),
+             "deleted_rows": 0}
+        if dead:
+            (tmp / "deleted").mkdir(exist_ok=True)
+            save_array(tmp / "deleted" / f"{e['name']}.npy", np.asarray(dead, dtype=np.int32))
+            seg = (segments or {}).get(e["name"]) or open_segment(idx.segments_dir / e["name"])
+            e["deleted_rows"] = int(np.isin(seg.passage_doc, dead).sum())
+        docs += e["docs"] - e["deleted_docs"]
+        rows += e["rows"] - e["deleted_rows"]
+        out.append(e)
+    write_manifest(tmp, {**base, "documents": docs, "passages": rows, "segments": out,
+                         "refreshed": refreshed})
+    return idx.publish(tmp)
+
+
+# ---------------------------------------------------------------------------- merging
+MAX_SEGMENTS = 10  # more than this many segments: merge the smallest
+MERGE_FACTOR = 10  # at most this many segments merged at once
+PURGE_SHARE = 0.2  # a segment with more than this share of deleted rows is rewritten
+
+
+def plan_merge(entries: list[dict], max_segments: int = MAX_SEGMENTS, factor: int = MERGE_FACTOR,
+               purge: float = PURGE_SHARE) -> list[list[str]]:
+    """Groups of segments to merge (pure). A segment with more than ``purge`` of its
+    rows deleted is rewritten; above ``max_segments``, the group of smallest segments
+    that removes segments at the least cost per segment removed (rows copied / segments
+    removed) is merged, so small segments merge often and large ones rarely."""
+    groups: list[list[str]] = []
+    for e in entries:
+        if e["rows"] and e.get("deleted_rows", 0) > purge * e["rows"]:
+            groups.append([e["name"]])
+    if len(entries) > max_segments:
+        by_size = sorted(entries, key=lambda e: (e["rows"] - e.get("deleted_rows", 0), e["name"]))
+        sizes = [e["rows"] - e.get("deleted_rows", 0) for e in by_size]
+        best, best_cost = 2, None
+        for k in range(2, min(factor, len(by_size)) + 1):
+            cost = sum(sizes[:k]) / (k - 1)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = k, cost
+        group = [e["name"] for e in by_size[:best]]
+        groups = [g for g in groups if g[0] not in group]
+        groups.insert(0, group)
+    return groups
+
+
+def merge_segments(idx: IndexDir, prev: Previous, names: list[str], vector_kind: str = "auto") -> dict:
+    """Write the live documents of the segments ``names`` as one new segment (in path
+    order, as a fresh build writes them), publish a generation that lists it instead, and
+    return what was done. Searches go on against the previous generation meanwhile."""
+    t0 = time.time()
+    entries = prev.manifest["segments"]
+    index_of = {e["name"]: i for i, e in enumerate(entries)}
+    chosen = [index_of[n] for n in names]
+    docs = sorted((d for d in prev.docs.values() if d["seg"] in chosen), key=lambda d: d["path"])
+    stamp = now_iso()
+    writer = SegmentWriter(idx.next_segment(), int(prev.manifest["embedder"]["dim"]))
+    try:
+        all_vectors: dict[int, np.ndarray] = {}
+        for s in chosen:
+            seg = prev.segments[s]
+            live_rows = sum(d["n_passages"] or 0 for d in docs if d["seg"] == s)
+            if live_rows > 1000 and live_rows > seg.rows // 4:  # one read beats many
+                all_vectors[s] = seg.vectors.all_vectors()
+        for d in docs:
+            copy_document(writer, prev.segments[d["seg"]], d, all_vectors.get(d["seg"]))
+        all_vectors.clear()
+        entry = writer.finish(vector_kind, created=stamp)
+    except BaseException:
+        writer.abandon()
+        raise
+    merged_paths = {d["path"] for d in docs}
+    new_entries, deleted = [], {}
+    placed = False
+    for i, e in enumerate(entries):
+        if i in chosen:
+            if not placed:
+                new_entries.append(entry)
+                placed = True
+            continue
+        new_entries.append(e)
+        deleted[e["name"]] = prev.deleted[i]
+    refreshed = {k: v for k, v in (prev.manifest.get("refreshed") or {}).items() if k not in merged_paths}
+    base = {k: prev.manifest[k] for k in ("created", "corpus", "embedder", "pipeline", "scan_started_ns")
+            if k in prev.manifest}
+    segs = {seg.name: seg for seg in prev.segments}
+    publish_generation(idx, base, new_entries, deleted, refreshed, segs)
+    idx.clean(keep_previous=prev.gen)
+    return {"segments": names, "into": entry["name"], "passages": entry["rows"], "documents": entry["docs"],
+            "seconds": round(time.time() - t0, 3)}
 
 
 def _bar(enabled: bool, total: int, desc: str):

@@ -17,12 +17,12 @@ from .embedding import Embedder, check_model, embedder_from_spec, mismatch, same
 from .errors import EmptyQuery, IndexMismatch, KBError, UnknownPassage
 from .families import dedupe_families, drop_repeats
 from .fusion import RankingConfig, calibrate_dense, calibrate_lexical, channel_weights, fuse
-from .lexical import BM25Index, top_k
+from .postings import top_k
 from .render import best_sentence, matched_terms
-from .store import IndexDir, damaged, open_db, read_manifest
+from .segments import GenerationView, load_deleted, open_segment
+from .store import IndexDir, damaged, read_manifest
 from .textproc import fold, tokenize
 from .types import SEARCH_MODES
-from .vectors import VectorIndex
 from .views import DocumentView, Hit, SearchResponse
 
 MODES = SEARCH_MODES
@@ -101,23 +101,20 @@ class Searcher:
         self.spec = manifest["embedder"]
         self._embedder = embedder
         self._device = device
-        self._con = open_db(gen / "meta.sqlite")
         self._lock = threading.RLock()
-        self.vectors = VectorIndex.load(gen / "vectors.faiss")
-        if self.vectors.dim != int(self.spec["dim"]):
-            raise IndexMismatch(f"index at {index_dir}/ is inconsistent: vectors are {self.vectors.dim}-d, "
-                                f"manifest says {self.spec['dim']}-d — rebuild it")
-        self.bm25 = BM25Index.load(gen / "bm25")
-        self.passage_doc = np.load(gen / "passage_doc.npy", mmap_mode="r")
-        self.docs: list[dict[str, Any]] = []
-        for r in self._con.execute("SELECT doc_idx, doc_id, path, title, meta, n_passages, indexed_at, format "
-                                   "FROM documents ORDER BY doc_idx"):
-            d = dict(r)
-            d["meta"] = json.loads(d["meta"])
-            self.docs.append(d)
-        self.doc_by_id = {d["doc_id"]: d for d in self.docs}
+        segments, deleted = [], []
+        for e in manifest["segments"]:
+            seg = open_segment(Path(index_dir) / "segments" / e["name"])
+            seg.open_all()  # damage shows now, not in the middle of a query
+            if int(seg.info["dim"]) != int(self.spec["dim"]) or seg.vectors.dim != int(self.spec["dim"]):
+                raise IndexMismatch(f"index at {index_dir}/ is inconsistent: {e['name']} holds "
+                                    f"{seg.vectors.dim}-d vectors, the manifest says {self.spec['dim']}-d — rebuild it")
+            segments.append(seg)
+            deleted.append(load_deleted(gen, e["name"]) if e.get("deleted_docs") else np.zeros(0, dtype=np.int64))
+        self.view = GenerationView(segments, deleted)
+        self.docs = self.view.docs
+        self.doc_by_id = self.view.doc_by_id
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._sample: np.ndarray | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -135,6 +132,11 @@ class Searcher:
             raise
         except (OSError, sqlite3.Error, ValueError, RuntimeError, KeyError) as e:  # faiss raises RuntimeError
             raise damaged(idx.root, e) from e
+
+    @property
+    def count(self) -> int:
+        """Live passages."""
+        return self.view.n_live
 
     def is_stale(self) -> bool:
         """True when a newer generation has been published since this one was loaded."""
@@ -162,35 +164,40 @@ class Searcher:
     def warm(self) -> None:
         """Load the tokenizer and the embedder now rather than on the first query."""
         tokenize("预热")
-        if self.vectors.count:
+        if self.count:
             self.embed_query("预热")
 
     def channel_weights(self, n_terms: int) -> tuple[float, float]:
         return channel_weights(self.config, n_terms)
 
+    def has_term(self, term: str) -> bool:
+        return self.view.has_term(term)
+
+    def idf(self, term: str) -> float:
+        """A word's BM25 IDF over the live library (0 for a word it has never seen)."""
+        return self.view.idf(term)
+
     def _query_terms(self, tokens: list[str]) -> list[str]:
-        return [t for t in dict.fromkeys(tokens) if t in self.bm25.vocab]
+        return [t for t in dict.fromkeys(tokens) if self.view.has_term(t)]
 
     def dense_background(self, qvec: np.ndarray) -> float:
         """The cosine an unrelated passage gets for this query: the median over a fixed
-        random sample of passages. e5-style models give every pair a high cosine (0.7+);
-        measuring from this floor makes dense scores comparable across queries (0-1)."""
-        with self._lock:
-            if self._sample is None:
-                n = self.vectors.count
-                rows = np.random.default_rng(0).choice(n, size=min(n, 512), replace=False) if n else []
-                self._sample = self.vectors.vectors(np.sort(np.asarray(rows, dtype=np.int64)))
-        if not len(self._sample):
+        sample of passages (those whose ids hash lowest, so the sample does not depend on
+        how the library is cut into segments). e5-style models give every pair a high
+        cosine (0.7+); measuring from this floor makes dense scores comparable across
+        queries (0-1)."""
+        sample = self.view.sample_vectors()
+        if not len(sample):
             return 0.0
-        return float(min(np.median(self._sample @ qvec), 0.99))
+        return float(min(np.median(sample @ qvec), 0.99))
 
     def lexical_ceiling(self, tokens: list[str]) -> float:
         """The highest BM25 score any passage could get for these tokens (every term with
         unbounded frequency): dividing by it puts keyword scores on a 0-1 scale. It counts
         only words the index has, so it ranks well but says little about whether anything
         matches: that is :func:`support`'s job."""
-        k1 = float(self.bm25.params.get("k1", 1.2))
-        return sum(self.bm25.idf_of(t) * (k1 + 1.0) for t in dict.fromkeys(tokens))
+        k1 = self.config.bm25_k1
+        return sum(self.view.idf(t) * (k1 + 1.0) for t in dict.fromkeys(tokens))
 
     def prime_query(self, query: str, vector: np.ndarray) -> None:
         """Supply a query's embedding computed elsewhere (evaluation embeds each once)."""
@@ -198,24 +205,11 @@ class Searcher:
             self._qcache[query.strip()] = vector
 
     # ------------------------------------------------------------------ rows
-    def _select(self, column: str, keys: list) -> dict[Any, dict[str, Any]]:
-        """Passage records whose `column` (row or id) is in keys, keyed by that column."""
-        out: dict[Any, dict[str, Any]] = {}
-        with self._lock:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i: i + 500]
-                q = f"SELECT * FROM passages WHERE {column} IN ({','.join('?' * len(chunk))})"
-                for r in self._con.execute(q, chunk):
-                    d = dict(r)
-                    d["heading_path"] = json.loads(d["heading_path"])
-                    out[d[column]] = d
-        return out
-
     def _rows(self, rows) -> dict[int, dict[str, Any]]:
-        return self._select("row", [int(r) for r in rows])
+        return self.view.rows(rows)
 
     def _by_ids(self, ids) -> dict[str, dict[str, Any]]:
-        return self._select("id", list(ids))
+        return self.view.by_ids(ids)
 
     def passage(self, passage_id: str) -> dict[str, Any]:
         found = self._by_ids([passage_id])
@@ -243,17 +237,19 @@ class Searcher:
         return out
 
     # ------------------------------------------------------------------ filters
-    def _mask(self, doc_ids=None, sources=None) -> np.ndarray | None:
+    def _masks(self, doc_ids=None, sources=None) -> list[np.ndarray] | None:
+        """Per segment, the rows a filter allows (``None``: no filter)."""
         if not doc_ids and not sources:
             return None
-        allowed = np.zeros(len(self.docs), dtype=bool)
-        for d in self.docs:
-            if doc_ids and d["doc_id"] not in doc_ids:
-                continue
-            if sources and d["meta"].get("source", "") not in sources:
-                continue
-            allowed[d["doc_idx"]] = True
-        return allowed[np.asarray(self.passage_doc)] if len(self.passage_doc) else np.zeros(0, dtype=bool)
+        allowed = {d["doc_id"] for d in self.docs
+                   if (not doc_ids or d["doc_id"] in doc_ids)
+                   and (not sources or d["meta"].get("source", "") in sources)}
+        return self.view.row_mask(allowed)
+
+    def _ranked(self, scores: dict[int, float], rows: dict[int, dict[str, Any]]) -> list[int]:
+        """Best first; equal scores by passage id, so the order never depends on where
+        a passage sits in the index (segments, row numbers)."""
+        return sorted(scores, key=lambda r: (-scores[r], rows[r]["id"]))
 
     # ------------------------------------------------------------------ search
     def search(self, query: str, k: int = 10, mode: str = "hybrid", doc_ids=None, sources=None,
@@ -266,64 +262,66 @@ class Searcher:
             raise EmptyQuery("empty query — type a question or some words to search for")
         if mode not in MODES:
             raise KBError(f"unknown mode {mode!r} — use one of {', '.join(MODES)}")
-        if k <= 0 or self.vectors.count == 0:
+        if k <= 0 or self.count == 0:
             return []
-        n = max(self.config.pool_min, 5 * k)
-        mask = self._mask(doc_ids, sources)
+        cfg = self.config
+        n = max(cfg.pool_min, 5 * k)
+        masks = self._masks(doc_ids, sources)
         qtokens = tokenize(query)
 
-        lex_all = self.bm25.scores(qtokens) if qtokens else np.zeros(self.bm25.n_docs, dtype=np.float32)
-        lex_rows, _ = (top_k(lex_all, n, mask) if mode != "dense"
-                              else (np.zeros(0, np.int64), np.zeros(0, np.float32)))
+        lex_all = self.view.bm25(qtokens, cfg.bm25_k1, cfg.bm25_b)
+        lex_rows = np.zeros(0, np.int64)
+        if mode != "dense":
+            lex_rows, _ = top_k(lex_all, n, None if masks is None else np.concatenate(masks))
         qvec = None
         dense_rows = np.zeros(0, np.int64)
         if mode != "lexical":
             qvec = self.embed_query(query)
-            dense_rows, dense_cos = self.vectors.search(qvec, n, None if mask is None else np.flatnonzero(mask))
+            dense_rows, dense_cos = self.view.dense(qvec, n, masks)
 
         candidates = list(dict.fromkeys([int(r) for r in dense_rows] + [int(r) for r in lex_rows]))
         if not candidates:
             return []
+        rows = self._rows(candidates)
         cos_of: dict[int, float] = {}
         dense_of: dict[int, float] = {}
         if qvec is not None:  # the dense search scored its own rows; score the keyword-only ones
             cos_of = dict(zip(dense_rows.tolist(), dense_cos.tolist()))
             rest = [r for r in candidates if r not in cos_of]
-            cos_of.update(zip(rest, (self.vectors.vectors(rest) @ qvec).tolist()))
+            cos_of.update(zip(rest, (self.view.vectors(rest) @ qvec).tolist()))
             bg = self.dense_background(qvec)
             dense_of = {r: calibrate_dense(c, bg) for r, c in cos_of.items()}
         cap = self.lexical_ceiling(qtokens)
         lex_of = {r: calibrate_lexical(float(lex_all[r]), cap) for r in candidates}
 
         if mode == "dense":
-            ranked = sorted(candidates, key=lambda r: -cos_of[r])
-            fused = {r: dense_of[r] for r in ranked}
+            fused = {r: dense_of[r] for r in candidates}
+            ranked = self._ranked({r: cos_of[r] for r in candidates}, rows)
         elif mode == "lexical":
-            ranked = [int(r) for r in lex_rows]
-            fused = {r: lex_of[r] for r in ranked}
+            fused = {int(r): lex_of[int(r)] for r in lex_rows}
+            ranked = self._ranked({int(r): float(lex_all[r]) for r in lex_rows}, rows)
         else:
-            fused = fuse(self.config, dense_of, lex_of, [int(r) for r in dense_rows], [int(r) for r in lex_rows],
+            fused = fuse(cfg, dense_of, lex_of, [int(r) for r in dense_rows], [int(r) for r in lex_rows],
                          len(self._query_terms(qtokens)))
-            ranked = sorted(fused, key=lambda r: -fused[r])
+            ranked = self._ranked(fused, rows)
 
         rerank_of: dict[int, float] = {}
         if rerank is not None and ranked:
             top = ranked[: rerank.depth]
-            rows = self._rows(top)
             texts = [" > ".join(rows[r]["heading_path"][1:] + [rows[r]["text"]]) for r in top]
             rerank_of = dict(zip(top, rerank.scores(query, texts).tolist()))
-            ranked = sorted(top, key=lambda r: -rerank_of[r])
+            ranked = self._ranked(rerank_of, rows)
             fused = {r: rerank_of[r] for r in ranked}
-        return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of)
+        return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of, rows)
 
     def query_weights(self, tokens: list[str]) -> dict[str, float]:
         """Each distinct query word's IDF; a word the index has never seen gets the IDF of
         the rarest possible word, so that it counts against a passage that lacks it."""
-        rarest = float(np.log1p((self.bm25.n_docs + 0.5) / 0.5))
-        return {t: self.bm25.idf_of(t) or rarest for t in dict.fromkeys(tokens)}
+        rarest = float(np.log1p((self.count + 0.5) / 0.5))
+        return {t: self.view.idf(t) or rarest for t in dict.fromkeys(tokens)}
 
-    def _finish(self, query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of=None) -> list[Hit]:
-        rows = self._rows(ranked)
+    def _finish(self, query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of=None, rows=None) -> list[Hit]:
+        rows = rows if rows is not None else self._rows(ranked)
         ancestors = self._ancestors(rows)
         evidence = {r: (lex_of.get(r, 0.0), dense_of.get(r, 0.0)) for r in ranked}
         ranked = drop_repeats(ranked, rows)
@@ -348,7 +346,7 @@ class Searcher:
         return Hit(
             id=r["id"], doc_id=r["doc_id"], title=doc["title"], heading_path=r["heading_path"], text=r["text"],
             score=round(float(score), 4), scores=scores,
-            best_sentence=best_sentence(r["text"], terms, self.bm25.idf_of, query),
+            best_sentence=best_sentence(r["text"], terms, self.view.idf, query),
             matched_terms=terms,
             citation=cite(Reference.of(doc["title"], doc["meta"], r["heading_path"], doc["path"])),
             kind=r["kind"], parent=r["parent"], path=doc["path"], meta=doc["meta"], context=context,
@@ -362,16 +360,13 @@ class Searcher:
     # ------------------------------------------------------------------ related / show
     def related(self, passage_id: str, k: int = 5) -> list[Hit]:
         p = self.passage(passage_id)
-        vec = self.vectors.vectors([p["row"]])[0]
+        vec = self.view.vectors([p["row"]])[0]
         family = {p["id"]} | set(self._ancestors({p["row"]: p})[p["id"]])
-        with self._lock:
-            family |= {r[0] for r in self._con.execute(
-                "WITH RECURSIVE d(id) AS (SELECT id FROM passages WHERE parent = ? "
-                "UNION SELECT p.id FROM passages p JOIN d ON p.parent = d.id) SELECT id FROM d", (p["id"],))}
-        rows_, vals = self.vectors.search(vec, max(self.config.pool_min, 5 * k) + len(family))
+        family |= self.view.store_of(p["doc_id"]).descendants(p["id"])
+        rows_, vals = self.view.dense(vec, max(self.config.pool_min, 5 * k) + len(family))
         rows = self._rows(rows_)
-        ranked = [int(r) for r in rows_ if rows[int(r)]["id"] not in family]
         cos = dict(zip([int(r) for r in rows_], vals.tolist()))
+        ranked = self._ranked({r: c for r, c in cos.items() if rows[r]["id"] not in family}, rows)
         fused = {r: max(0.0, cos[r]) for r in ranked}
         chosen = dedupe_families(ranked, rows, self._ancestors(rows), fused, k)
         tokens = tokenize(p["text"])
@@ -385,13 +380,9 @@ class Searcher:
         (or the paragraph's opening) for a sub-point, paragraphs for a paragraph."""
         p = self.passage(passage_id)
         doc = self.document_info(p["doc_id"])
-        with self._lock:
-            level = [dict(r) for r in self._con.execute(
-                "SELECT id, kind, text, heading_path, start, \"end\", ordinal FROM passages WHERE doc_id = ? AND "
-                + ("parent = ?" if p["parent"] else "parent IS NULL") + " ORDER BY ordinal",
-                (p["doc_id"], p["parent"]) if p["parent"] else (p["doc_id"],))]
-            children = [dict(r) for r in self._con.execute(
-                "SELECT id, kind, text, heading_path FROM passages WHERE parent = ? ORDER BY ordinal", (p["id"],))]
+        store = self.view.store_of(p["doc_id"])
+        level = store.level(p["doc_id"], p["parent"])
+        children = store.children(p["id"])
         for t in level + children:
             t["heading_path"] = json.loads(t["heading_path"])
         pos = next((i for i, t in enumerate(level) if t["id"] == p["id"]), 0)
@@ -419,37 +410,44 @@ class Searcher:
     def document(self, doc_id: str) -> dict[str, Any]:
         """A document's card (``document``), full text and passages (top level and children)."""
         info = self.document_info(doc_id)
-        with self._lock:
-            text = self._con.execute("SELECT text FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()[0]
-            passages = [dict(r) for r in self._con.execute(
-                "SELECT id, kind, parent, start, \"end\", heading_path FROM passages WHERE doc_id = ? "
-                "ORDER BY ordinal", (doc_id,))]
+        store = self.view.store_of(doc_id)
+        text = store.doc_text(doc_id)
+        passages = store.passages_of(doc_id, 'id, kind, parent, start, "end", heading_path')
         for p in passages:
             p["heading_path"] = json.loads(p["heading_path"])
         return {"document": info, "text": text, "passages": passages}
 
     def stats(self) -> dict[str, Any]:
-        with self._lock:
-            kinds = {r[0]: r[1] for r in self._con.execute("SELECT kind, COUNT(*) FROM passages GROUP BY kind")}
-        size = sum(f.stat().st_size for f in self.gen.rglob("*") if f.is_file())
+        kinds: dict[str, int] = {}
+        for s, seg in enumerate(self.view.segments):
+            for r in seg.store.kinds_by_doc():
+                if self.doc_by_id.get(r["doc_id"], {}).get("seg") == s:
+                    kinds[r["kind"]] = kinds.get(r["kind"], 0) + r["n"]
+        folders = [self.gen] + [seg.path for seg in self.view.segments]
+        size = sum(f.stat().st_size for d in folders for f in d.rglob("*") if f.is_file())
         sources: dict[str, int] = {}
         for d in self.docs:
             s = d["meta"].get("source")
             if s:
                 sources[s] = sources.get(s, 0) + 1
+        vocab: set[str] = set()
+        for seg in self.view.segments:
+            vocab.update(seg.postings.vocab)
         m = self.manifest
         return {
             "index": str(self.index_dir), "generation": self.gen.name, "created": m.get("created"),
-            "corpus": m.get("corpus"), "documents": len(self.docs), "passages": self.vectors.count,
-            "passage_kinds": kinds, "embedder": self.spec, "vector_index": self.vectors.kind,
-            "vocabulary": len(self.bm25.vocab), "size_bytes": size, "sources": sources,
+            "corpus": m.get("corpus"), "documents": len(self.docs), "passages": self.count,
+            "passage_kinds": kinds, "embedder": self.spec,
+            "vector_index": "+".join(sorted({seg.vectors.kind for seg in self.view.segments})),
+            "segments": [{k: e[k] for k in ("name", "rows", "deleted_rows")} for e in m["segments"]],
+            "vocabulary": len(vocab), "size_bytes": size, "sources": sources,
             "format_version": m.get("format_version"), "kb_version": m.get("kb_version"),
         }
 
     def close(self) -> None:
-        with self._lock:
-            self._con.close()
-            self.vectors.close()
+        """Segment readers are shared with other generations: they close when the last
+        searcher holding them is gone."""
+        self.view = GenerationView([], [])
 
 
 def _document_view(row: dict[str, Any]) -> DocumentView:

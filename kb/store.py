@@ -4,19 +4,17 @@
 
     index/
       CURRENT              name of the live generation, replaced atomically
-      gen-000007/          one complete, immutable index
-        manifest.json      format version, kb version, embedder, counts, corpus root
-        meta.sqlite        documents and passages
-        vectors.faiss      dense vectors, row i = passage row i (float16 below 200k passages)
-        vectors.f32.npy    the same vectors in float32, read row by row to score candidates
-        bm25/              BM25 sparse arrays + vocabulary
-        passage_doc.npy    row -> document number (filters)
+      gen-000007/          one generation: which segments, which of their documents are deleted
+        manifest.json      format version, kb version, embedder, counts, corpus root, segments
+        deleted/seg-N.npy  document numbers of seg-N deleted since it was written
+      segments/seg-000003/ immutable pieces of the library (see kb.segments)
       pending.sqlite       vectors embedded by a run that has not finished yet
       .lock                held by the one writer
 
-A writer builds ``gen-N.tmp/``, fsyncs it, renames it to ``gen-N/`` and only then
-replaces ``CURRENT``. A run killed at any moment leaves the previous generation live
-and complete; leftovers are removed by the next run.
+A writer builds a new segment (``seg-N.tmp/`` renamed) and ``gen-N.tmp/``, fsyncs them,
+renames the generation to ``gen-N/`` and only then replaces ``CURRENT``. A run killed at
+any moment leaves the previous generation live and complete; leftovers (unfinished
+segments, segments no live generation lists) are removed by the next run.
 """
 
 from __future__ import annotations
@@ -34,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import IndexBusy, IndexNotFound, KBError
+from .errors import IndexBusy, IndexNotFound, KBError, OldFormat
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: one monolithic generation (migrated by `kb index`); 2: segments
 
 SCHEMA = """
 CREATE TABLE documents (
@@ -69,9 +67,8 @@ CREATE TABLE passages (
     vkey TEXT NOT NULL,
     tokens TEXT NOT NULL
 );
-CREATE INDEX passages_doc ON passages(doc_id, ordinal);
-CREATE INDEX passages_parent ON passages(parent);
 """
+# Indexes (by document, parent and vector key) are created once a segment's rows are in.
 
 DOC_COLUMNS = ("doc_idx", "doc_id", "path", "title", "meta", "text", "offsets", "content_hash", "encoding",
                "format", "size", "mtime_ns", "ctime_ns", "n_passages", "indexed_at")
@@ -147,6 +144,16 @@ class IndexDir:
             raise IndexNotFound(f"no index at {self.root}/ — run `kb index FOLDER` first")
         return gen
 
+    @property
+    def segments_dir(self) -> Path:
+        return self.root / "segments"
+
+    def next_segment(self) -> Path:
+        self.segments_dir.mkdir(parents=True, exist_ok=True)
+        numbers = [int(p.name[4:].split(".")[0]) for p in self.segments_dir.iterdir()
+                   if p.name.startswith("seg-") and p.name[4:].split(".")[0].isdigit()]
+        return self.segments_dir / f"seg-{max(numbers, default=0) + 1:06d}"
+
     def generations(self) -> list[Path]:
         if not self.root.exists():
             return []
@@ -193,17 +200,35 @@ class IndexDir:
         return final
 
     def clean(self, keep_previous: Path | None = None) -> None:
-        """Remove unfinished and superseded generations. Readers that still hold an old
+        """Remove unfinished and superseded generations, and segments that neither the
+        live generation nor ``keep_previous`` lists. Readers that still hold an old
         generation open keep working (files stay alive while open)."""
         live = self.current()
+        keep_segments: set[str] = set()
+        for gen in (live, keep_previous):
+            if gen is not None:
+                keep_segments |= set(segment_names(gen))
         for gen in self.generations():
             if gen == live or gen == keep_previous:
                 continue
             shutil.rmtree(gen, ignore_errors=True)
+        if self.segments_dir.is_dir():
+            for seg in self.segments_dir.iterdir():
+                if seg.name not in keep_segments:
+                    shutil.rmtree(seg, ignore_errors=True)
         try:
             (self.root / "CURRENT.tmp").unlink()
         except FileNotFoundError:
             pass
+
+
+def segment_names(gen: Path) -> list[str]:
+    """The segments a generation lists (none for an unreadable or format-1 one)."""
+    try:
+        data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+        return [str(e["name"]) for e in data.get("segments", [])]
+    except (OSError, ValueError, TypeError, KeyError):
+        return []
 
 
 def _reason(e: BaseException) -> str:
@@ -218,18 +243,27 @@ def damaged(where: Path, e: BaseException) -> KBError:
                    "rebuild it with `kb index FOLDER --rebuild`")
 
 
-def read_manifest(gen: Path) -> dict[str, Any]:
+def read_manifest(gen: Path, legacy_ok: bool = False) -> dict[str, Any]:
+    """A generation's manifest; a format-1 one only with ``legacy_ok`` (for migration)."""
     try:
         data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
         if not isinstance(data, dict) or not isinstance(data.get("embedder"), dict):
             raise ValueError("manifest.json is not a kb manifest")
     except (OSError, ValueError) as e:
         raise damaged(gen.parent, e) from e
-    if data.get("format_version") != FORMAT_VERSION:
+    version = data.get("format_version")
+    if version == 1 and legacy_ok:
+        return data
+    if version == 1:
+        raise OldFormat(f"index at {gen.parent}/ has format 1 (before segments) — run `kb index` once to "
+                        "migrate it (its vectors are reused, nothing is embedded again)")
+    if version != FORMAT_VERSION:
         raise KBError(
-            f"index at {gen.parent}/ has format {data.get('format_version')}, this kb reads format "
+            f"index at {gen.parent}/ has format {version}, this kb reads format "
             f"{FORMAT_VERSION} — rebuild it with `kb index FOLDER --rebuild`"
         )
+    if not isinstance(data.get("segments"), list):
+        raise damaged(gen.parent, ValueError("manifest.json lists no segments"))
     return data
 
 
@@ -281,14 +315,17 @@ class PendingVectors:
         )
         self.con.commit()
 
-    def close(self, remove: bool = False) -> None:
+    def close(self) -> None:
         self.con.close()
-        if remove:
-            for suffix in ("", "-journal", "-wal", "-shm"):
-                try:
-                    os.unlink(str(self.path) + suffix)
-                except FileNotFoundError:
-                    pass
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        """Drop the pending vectors once a generation holding them is published."""
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            try:
+                os.unlink(str(path) + suffix)
+            except FileNotFoundError:
+                pass
 
 
 def now_iso() -> str:

@@ -107,15 +107,16 @@ class VectorIndex:
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows and cosine scores of the ``k`` nearest vectors, best first (no ``-1``);
-        only among the rows in ``allowed`` when it is given."""
-        limit = self.count if allowed is None else len(allowed)
+        only among the rows where the boolean mask ``allowed`` is true when it is given."""
+        limit = self.count if allowed is None else int(np.count_nonzero(allowed))
         if limit == 0 or k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         params = None
-        if allowed is not None:
+        if allowed is not None and limit < self.count:
             faiss = _faiss()
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
+            bitmap = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(self.count, faiss.swig_ptr(bitmap)))
         scores, ids = self.index.search(q, min(k, limit), params=params)
         keep = ids[0] >= 0
         rows, scores = ids[0][keep].astype(np.int64), scores[0][keep]

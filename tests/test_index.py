@@ -49,10 +49,13 @@ def test_incremental_counts(tmp_path, corpus):
     assert (r2.added, r2.changed, r2.removed, r2.unchanged, r2.embedded) == (0, 0, 0, 3, 0)
     assert not r2.updated and r2.generation == r.generation
 
-    # touched but identical: read and hashed, not re-indexed
-    os.utime(corpus / "a.txt", (time.time() + 10, time.time() + 10))
+    # touched but identical: read and hashed, not re-indexed (only its new times are recorded)
+    os.utime(corpus / "a.txt", (time.time() - 10, time.time() - 10))
     r3, _ = build(corpus, index)
-    assert (r3.changed, r3.unchanged, r3.embedded, r3.updated) == (0, 3, 0, False)
+    assert (r3.changed, r3.unchanged, r3.embedded, r3.passages) == (0, 3, 0, r.passages)
+    assert r3.segments == 1
+    r3b, _ = build(corpus, index)
+    assert not r3b.updated and r3b.generation == r3.generation
 
     write_doc(corpus, "a.txt", "甲文档", ["第一段讲学习" + long, "第二段改成讲实践" + long])
     (corpus / "sub" / "b.md").unlink()
@@ -143,22 +146,23 @@ def test_failed_write_leaves_previous_index_usable(tmp_path, corpus, monkeypatch
 
     import kb.index as kbi
 
-    real = kbi.BM25Index.build
+    real = kbi.publish_generation
 
     def crash(*a, **k):
         raise RuntimeError("simulated crash while writing the index")
 
-    monkeypatch.setattr(kbi.BM25Index, "build", crash)
+    monkeypatch.setattr(kbi, "publish_generation", crash)
     with pytest.raises(RuntimeError, match="simulated"):
         build(corpus, index)
-    assert any(p.name.endswith(".tmp") for p in IndexDir(index).generations())  # half-written generation
+    assert len(list(IndexDir(index).segments_dir.iterdir())) == 2  # the new segment, never published
     s = Searcher.load(index)
     assert len(s.docs) == 1 and [h.id for h in s.search("学习型政党", k=5, mode="lexical")] == before
 
-    monkeypatch.setattr(kbi.BM25Index, "build", real)
+    monkeypatch.setattr(kbi, "publish_generation", real)
     r, _ = build(corpus, index)
     assert r.added == 1 and r.reused > 0  # the vectors embedded before the crash were kept
     assert not any(p.name.endswith(".tmp") for p in IndexDir(index).generations())
+    assert len(list(IndexDir(index).segments_dir.iterdir())) == 2  # the orphan is gone; old + new
     assert len(Searcher.load(index).docs) == 2
 
 
@@ -223,7 +227,7 @@ def test_sigkill_at_random_moments_never_breaks_the_index(tmp_path):
         proc.wait()
         s = Searcher.load(index)  # always a complete index: the old one or the new one
         assert len(s.docs) >= n_before
-        assert s.vectors.count == s.bm25.n_docs == len(s.passage_doc)
+        assert s.count == s.manifest["passages"] == sum(d["n_passages"] for d in s.docs)
         assert s.search("内容", k=3, mode="lexical")
         n_before = len(s.docs)
     r = update_index(folder, index, model="hash:64", progress=False, warn=lambda m: None)
@@ -259,9 +263,9 @@ def test_vectors_match_a_brute_force_search(tmp_path, corpus):
     index = tmp_path / "index"
     build(corpus, index)
     s = Searcher.load(index)
-    allv = s.vectors.all_vectors()
+    allv = s.view.segments[0].vectors.all_vectors()
     q = s.embedder.embed_query("服务理念")
-    rows, scores = s.vectors.search(q, 5)
+    rows, scores = s.view.dense(q, 5)
     brute = np.argsort(-(allv @ q))[:5]
     assert list(rows) == list(brute)
     assert np.allclose(scores, (allv @ q)[brute], atol=1e-5)
@@ -311,7 +315,7 @@ def test_hnsw_index_agrees_with_brute_force_and_serves_search(tmp_path, corpus):
 
     update_index(corpus, tmp_path / "index", model="hash:64", progress=False, vector_kind="hnsw")
     s = Searcher.load(tmp_path / "index")
-    assert s.vectors.kind == "hnsw" and s.search("服务理念", k=3)
+    assert s.stats()["vector_index"] == "hnsw" and s.search("服务理念", k=3)
 
 
 def test_fp16_vectors_search_in_half_the_memory_and_score_exactly(tmp_path, corpus):
@@ -335,18 +339,20 @@ def test_fp16_vectors_search_in_half_the_memory_and_score_exactly(tmp_path, corp
         assert np.allclose(hs, base[hr] @ q, atol=1e-6) and np.all(np.diff(hs) <= 0)  # exact, best first
     assert found >= 990
     even = np.arange(0, 3000, 2)
-    hr, hs = half.search(base[1], 10, allowed=even)  # a filter: only allowed rows, still exact and ordered
-    er, _ = exact.search(base[1], 10, allowed=even)
+    allowed = np.zeros(3000, dtype=bool)
+    allowed[even] = True
+    hr, hs = half.search(base[1], 10, allowed=allowed)  # a filter: only allowed rows, still exact and ordered
+    er, _ = exact.search(base[1], 10, allowed=allowed)
     assert set(hr) <= set(even) and 1 not in hr and len(set(hr) & set(er)) >= 9
     assert np.allclose(hs, base[hr] @ base[1], atol=1e-6) and np.all(np.diff(hs) <= 0)
     half.close()
     assert VectorIndex.build(base[:10], 64).kind == "fp16"  # auto below the exact limit
 
     update_index(corpus, tmp_path / "index", model="hash:64", progress=False, vector_kind="flat")
-    assert Searcher.load(tmp_path / "index").vectors.kind == "flat"
+    assert Searcher.load(tmp_path / "index").stats()["vector_index"] == "flat"
     update_index(corpus, tmp_path / "index", model="hash:64", progress=False, rebuild=True)
     s = Searcher.load(tmp_path / "index")
-    assert s.vectors.kind == "fp16" and s.search("服务理念", k=3)
+    assert s.stats()["vector_index"] == "fp16" and s.search("服务理念", k=3)
 
 
 def test_dropped_fp16_index_releases_its_file(tmp_path):

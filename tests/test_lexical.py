@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from kb.fusion import min_max, rrf, rrf_max
-from kb.lexical import BM25Index, top_k
+from kb.postings import Postings, top_k
+from kb.segments import GenerationView, SegmentReader, SegmentWriter
 
 
 @pytest.fixture(scope="module")
@@ -16,9 +17,22 @@ def corpus():
     return [[rng.choice(vocab) for _ in range(rng.randrange(1, 40))] for _ in range(300)]
 
 
-def test_bm25_matches_the_bm25s_reference(corpus):
+def segment(folder, name, token_lists, first=0):
+    """A segment whose documents are single passages with these tokens (zero vectors)."""
+    w = SegmentWriter(folder / name, 4)
+    for i, toks in enumerate(token_lists, start=first):
+        doc = {"doc_id": f"d{i}", "path": f"d{i:04d}.txt", "title": "", "meta": "{}", "text": "", "offsets": "{}",
+               "content_hash": str(i), "n_passages": 1}
+        row = {"id": f"d{i}:0", "doc_id": f"d{i}", "kind": "paragraph", "heading_path": "[]", "text": " ".join(toks),
+               "parent": None, "ordinal": 0, "vkey": str(i), "tokens": " ".join(toks)}
+        w.add(doc, [row], np.zeros((1, 4), np.float32))
+    w.finish("flat")
+    return SegmentReader(folder / name)
+
+
+def test_bm25_matches_the_bm25s_reference(tmp_path, corpus):
     bm25s = pytest.importorskip("bm25s")
-    ours = BM25Index.build(corpus, k1=1.2, b=0.75)
+    view = GenerationView([segment(tmp_path, "seg-000001", corpus)], [np.zeros(0, np.int64)])
     ref = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
     ref.index(corpus, show_progress=False)
     for query in (["词1"], ["词1", "词7", "词33"], ["词5", "词5", "词79"], ["没有的词"]):
@@ -27,19 +41,42 @@ def test_bm25_matches_the_bm25s_reference(corpus):
         expected = np.zeros(len(corpus), dtype=np.float32)
         expected[ids[0]] = scores[0]
         # ours keeps Lucene's (k1 + 1) factor in the term weight: same ranking, scaled scores
-        assert np.allclose(ours.scores(query), expected * 2.2, atol=1e-4)
+        assert np.allclose(view.bm25(query, 1.2, 0.75), expected * 2.2, atol=1e-4)
 
 
-def test_bm25_save_load_roundtrip(tmp_path, corpus):
-    ours = BM25Index.build(corpus)
-    ours.save(tmp_path / "bm25")
-    again = BM25Index.load(tmp_path / "bm25")
-    assert again.n_docs == len(corpus) and again.vocab == ours.vocab
-    assert np.array_equal(again.scores(["词3", "词4"]), ours.scores(["词3", "词4"]))
+def test_segments_with_deletions_score_exactly_as_one_fresh_segment(tmp_path, corpus):
+    """Corpus-wide statistics (N, df, average length) over live rows: bit-identical scores."""
+    parts = [corpus[:120], corpus[120:250], corpus[250:]]
+    segs = [segment(tmp_path, f"seg-00000{n}", p, first) for n, (p, first) in
+            enumerate(zip(parts, (0, 120, 250)), start=1)]
+    dead = [np.array([3, 50, 51], np.int64), np.zeros(0, np.int64), np.array([0, 49], np.int64)]
+    view = GenerationView(segs, dead)
+    gone = {3, 50, 51, 250, 299}
+    live_ids = [i for i in range(300) if i not in gone]
+    fresh = GenerationView([segment(tmp_path, "seg-000009", [corpus[i] for i in live_ids])],
+                           [np.zeros(0, np.int64)])
+    assert view.lexical_stats() == fresh.lexical_stats() and view.n_live == 295
+    for query in (["词1"], ["词1", "词7", "词33"], ["词5", "词79", "没有的词"]):
+        seg_scores, fresh_scores = view.bm25(query, 1.2, 0.75), fresh.bm25(query, 1.2, 0.75)
+        assert np.array_equal(seg_scores[live_ids], fresh_scores)  # exactly, not approximately
+        assert not seg_scores[sorted(gone)].any()  # deleted rows never score
+        assert all(view.idf(t) == fresh.idf(t) for t in query)
 
 
-def test_top_k_is_a_sorted_brute_force(corpus):
-    scores = BM25Index.build(corpus).scores(["词2", "词9"])
+def test_postings_save_load_roundtrip(tmp_path, corpus):
+    ours = Postings.build(corpus)
+    ours.save(tmp_path / "p")
+    again = Postings.load(tmp_path / "p")
+    assert again.vocab == ours.vocab and np.array_equal(again.lengths, [len(t) for t in corpus])
+    rows, tf = again.postings("词3")
+    assert list(rows) == [i for i, t in enumerate(corpus) if "词3" in t]
+    assert list(tf) == [corpus[i].count("词3") for i in rows]
+    assert again.postings("没有的词") is None
+
+
+def test_top_k_is_a_sorted_brute_force():
+    scores = np.random.default_rng(0).random(300).astype(np.float32)
+    scores[::7] = 0
     idx, vals = top_k(scores, 10)
     expected = np.argsort(-scores, kind="stable")[:10]
     assert np.allclose(vals, scores[expected]) and list(vals) == sorted(vals, reverse=True)

@@ -253,9 +253,17 @@ def test_messages_stay_until_dismissed(hostile_index, monkeypatch, page_address)
 # --------------------------------------------------------------------------- 5. errors, not tracebacks
 
 
-def _corrupt(index: Path, name: str, data: bytes) -> None:
+def _corrupt(index: Path, name: str, data: bytes | None) -> None:
+    """Overwrite (or, with ``data=None``, delete) a file of the live generation: its
+    manifest, or a file of its first segment."""
     gen = index / (index / "CURRENT").read_text().strip()
-    (gen / name).write_bytes(data)
+    if name != "manifest.json":
+        seg = json.loads((gen / "manifest.json").read_text())["segments"][0]["name"]
+        gen = index / "segments" / seg
+    if data is None:
+        shutil.rmtree(gen / name) if (gen / name).is_dir() else (gen / name).unlink()
+    else:
+        (gen / name).write_bytes(data)
 
 
 BAD = [
@@ -274,6 +282,10 @@ BAD = [
     ("sqlite", ["index", "DOCS"], 1, "damaged"),
     ("faiss", ["search", "服务"], 1, "damaged"),
     ("current", ["stats"], 1, "damaged"),
+    ("postings", ["search", "服务"], 1, "segments/seg-000001/postings is missing"),
+    ("idhash", ["stats"], 1, "segments/seg-000001/idhash.npy is missing"),
+    ("segment", ["search", "服务"], 1, "segments/seg-000001 is missing"),
+    ("segment", ["index", "DOCS"], 1, "--rebuild"),
 ]
 
 
@@ -295,6 +307,12 @@ def test_bad_invocations_give_one_line_never_a_traceback(tmp_path, setup, args, 
         _corrupt(index, "vectors.faiss", b"garbage" * 10)
     elif setup == "current":
         (index / "CURRENT").write_text("../../etc\n")
+    elif setup == "postings":
+        _corrupt(index, "postings/vocab.json", None)
+    elif setup == "idhash":
+        _corrupt(index, "idhash.npy", None)
+    elif setup == "segment":
+        _corrupt(index, "", None)
     argv = [KB] + [str(docs) if a == "DOCS" else a for a in args] + ["--index", str(index)]
     r = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == code, r.stderr
