@@ -1,4 +1,4 @@
-"""Synthetic Chinese indexes of any size, built through kb's own GenerationWriter.
+"""Synthetic Chinese indexes of any size, built through kb's own SegmentWriter.
 
 Passages are sentences of the sample corpus and of ../shared/eval (when present)
 recombined at random; vectors are random unit vectors, so no model time is spent.
@@ -8,15 +8,20 @@ Each distinct sentence is tokenised once (jieba), so a million passages build in
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from pathlib import Path
 
 import numpy as np
 
+from kb.documents import content_hash
 from kb.embedding import HashEmbedder
-from kb.index import GenerationWriter
-from kb.store import IndexDir, now_iso
+from kb.errors import KBError
+from kb.index import pipeline_settings, publish_generation
+from kb.segments import SegmentWriter
+from kb.splitting import DEFAULT_MAX_CHARS
+from kb.store import IndexDir, now_iso, read_manifest
 from kb.textproc import sentence_spans, tokenize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,8 +60,11 @@ def random_unit(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def build(index_dir: Path, n_passages: int, dim: int = 384, per_doc: int = 20, seed: int = 0,
-          vector_kind: str = "auto") -> dict:
-    """Write a complete index of ``n_passages`` synthetic passages. Returns timings."""
+          vector_kind: str = "auto", corpus: Path | None = None, timings: dict | None = None) -> dict:
+    """Write a complete one-segment index of ``n_passages`` synthetic passages. With
+    ``corpus``, each document is also written there as a file (its stat and hash recorded
+    as `kb index` records them), so that `kb index` can then update the index in place.
+    Returns timings."""
     t0 = time.perf_counter()
     pool = sentence_pool()
     tok_cache = [tokenize(s) for s in pool]
@@ -66,45 +74,67 @@ def build(index_dir: Path, n_passages: int, dim: int = 384, per_doc: int = 20, s
     idx = IndexDir(index_dir)
     idx.root.mkdir(parents=True, exist_ok=True)
     spec = HashEmbedder(dim).spec()
-    writer = GenerationWriter(idx, dim)
+    writer = SegmentWriter(idx.next_segment(), dim)
     stamp = now_iso()
+    old = time.time() - 3600  # files look settled (not "racily clean") to the next scan
+    if corpus is not None:
+        corpus.mkdir(parents=True, exist_ok=True)
     made = 0
     doc_no = 0
     while made < n_passages:
         count = min(per_doc, n_passages - made)
         doc_id = f"synth{doc_no:07d}"
+        title = f"合成文档{doc_no}"
         rows, tokens, texts = [], [], []
-        pos = 0
+        pos = len(title) + 2
         for j in range(count):
             picks = [rng.randrange(len(pool)) for _ in range(rng.randint(1, 4))]
             text = "".join(pool[i] for i in picks)
             toks = [t for i in picks for t in tok_cache[i]]
             rows.append({"id": f"{doc_id}:{j}", "doc_id": doc_id, "kind": "paragraph",
-                         "heading_path": json.dumps([f"合成文档{doc_no}"], ensure_ascii=False), "text": text,
+                         "heading_path": json.dumps([title], ensure_ascii=False), "text": text,
                          "start": pos, "end": pos + len(text), "orig_start": pos, "orig_end": pos + len(text),
                          "parent": None, "ordinal": j, "vkey": f"{doc_id}:{j}", "tokens": " ".join(toks)})
             tokens.append(toks)
             texts.append(text)
-            pos += len(text) + 1
-        doc = {"doc_id": doc_id, "path": f"{doc_id}.txt", "title": f"合成文档{doc_no}", "meta": "{}",
-               "text": "\n".join(texts), "offsets": json.dumps({"norm": [0], "orig": [0], "length": pos,
-                                                                "orig_length": pos}),
-               "content_hash": doc_id, "encoding": "utf-8", "format": "txt", "size": pos, "mtime_ns": 0,
-               "n_passages": count, "indexed_at": stamp}
+            pos += len(text) + 2
+        body = title + "\n\n" + "\n\n".join(texts) + "\n"
+        path = f"{doc_id}.txt"
+        size = mtime = ctime = 0
+        digest = doc_id
+        if corpus is not None:
+            raw = body.encode("utf-8")
+            f = corpus / path
+            f.write_bytes(raw)
+            os.utime(f, (old, old))
+            st = f.stat()
+            size, mtime, ctime, digest = st.st_size, st.st_mtime_ns, st.st_ctime_ns, content_hash(raw)
+        doc = {"doc_id": doc_id, "path": path, "title": title, "meta": "{}",
+               "text": body, "offsets": json.dumps({"norm": [0], "orig": [0], "length": pos, "orig_length": pos}),
+               "content_hash": digest, "encoding": "utf-8", "format": "txt", "size": size, "mtime_ns": mtime,
+               "ctime_ns": ctime, "n_passages": count, "indexed_at": stamp}
         writer.add(doc, rows, random_unit(count, dim, nrng), tokens)
         made += count
         doc_no += 1
     t_rows = time.perf_counter() - t0
-    tmp = writer.finish({"created": stamp, "corpus": "synthetic", "embedder": spec, "pipeline": {"synthetic": True}},
-                        vector_kind=vector_kind)
-    idx.publish(tmp)
+    entry = writer.finish(vector_kind, created=stamp, timings=timings)
+    t_fin = time.perf_counter()
+    publish_generation(idx, {"created": stamp, "corpus": str(corpus or "synthetic"), "embedder": spec,
+                             "pipeline": pipeline_settings(DEFAULT_MAX_CHARS) if corpus else {"synthetic": True},
+                             "scan_started_ns": time.time_ns()}, [entry], {}, {})
     return {"passages": made, "documents": doc_no, "tokenize_pool_s": round(t_tok, 1),
-            "rows_s": round(t_rows, 1), "total_s": round(time.perf_counter() - t0, 1)}
+            "rows_s": round(t_rows, 1), "finish_s": round(t_fin - t0 - t_rows, 1),
+            "total_s": round(time.perf_counter() - t0, 1)}
 
 
 def ensure(n_passages: int, dim: int = 384, vector_kind: str = "auto", rebuild: bool = False) -> tuple[Path, dict]:
     d = RESULTS / f"synth-{n_passages}-{dim}-{vector_kind}"
-    if rebuild or IndexDir(d).current() is None:
+    try:
+        current = IndexDir(d).current()
+        ok = current is not None and read_manifest(current) is not None
+    except KBError:  # an older format: build again
+        ok = False
+    if rebuild or not ok:
         import shutil
 
         shutil.rmtree(d, ignore_errors=True)

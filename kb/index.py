@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .documents import DEFAULT_MAX_BYTES, content_hash, is_supported, iter_files, parse_document, too_large
+from .documents import DEFAULT_MAX_BYTES, READERS, content_hash, parse_document, too_large, walk_files
 from .embedding import Embedder, check_model, embedder_from_spec, make_embedder, mismatch, same_embedder
 from .errors import DocumentError, IndexNotFound, KBError, OldFormat, UnsupportedFormat
 from .progress import progress_bar
@@ -250,10 +251,10 @@ def load_previous(idx: IndexDir, rebuild: bool) -> Previous | None:
         refreshed = manifest.get("refreshed") or {}
         docs: dict[str, dict] = {}
         for s, (seg, dead) in enumerate(zip(segments, deleted)):
-            for d in seg.docs:
+            for d in seg.store.files():
                 if d["doc_idx"] in dead:
                     continue
-                d = {**d, "seg": s}
+                d["seg"] = s
                 if d["path"] in refreshed:
                     d["size"], d["mtime_ns"], d["ctime_ns"] = refreshed[d["path"]]
                 docs[d["path"]] = d
@@ -409,14 +410,14 @@ class Indexer:
         unreadable_dirs: list[str] = []
         files: list[tuple[str, Path, object]] = []
         kept: dict[str, str] = {}  # rel -> why its previous version is kept
-        for path in iter_files(corpus, unreadable_dirs):
-            rel = path.relative_to(corpus).as_posix()
-            if not is_supported(path):
-                warn(f"{rel}: unsupported file type {path.suffix or '(none)'}, skipped")
+        for rel, file_path in walk_files(corpus, unreadable_dirs):
+            suffix = os.path.splitext(rel)[1]
+            if suffix.lower() not in READERS:
+                warn(f"{rel}: unsupported file type {suffix or '(none)'}, skipped")
                 report.skipped += 1
                 continue
             try:
-                files.append((rel, path, path.stat()))
+                files.append((rel, file_path, os.stat(file_path)))
             except OSError as e:
                 if rel in prev_docs:
                     kept[rel] = f"{rel}: cannot be read ({e.strerror or e}); keeping the previously indexed version"
@@ -458,7 +459,8 @@ class Indexer:
             try:
                 if st.st_size > opt.max_file_bytes:
                     raise too_large(rel, st.st_size, opt.max_file_bytes)
-                raw = path.read_bytes()
+                with open(path, "rb") as f:
+                    raw = f.read()
                 h = content_hash(raw)
                 if p and not full and h == p["content_hash"]:
                     plan.carried[rel] = {**p, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
@@ -676,6 +678,30 @@ def merge_segments(idx: IndexDir, prev: Previous, names: list[str], vector_kind:
     chosen = [index_of[n] for n in names]
     docs = sorted((d for d in prev.docs.values() if d["seg"] in chosen), key=lambda d: d["path"])
     stamp = now_iso()
+    entry = _merged_segment(idx, prev, chosen, docs, vector_kind, stamp) if docs else None
+    merged_paths = {d["path"] for d in docs}
+    new_entries, deleted = [], {}
+    placed = False
+    for i, e in enumerate(entries):
+        if i in chosen:
+            if not placed and entry is not None:  # nothing live left: the segments are just dropped
+                new_entries.append(entry)
+            placed = True
+            continue
+        new_entries.append(e)
+        deleted[e["name"]] = prev.deleted[i]
+    refreshed = {k: v for k, v in (prev.manifest.get("refreshed") or {}).items() if k not in merged_paths}
+    base = {k: prev.manifest[k] for k in ("created", "corpus", "embedder", "pipeline", "scan_started_ns")
+            if k in prev.manifest}
+    segs = {seg.name: seg for seg in prev.segments}
+    publish_generation(idx, base, new_entries, deleted, refreshed, segs)
+    idx.clean(keep_previous=prev.gen)
+    return {"segments": names, "into": entry["name"] if entry else None, "passages": entry["rows"] if entry else 0,
+            "documents": entry["docs"] if entry else 0, "seconds": round(time.time() - t0, 3)}
+
+
+def _merged_segment(idx: IndexDir, prev: Previous, chosen: list[int], docs: list[dict], vector_kind: str,
+                    stamp: str) -> dict:
     writer = SegmentWriter(idx.next_segment(), int(prev.manifest["embedder"]["dim"]))
     try:
         all_vectors: dict[int, np.ndarray] = {}
@@ -687,29 +713,10 @@ def merge_segments(idx: IndexDir, prev: Previous, names: list[str], vector_kind:
         for d in docs:
             copy_document(writer, prev.segments[d["seg"]], d, all_vectors.get(d["seg"]))
         all_vectors.clear()
-        entry = writer.finish(vector_kind, created=stamp)
+        return writer.finish(vector_kind, created=stamp)
     except BaseException:
         writer.abandon()
         raise
-    merged_paths = {d["path"] for d in docs}
-    new_entries, deleted = [], {}
-    placed = False
-    for i, e in enumerate(entries):
-        if i in chosen:
-            if not placed:
-                new_entries.append(entry)
-                placed = True
-            continue
-        new_entries.append(e)
-        deleted[e["name"]] = prev.deleted[i]
-    refreshed = {k: v for k, v in (prev.manifest.get("refreshed") or {}).items() if k not in merged_paths}
-    base = {k: prev.manifest[k] for k in ("created", "corpus", "embedder", "pipeline", "scan_started_ns")
-            if k in prev.manifest}
-    segs = {seg.name: seg for seg in prev.segments}
-    publish_generation(idx, base, new_entries, deleted, refreshed, segs)
-    idx.clean(keep_previous=prev.gen)
-    return {"segments": names, "into": entry["name"], "passages": entry["rows"], "documents": entry["docs"],
-            "seconds": round(time.time() - t0, 3)}
 
 
 def _bar(enabled: bool, total: int, desc: str):

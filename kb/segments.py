@@ -27,6 +27,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from pathlib import Path
@@ -79,6 +80,12 @@ class PassageStore:
         for d in docs:
             d["meta"] = json.loads(d["meta"])
         return docs
+
+    def files(self) -> list[dict[str, Any]]:
+        """What a re-index compares with the folder: path, hash, size and times (no text)."""
+        ctime = "NULL AS ctime_ns" if "NULL AS ctime_ns" in self.DOC_BRIEF else "ctime_ns"
+        return self._all(f"SELECT doc_idx, doc_id, path, content_hash, size, mtime_ns, {ctime}, n_passages "
+                         "FROM documents")
 
     def document_row(self, doc_id: str) -> dict[str, Any]:
         return self._all("SELECT * FROM documents WHERE doc_id = ?", (doc_id,))[0]
@@ -135,6 +142,19 @@ class PassageStore:
 
 
 # ---------------------------------------------------------------------------- writing
+class _Clock:
+    def __init__(self, into: dict | None) -> None:
+        self.into = into
+        self.t = time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        if self.into is not None:
+            now = time.perf_counter()
+            self.into[step] = round(self.into.get(step, 0.0) + now - self.t, 2)
+            self.t = now
+
+
+
 class SegmentWriter:
     """Writes one segment into ``segments/seg-N.tmp/``; :meth:`finish` renames it to
     ``seg-N/``. Documents are added in order; rows are numbered as they come."""
@@ -178,24 +198,33 @@ class SegmentWriter:
         if len(passages):
             self.vectors.append(np.asarray(vectors, dtype=np.float32).reshape(len(passages), self.dim))
 
-    def finish(self, vector_kind: str = "auto", created: str = "") -> dict[str, Any]:
-        """Write the rest, fsync, and rename into place. Returns the segment's manifest entry."""
+    def finish(self, vector_kind: str = "auto", created: str = "", timings: dict | None = None) -> dict[str, Any]:
+        """Write the rest, fsync, and rename into place. Returns the segment's manifest
+        entry. ``timings``, when given, receives the seconds of each step (profiling)."""
+        clock = _Clock(timings)
         self.con.executescript(
             "CREATE INDEX passages_doc ON passages(doc_id, ordinal);"
             "CREATE INDEX passages_parent ON passages(parent);"
             "CREATE INDEX passages_vkey ON passages(vkey);"
+            # covers what a re-index reads of every document (no trip through the texts)
+            "CREATE INDEX documents_files ON documents(path, doc_id, content_hash, size, mtime_ns, ctime_ns, "
+            "n_passages);"
         )
         self.con.commit()
         self.con.close()
         from .store import fsync_file
 
         fsync_file(self.tmp / "meta.sqlite")
+        clock("sqlite_indexes")
         matrix = np.vstack(self.vectors) if self.vectors else np.zeros((0, self.dim), dtype=np.float32)
         self.vectors = []
         vindex = VectorIndex.build(matrix, self.dim, kind=vector_kind)
         del matrix
+        clock("vectors_build")
         vindex.save(self.tmp / "vectors.faiss")
+        clock("vectors_save")
         self.postings.finish().save(self.tmp / "postings")
+        clock("postings")
         save_array(self.tmp / "passage_doc.npy", np.asarray(self.passage_doc, dtype=np.int32))
         save_array(self.tmp / "idhash.npy", np.asarray(self.idhash, dtype=np.uint64))
         info = {"format": SEGMENT_FORMAT, "rows": self.rows, "docs": self.docs, "dim": self.dim,
@@ -205,6 +234,7 @@ class SegmentWriter:
             _fsync_dir(sub)
         os.rename(self.tmp, self.final)
         _fsync_dir(self.final.parent)
+        clock("rest")
         return {"name": self.final.name, "rows": self.rows, "docs": self.docs}
 
     def abandon(self) -> None:

@@ -42,9 +42,6 @@ CREATE TABLE documents (
     doc_id TEXT UNIQUE NOT NULL,
     path TEXT NOT NULL,
     title TEXT NOT NULL,
-    meta TEXT NOT NULL,
-    text TEXT NOT NULL,
-    offsets TEXT NOT NULL,
     content_hash TEXT NOT NULL,
     encoding TEXT,
     format TEXT,
@@ -52,22 +49,27 @@ CREATE TABLE documents (
     mtime_ns INTEGER,
     ctime_ns INTEGER,
     n_passages INTEGER,
-    indexed_at TEXT
+    indexed_at TEXT,
+    meta TEXT NOT NULL,
+    offsets TEXT NOT NULL,
+    text TEXT NOT NULL
 );
 CREATE TABLE passages (
     row INTEGER PRIMARY KEY,
     id TEXT UNIQUE NOT NULL,
     doc_id TEXT NOT NULL,
     kind TEXT NOT NULL,
-    heading_path TEXT NOT NULL,
-    text TEXT NOT NULL,
-    start INTEGER, "end" INTEGER, orig_start INTEGER, orig_end INTEGER,
     parent TEXT,
     ordinal INTEGER,
+    start INTEGER, "end" INTEGER, orig_start INTEGER, orig_end INTEGER,
     vkey TEXT NOT NULL,
+    heading_path TEXT NOT NULL,
+    text TEXT NOT NULL,
     tokens TEXT NOT NULL
 );
 """
+# Short columns first: a scan of sizes and times, or of kinds, then never reads through a
+# document's text (SQLite keeps long values in overflow pages, read only when reached).
 # Indexes (by document, parent and vector key) are created once a segment's rows are in.
 
 DOC_COLUMNS = ("doc_idx", "doc_id", "path", "title", "meta", "text", "offsets", "content_hash", "encoding",
