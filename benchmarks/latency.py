@@ -75,7 +75,7 @@ def main() -> None:
         result["build"][key] = build
         s = Searcher.load(index_dir)
         result["build"][key]["load_s"] = round(time.perf_counter() - t0, 2) if build.get("cached") else None
-        result["build"][key]["vector_index"] = s.vectors.kind
+        result["build"][key]["vector_index"] = s.stats()["vector_index"]
         tokenize("预热")
         for q, v in zip(questions, qvecs):
             s.prime_query(q, v)
@@ -95,7 +95,8 @@ def main() -> None:
             import faiss
 
             flat = faiss.IndexFlatIP(args.dim)
-            flat.add(s.vectors.all_vectors())
+            for seg in s.view.segments:
+                flat.add(seg.vectors.all_vectors())
             result["faiss_flat"][key] = pct(timed(lambda v: flat.search(v.reshape(1, -1), 50), qvecs))
             del flat
             import bm25s

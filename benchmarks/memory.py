@@ -27,15 +27,15 @@ import json, sys, numpy as np
 from kb.search import Searcher
 s = Searcher.load({index!r})
 qs = json.load(open({questions!r}, encoding="utf-8"))
-vs = np.random.default_rng(0).standard_normal((len(qs), s.vectors.dim)).astype(np.float32)
+vs = np.random.default_rng(0).standard_normal((len(qs), s.view.dim)).astype(np.float32)
 vs /= np.linalg.norm(vs, axis=1, keepdims=True)
 for q, v in zip(qs, vs):
     s.prime_query(q, v)
     s.search(q, k=10)
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-with s._lock:
-    text_bytes = s._con.execute("SELECT SUM(LENGTH(CAST(text AS BLOB))) FROM passages").fetchone()[0]
-print(json.dumps({{"peak_rss_mb": hwm / 1024, "text_bytes": text_bytes, "n": s.vectors.count, "dim": s.vectors.dim}}))
+text_bytes = sum(seg.store.con.execute("SELECT SUM(LENGTH(CAST(text AS BLOB))) FROM passages").fetchone()[0] or 0
+                 for seg in s.view.segments)
+print(json.dumps({{"peak_rss_mb": hwm / 1024, "text_bytes": text_bytes, "n": s.count, "dim": s.view.dim}}))
 """
 
 INDEX = """

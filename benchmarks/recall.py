@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kb.store import IndexDir
+from kb.errors import KBError
+from kb.search import Searcher
 from kb.vectors import VectorIndex
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,10 +47,11 @@ def main() -> None:
     out: dict = {}
     vecs, queries = [], []
     for cache in sorted((ROOT / "index" / "eval").glob("*")):
-        gen = IndexDir(cache / "index").current()
-        if gen is None:
+        try:
+            s = Searcher.load(cache / "index")
+        except KBError:  # none yet, or an older format (`kb eval` migrates it)
             continue
-        vecs.append(VectorIndex.load(gen / "vectors.faiss").all_vectors())
+        vecs += [seg.vectors.all_vectors() for seg in s.view.segments]
         if (cache / "queries.npz").exists():
             queries.append(np.load(cache / "queries.npz")["vectors"])
     if vecs and queries:

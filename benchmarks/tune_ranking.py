@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 from kb.evaluate import QueryVectors, _passage_metrics, dataset_hash, load_dataset, prepare_index, run_mode
-from kb.lexical import BM25Index
 from kb.search import Searcher
 from kb.splitting import DEFAULT_MAX_CHARS
 
@@ -38,13 +37,6 @@ def score(ds, searcher, path_to_id, qvecs, mode: str) -> dict:
     return {"mrr@10": m["mrr@10"], "hit@1": m["hit@1"], "hit@10": m["hit@10"]}
 
 
-def rebuild_bm25(searcher, k1: float = 1.2, b: float = 0.75) -> BM25Index:
-    with searcher._lock:
-        tokens = [[t for t in (r[0] or "").split(" ") if t] for r in searcher._con.execute(
-            "SELECT tokens FROM passages ORDER BY row")]
-    return BM25Index.build(tokens, k1=k1, b=b)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("datasets", nargs="+")
@@ -61,11 +53,11 @@ def main() -> None:
         base = searcher.config
         row = {"dense": score(ds, searcher, path_to_id, qvecs, "dense"),
                "lexical": score(ds, searcher, path_to_id, qvecs, "lexical")}
-        original_bm25 = searcher.bm25
         for v in variants:
-            bm25 = v.get("bm25")  # {"k1": .., "b": ..}: rebuilt in memory from the stored tokens
-            searcher.bm25 = rebuild_bm25(searcher, **bm25) if bm25 else original_bm25
-            searcher.config = dataclasses.replace(base, **{k: val for k, val in v.items() if k != "bm25"})
+            fields = {k: val for k, val in v.items() if k != "bm25"}
+            if v.get("bm25"):  # {"k1": .., "b": ..}: BM25 is computed at query time from raw postings
+                fields.update(bm25_k1=v["bm25"].get("k1", base.bm25_k1), bm25_b=v["bm25"].get("b", base.bm25_b))
+            searcher.config = dataclasses.replace(base, **fields)
             row["hybrid " + json.dumps(v, ensure_ascii=False)] = score(ds, searcher, path_to_id, qvecs, "hybrid")
             print(ds.name, v, row["hybrid " + json.dumps(v, ensure_ascii=False)], file=sys.stderr)
         qvecs.save()

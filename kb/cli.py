@@ -86,7 +86,8 @@ def cli() -> None:
               help="Longest passage before it is cut at sentence ends.")
 @click.option("--vectors", "vector_kind", type=click.Choice(VECTOR_KINDS), default="auto",
               show_default=True, help="Vector index: exact float32 (flat) or float16 (fp16), or an HNSW graph; "
-              "auto: fp16 below 200,000 passages, hnsw above. Add --rebuild to convert an up-to-date index.")
+              "auto, per segment: flat below 10,000 passages, fp16 below 200,000, hnsw above. "
+              "Add --rebuild to convert an up-to-date index.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_friendly

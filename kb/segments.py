@@ -100,11 +100,14 @@ class PassageStore:
             out += self._all(f"SELECT {select} FROM passages WHERE {column} IN ({','.join('?' * len(chunk))})", chunk)
         return out
 
+    # what a search or a view reads of a passage (not its tokens or vector key)
+    SHOWN = 'row, id, doc_id, kind, parent, ordinal, start, "end", orig_start, orig_end, heading_path, text'
+
     def by_rows(self, rows: list[int]) -> list[dict[str, Any]]:
-        return self._in("row", rows)
+        return self._in("row", rows, self.SHOWN)
 
     def by_ids(self, ids: list[str]) -> list[dict[str, Any]]:
-        return self._in("id", ids)
+        return self._in("id", ids, self.SHOWN)
 
     def rows_for_vkeys(self, vkeys: list[str]) -> dict[str, int]:
         if not self._vkey_indexed:  # a format-1 index: one scan, kept for the run

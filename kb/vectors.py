@@ -12,12 +12,14 @@ from .store import fsync_file, save_array
 # Exact search below this many vectors; an HNSW graph above. efSearch 256 keeps recall@10
 # at 0.98+ against exact search on real e5 embeddings (benchmarks/recall.py).
 EXACT_LIMIT = 200_000
+# Below this many vectors (small segments), float32 in memory: a few MB, and no row reads.
+SMALL_LIMIT = 10_000
 EF_SEARCH = 256
 # Kinds of vector index:
 #   flat  exact search over float32 vectors;
 #   fp16  search over float16 vectors in memory (half the memory, no slower); the float32
 #         vectors stay in a file beside it, read row by row to score the candidates exactly,
-#         so rankings equal float32's (the default below EXACT_LIMIT);
+#         so rankings equal float32's (the default from SMALL_LIMIT to EXACT_LIMIT; flat below);
 #   hnsw  approximate search through an HNSW graph over float32 vectors (default above).
 KINDS = ("auto", "flat", "fp16", "hnsw")
 
@@ -90,7 +92,7 @@ class VectorIndex:
         faiss = _faiss()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
         if kind == "auto":
-            kind = "fp16" if len(vectors) < EXACT_LIMIT else "hnsw"
+            kind = "flat" if len(vectors) < SMALL_LIMIT else "fp16" if len(vectors) < EXACT_LIMIT else "hnsw"
         if kind == "flat":
             index = faiss.IndexFlatIP(dim)
         elif kind == "fp16":

@@ -346,13 +346,15 @@ def test_fp16_vectors_search_in_half_the_memory_and_score_exactly(tmp_path, corp
     assert set(hr) <= set(even) and 1 not in hr and len(set(hr) & set(er)) >= 9
     assert np.allclose(hs, base[hr] @ base[1], atol=1e-6) and np.all(np.diff(hs) <= 0)
     half.close()
-    assert VectorIndex.build(base[:10], 64).kind == "fp16"  # auto below the exact limit
+    # auto: float32 for a small segment, float16 up to the exact limit
+    assert VectorIndex.build(base[:10], 64).kind == "flat" and VectorIndex.build(base, 64).kind == "flat"
+    assert VectorIndex.build(np.tile(base, (4, 1)), 64).kind == "fp16"
 
-    update_index(corpus, tmp_path / "index", model="hash:64", progress=False, vector_kind="flat")
-    assert Searcher.load(tmp_path / "index").stats()["vector_index"] == "flat"
+    update_index(corpus, tmp_path / "index", model="hash:64", progress=False, vector_kind="fp16")
+    assert Searcher.load(tmp_path / "index").stats()["vector_index"] == "fp16"
     update_index(corpus, tmp_path / "index", model="hash:64", progress=False, rebuild=True)
     s = Searcher.load(tmp_path / "index")
-    assert s.stats()["vector_index"] == "fp16" and s.search("服务理念", k=3)
+    assert s.stats()["vector_index"] == "flat" and s.search("服务理念", k=3)
 
 
 def test_dropped_fp16_index_releases_its_file(tmp_path):
