@@ -15,6 +15,10 @@ EXACT_LIMIT = 200_000
 # Below this many vectors (small segments), float32 in memory: a few MB, and no row reads.
 SMALL_LIMIT = 10_000
 EF_SEARCH = 256
+# Graph construction: 94% of a 1M-passage build went into the HNSW graph at efConstruction 80;
+# 40 halves that (measured: 50k random 384-d vectors, 97.8 s -> 48.9 s on 2 cores) for a small
+# loss of recall on random vectors, the worst case (0.636 -> 0.588 at efSearch 256).
+EF_CONSTRUCTION = 40
 # Kinds of vector index:
 #   flat  exact search over float32 vectors;
 #   fp16  search over float16 vectors in memory (half the memory, no slower); the float32
@@ -88,7 +92,7 @@ class VectorIndex:
 
     @classmethod
     def build(cls, vectors: np.ndarray, dim: int, kind: str = "auto", hnsw_m: int = 32,
-              ef_construction: int = 80, ef_search: int = EF_SEARCH) -> VectorIndex:
+              ef_construction: int = EF_CONSTRUCTION, ef_search: int = EF_SEARCH) -> VectorIndex:
         faiss = _faiss()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
         if kind == "auto":
