@@ -147,10 +147,13 @@ def load_embedder(spec_json: str):
     return embedder_from_spec(json.loads(spec_json))
 
 
-@st.cache_resource(show_spinner="正在加载索引…", max_entries=4)
+@st.cache_resource(show_spinner="正在加载索引…", max_entries=2)
 def load_searcher(index_dir: str, generation: str) -> Searcher:
     """One loaded index per server and generation: a re-index publishes a new
-    generation, which is loaded once on the next run."""
+    generation, which is loaded once on the next run. Generations share the readers
+    of the segments they have in common (kb.segments.open_segment), so loading the
+    generation after a one-document update opens only its new small segment; two are
+    kept, the live one and the one a session may still be reading."""
     manifest = read_manifest(Path(index_dir) / generation)
     embedder = load_embedder(json.dumps(manifest["embedder"], sort_keys=True))
     searcher = Searcher.load(index_dir, embedder=embedder)
