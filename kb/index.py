@@ -231,9 +231,10 @@ class Previous:
         return out
 
 
-def load_previous(idx: IndexDir, rebuild: bool) -> Previous | None:
+def load_previous(idx: IndexDir, rebuild: bool, only: set[str] | None = None) -> Previous | None:
     """The live generation, or ``None`` when there is none (or, with ``rebuild``, when
-    it cannot be read: ``--rebuild`` works on a damaged index or any format)."""
+    it cannot be read: ``--rebuild`` works on a damaged index or any format). With
+    ``only``, documents are read from those segments alone (what a merge needs)."""
     try:
         gen = idx.current()
         if gen is None:
@@ -251,6 +252,8 @@ def load_previous(idx: IndexDir, rebuild: bool) -> Previous | None:
         refreshed = manifest.get("refreshed") or {}
         docs: dict[str, dict] = {}
         for s, (seg, dead) in enumerate(zip(segments, deleted)):
+            if only is not None and seg.name not in only:
+                continue
             for d in seg.store.files():
                 if d["doc_idx"] in dead:
                     continue
@@ -372,7 +375,7 @@ class Indexer:
         if opt.merge and not rewrite:
             groups = plan_merge(m["segments"])
             if groups:
-                current = load_previous(idx, rebuild=False)
+                current = load_previous(idx, rebuild=False, only=set(groups[0]))
                 report.merge = merge_segments(idx, current, groups[0], "auto" if opt.vector_kind == "auto"
                                               else opt.vector_kind)
                 m = read_manifest(idx.require_current())
@@ -411,7 +414,9 @@ class Indexer:
         files: list[tuple[str, Path, object]] = []
         kept: dict[str, str] = {}  # rel -> why its previous version is kept
         for rel, file_path in walk_files(corpus, unreadable_dirs):
-            suffix = os.path.splitext(rel)[1]
+            name = rel[rel.rfind("/") + 1:]
+            dot = name.rfind(".")
+            suffix = name[dot:] if dot > 0 else ""
             if suffix.lower() not in READERS:
                 warn(f"{rel}: unsupported file type {suffix or '(none)'}, skipped")
                 report.skipped += 1
