@@ -108,7 +108,9 @@ class IndexReport:
         if not self.updated:
             parts.append("index already up to date")
         if self.merge:
-            parts.append(f"merged {len(self.merge['segments'])} segments in {self.merge['seconds']:.1f} s")
+            n = len(self.merge["segments"])
+            what = f"merged {n} segments" if n > 1 else "purged deleted passages from 1 segment"
+            parts.append(f"{what} in {self.merge['seconds']:.1f} s")
         return " · ".join(parts) + f" · {self.seconds:.1f} s"
 
     def to_json(self) -> dict:
