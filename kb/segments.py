@@ -274,8 +274,7 @@ class SegmentReader:
         self._lock = threading.RLock()
         self._vectors: VectorIndex | None = None
         self._postings: Postings | None = None
-        self._passage_doc: np.ndarray | None = None
-        self._idhash: np.ndarray | None = None
+        self._arrays: dict[str, np.ndarray] = {}
         self._docs: list[dict[str, Any]] | None = None
         try:
             if legacy:
@@ -320,25 +319,23 @@ class SegmentReader:
                 self._postings = p
             return self._postings
 
+    def _row_array(self, name: str) -> np.ndarray:
+        """A per-row ``.npy`` array, loaded once and checked against the row count."""
+        with self._lock:
+            if name not in self._arrays:
+                a = self._load(f"{name}.npy", lambda: np.load(self.path / f"{name}.npy"))
+                if len(a) != self.rows:
+                    raise segment_damaged(self.path, f"{name}.npy", ValueError("row count"))
+                self._arrays[name] = a
+            return self._arrays[name]
+
     @property
     def passage_doc(self) -> np.ndarray:
-        with self._lock:
-            if self._passage_doc is None:
-                a = self._load("passage_doc.npy", lambda: np.load(self.path / "passage_doc.npy"))
-                if len(a) != self.rows:
-                    raise segment_damaged(self.path, "passage_doc.npy", ValueError("row count"))
-                self._passage_doc = a
-            return self._passage_doc
+        return self._row_array("passage_doc")
 
     @property
     def idhash(self) -> np.ndarray:
-        with self._lock:
-            if self._idhash is None:
-                a = self._load("idhash.npy", lambda: np.load(self.path / "idhash.npy"))
-                if len(a) != self.rows:
-                    raise segment_damaged(self.path, "idhash.npy", ValueError("row count"))
-                self._idhash = a
-            return self._idhash
+        return self._row_array("idhash")
 
     @property
     def docs(self) -> list[dict[str, Any]]:
