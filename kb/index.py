@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import sys
 import time
@@ -415,7 +414,7 @@ class Indexer:
         unreadable_dirs: list[str] = []
         files: list[tuple[str, Path, object]] = []
         kept: dict[str, str] = {}  # rel -> why its previous version is kept
-        for rel, file_path in walk_files(corpus, unreadable_dirs):
+        for rel, file_path, stat in walk_files(corpus, unreadable_dirs):
             name = rel[rel.rfind("/") + 1:]
             dot = name.rfind(".")
             suffix = name[dot:] if dot > 0 else ""
@@ -424,7 +423,9 @@ class Indexer:
                 report.skipped += 1
                 continue
             try:
-                files.append((rel, file_path, os.stat(file_path)))
+                if isinstance(stat, OSError):
+                    raise stat
+                files.append((rel, file_path, stat))
             except OSError as e:
                 if rel in prev_docs:
                     kept[rel] = f"{rel}: cannot be read ({e.strerror or e}); keeping the previously indexed version"
