@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -38,7 +39,17 @@ import numpy as np
 from . import postings as bm25
 from .errors import KBError
 from .postings import Postings, PostingsBuilder
-from .store import DOC_COLUMNS, PASSAGE_COLUMNS, _fsync_dir, _reason, create_db, open_db, save_array, save_json
+from .store import (
+    DOC_COLUMNS,
+    PASSAGE_COLUMNS,
+    _fsync_dir,
+    _reason,
+    create_db,
+    fsync_file,
+    open_db,
+    save_array,
+    save_json,
+)
 from .vectors import VectorIndex
 
 SEGMENT_FORMAT = 1
@@ -220,8 +231,6 @@ class SegmentWriter:
         )
         self.con.commit()
         self.con.close()
-        from .store import fsync_file
-
         fsync_file(self.tmp / "meta.sqlite")
         clock("sqlite_indexes")
         matrix = np.vstack(self.vectors) if self.vectors else np.zeros((0, self.dim), dtype=np.float32)
@@ -246,8 +255,6 @@ class SegmentWriter:
         return {"name": self.final.name, "rows": self.rows, "docs": self.docs}
 
     def abandon(self) -> None:
-        import shutil
-
         try:
             self.con.close()
         except sqlite3.Error:
