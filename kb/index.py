@@ -379,8 +379,8 @@ class Indexer:
                 current = load_previous(idx, rebuild=False, only=set(groups[0]))
                 report.merge = merge_segments(idx, current, groups[0], "auto" if opt.vector_kind == "auto"
                                               else opt.vector_kind)
-                m = read_manifest(idx.require_current())
-                report.generation, report.segments = idx.require_current().name, len(m["segments"])
+                final = idx.require_current()
+                report.generation, report.segments = final.name, len(read_manifest(final)["segments"])
 
     def _spec(self) -> dict:
         if self.spec is None:

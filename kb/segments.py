@@ -279,9 +279,7 @@ class SegmentReader:
         self.name = path.name
         self.legacy = legacy
         self._lock = threading.RLock()
-        self._vectors: VectorIndex | None = None
-        self._postings: Postings | None = None
-        self._arrays: dict[str, np.ndarray] = {}
+        self._parts: dict[str, Any] = {}  # files loaded on first use, by file name
         self._docs: list[dict[str, Any]] | None = None
         try:
             if legacy:
@@ -305,36 +303,27 @@ class SegmentReader:
         except (OSError, ValueError, RuntimeError, KeyError, sqlite3.Error) as e:  # faiss: RuntimeError
             raise segment_damaged(self.path, what, e) from e
 
+    def _part(self, what: str, load, count) -> Any:
+        """A file of the segment, loaded once and checked against the row count."""
+        with self._lock:
+            if what not in self._parts:
+                part = self._load(what, load)
+                if count(part) != self.rows:
+                    raise segment_damaged(self.path, what, ValueError(f"{count(part)} rows, {self.rows} expected"))
+                self._parts[what] = part
+            return self._parts[what]
+
     @property
     def vectors(self) -> VectorIndex:
-        with self._lock:
-            if self._vectors is None:
-                v = self._load("vectors.faiss", lambda: VectorIndex.load(self.path / "vectors.faiss"))
-                if v.count != self.rows:
-                    why = ValueError(f"{v.count} vectors, {self.rows} rows")
-                    raise segment_damaged(self.path, "vectors.faiss", why)
-                self._vectors = v
-            return self._vectors
+        return self._part("vectors.faiss", lambda: VectorIndex.load(self.path / "vectors.faiss"), lambda v: v.count)
 
     @property
     def postings(self) -> Postings:
-        with self._lock:
-            if self._postings is None:
-                p = self._load("postings", lambda: Postings.load(self.path / "postings"))
-                if p.n_rows != self.rows:
-                    raise segment_damaged(self.path, "postings", ValueError("row count"))
-                self._postings = p
-            return self._postings
+        return self._part("postings", lambda: Postings.load(self.path / "postings"), lambda p: p.n_rows)
 
     def _row_array(self, name: str) -> np.ndarray:
-        """A per-row ``.npy`` array, loaded once and checked against the row count."""
-        with self._lock:
-            if name not in self._arrays:
-                a = self._load(f"{name}.npy", lambda: np.load(self.path / f"{name}.npy"))
-                if len(a) != self.rows:
-                    raise segment_damaged(self.path, f"{name}.npy", ValueError("row count"))
-                self._arrays[name] = a
-            return self._arrays[name]
+        """A per-row ``.npy`` array."""
+        return self._part(f"{name}.npy", lambda: np.load(self.path / f"{name}.npy"), len)
 
     @property
     def passage_doc(self) -> np.ndarray:
@@ -357,8 +346,8 @@ class SegmentReader:
 
     def close(self) -> None:
         with self._lock:
-            if self._vectors is not None:
-                self._vectors.close()
+            if "vectors.faiss" in self._parts:
+                self._parts["vectors.faiss"].close()
             self.store.close()
 
 

@@ -76,6 +76,15 @@ class Library:
             self.rng.choice([self.add, self.add, self.change, self.delete])()
 
 
+def counting_embedder() -> tuple[HashEmbedder, list[int]]:
+    """A hash embedder that records how many texts each call encodes."""
+    emb = HashEmbedder(64)
+    calls: list[int] = []
+    real = emb._encode
+    emb._encode = lambda texts, is_query: calls.append(len(texts)) or real(texts, is_query)
+    return emb, calls
+
+
 QUERIES = ["组工干部如何服务", "创新机制", "学习贯彻讲话精神", "争做表率", "以人为本的服务理念",
            "提高组织工作科学化水平", "改革创新", "党员干部人才"]
 
@@ -135,10 +144,7 @@ def test_an_update_writes_only_what_changed(tmp_path):
         lib.add()
     index = tmp_path / "index"
     update_index(lib.folder, index, model="hash:64", progress=False, warn=quiet)
-    emb = HashEmbedder(64)
-    calls: list[int] = []
-    real = emb._encode
-    emb._encode = lambda texts, is_query: calls.append(len(texts)) or real(texts, is_query)
+    emb, calls = counting_embedder()
     lib.add()
     r = update_index(lib.folder, index, embedder=emb, progress=False, warn=quiet)
     m = read_manifest(IndexDir(index).require_current())
@@ -179,10 +185,7 @@ def test_a_format1_index_is_migrated_without_embedding_again(tmp_path):
         Searcher.load(index)
     with pytest.raises(OldFormat):
         compact_index(index)
-    emb = HashEmbedder(64)
-    calls: list[int] = []
-    real = emb._encode
-    emb._encode = lambda texts, is_query: calls.append(len(texts)) or real(texts, is_query)
+    emb, calls = counting_embedder()
     r = update_index(tmp_path / "docs", index, embedder=emb, progress=False, warn=quiet)
     assert r.updated and r.segments == 1 and r.documents == 2 and sum(calls) == 0  # vectors reused
     migrated = Searcher.load(index)
