@@ -24,9 +24,9 @@ from kb.embedding import embedder_from_spec
 from kb.errors import KBError
 from kb.index import update_index
 from kb.library import UPLOAD_SUFFIXES, remove_document, save_upload
+from kb.milvus import is_milvus
 from kb.render import document_html, highlight_html, meta_line, text_html
-from kb.search import MAX_QUERY_CHARS, Searcher, bound_query, confidence
-from kb.store import IndexDir, read_manifest
+from kb.search import MAX_QUERY_CHARS, Searcher, bound_query, confidence, current_version
 from kb.types import SEARCH_MODES
 
 APP_DIR = Path(__file__).resolve().parent
@@ -91,11 +91,14 @@ html, body, [class*="css"], .stMarkdown, .stTextInput input {
 # --------------------------------------------------------------------------- loading
 
 
-def index_dir_from_args() -> Path:
+def index_dir_from_args() -> Path | str:
+    """The index folder, or a Milvus store (a .db path or a URI: kept as a string)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--index")
+    parser.add_argument("--store")
     args, _ = parser.parse_known_args(sys.argv[1:])
-    return Path(args.index or os.environ.get("KB_INDEX") or "index")
+    where = args.store or os.environ.get("KB_STORE") or args.index or os.environ.get("KB_INDEX") or "index"
+    return where if is_milvus(where) else Path(where)
 
 
 def say(kind: str, message: str, where=st) -> None:
@@ -148,14 +151,13 @@ def load_embedder(spec_json: str):
 
 
 @st.cache_resource(show_spinner="正在加载索引…", max_entries=2)
-def load_searcher(index_dir: str, generation: str) -> Searcher:
+def load_searcher(index_dir: str, generation: str, spec_json: str) -> Searcher:
     """One loaded index per server and generation: a re-index publishes a new
     generation, which is loaded once on the next run. Generations share the readers
     of the segments they have in common (kb.segments.open_segment), so loading the
     generation after a one-document update opens only its new small segment; two are
     kept, the live one and the one a session may still be reading."""
-    manifest = read_manifest(Path(index_dir) / generation)
-    embedder = load_embedder(json.dumps(manifest["embedder"], sort_keys=True))
+    embedder = load_embedder(spec_json)
     searcher = Searcher.load(index_dir, embedder=embedder)
     searcher.warm()  # tokenizer and model now, not on the first query
     return searcher
@@ -506,11 +508,11 @@ def main() -> None:
         return
     index_dir = index_dir_from_args()
     try:
-        gen = IndexDir(index_dir).current()
-        if gen is None:
+        live = current_version(index_dir)
+        if live is None:
             view_no_index(index_dir)
             return
-        searcher = load_searcher(str(index_dir), gen.name)
+        searcher = load_searcher(str(index_dir), live[0], json.dumps(live[1], sort_keys=True))
     except KBError as e:
         say("error", f"无法打开索引：{e}")
         return

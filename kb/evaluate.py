@@ -115,7 +115,7 @@ def dataset_hash(ds: Dataset, model: str | None, max_chars: int) -> str:
 
 
 def prepare_index(ds: Dataset, cache: Path, model: str | None, max_chars: int, progress: bool,
-                  log=None):
+                  log=None, store: str | None = None):
     """Write the dataset's passages as documents and index them (incrementally).
     Returns the index folder and ``{document path: dataset passage id}``."""
     from .index import update_index
@@ -133,11 +133,12 @@ def prepare_index(ds: Dataset, cache: Path, model: str | None, max_chars: int, p
             target.write_bytes(data)
         path_to_id[name] = str(p["id"])
     (cache / "ids.json").write_text(json.dumps(path_to_id, ensure_ascii=False), encoding="utf-8")
-    report = update_index(corpus, cache / "index", model=model, max_chars=max_chars, progress=progress,
-                          warn=lambda m: None)
+    target = store or cache / "index"
+    report = update_index(corpus, target, model=model, max_chars=max_chars, progress=progress,
+                          warn=lambda m: None, prune=True)
     if log:
-        log(f"index {cache / 'index'}: {report.summary()}")
-    return cache / "index", path_to_id, report
+        log(f"index {target}: {report.summary()}")
+    return target, path_to_id, report
 
 
 # --------------------------------------------------------------------------- running
@@ -208,7 +209,7 @@ def run_mode(searcher, queries: list[dict[str, Any]], mode: str, qvecs: QueryVec
 
 def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, index: str | Path | None = None,
              model: str | None = None, corpus: str | Path | None = None, progress: bool = False,
-             log=None, rerank=None) -> dict[str, Any]:
+             log=None, rerank=None, store: str | None = None) -> dict[str, Any]:
     from .search import Searcher
     from .splitting import DEFAULT_MAX_CHARS
 
@@ -219,7 +220,7 @@ def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, i
     if ds.kind == "passages":
         default = Path("index") / "eval" / f"{ds.name}-{dataset_hash(ds, model, DEFAULT_MAX_CHARS)}"
         cache = Path(index) if index else default
-        index_dir, path_to_id, report = prepare_index(ds, cache, model, DEFAULT_MAX_CHARS, progress, log)
+        index_dir, path_to_id, report = prepare_index(ds, cache, model, DEFAULT_MAX_CHARS, progress, log, store)
         qcache = cache / "queries.npz"
     else:
         path_to_id, report = {}, None
@@ -227,10 +228,10 @@ def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, i
             from .index import update_index
 
             cache = Path(index) if index else Path("index") / "eval" / f"{ds.name}-corpus"
-            report = update_index(corpus, cache / "index", model=model, progress=progress, warn=lambda m: None)
-            index_dir = cache / "index"
+            index_dir = store or cache / "index"
+            report = update_index(corpus, index_dir, model=model, progress=progress, warn=lambda m: None, prune=True)
         else:
-            index_dir = Path(index) if index else Path("index")
+            index_dir = store or (Path(index) if index else Path("index"))
         qcache = None
     searcher = Searcher.load(index_dir, model=model)
     searcher.warm()

@@ -166,11 +166,23 @@ def update_index(
     options = IndexOptions(model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
                            rebuild=rebuild, max_file_bytes=max_file_bytes, max_chars=max_chars,
                            vector_kind=vector_kind, prune=prune, merge=merge, progress=progress)
+    from .milvus import is_milvus
+
+    if is_milvus(index_dir):  # a .db path or a server URI: see kb.milvus
+        from .milvus import MilvusIndexer
+
+        return MilvusIndexer(str(index_dir), options, embedder=embedder, warn=warn, on_progress=on_progress).run(corpus)
     return Indexer(IndexDir(index_dir), options, embedder=embedder, warn=warn, on_progress=on_progress).run(corpus)
 
 
 def compact_index(index_dir: str | Path = "index", vector_kind: str = "auto") -> IndexReport:
     """Merge every segment of the live generation into one, purging deletions."""
+    from .milvus import is_milvus
+
+    if is_milvus(index_dir):
+        from .milvus import compact_milvus
+
+        return compact_milvus(str(index_dir))
     idx = IndexDir(index_dir)
     t0 = time.time()
     report = IndexReport()
@@ -297,6 +309,11 @@ class Indexer:
         self.report = IndexReport()
         self._warn = warn
         self.on_progress = on_progress
+
+    @property
+    def pending_path(self) -> Path:
+        """Where vectors embedded by an unfinished run wait (a killed run resumes from them)."""
+        return self.idx.root / "pending.sqlite"
 
     def warn(self, msg: str) -> None:
         self.report.warnings.append(msg)
@@ -544,7 +561,7 @@ class Indexer:
                 if not opt.rebuild:
                     raise
         missing = [k for k in needed if k not in vec_of]
-        pending = PendingVectors(self.idx.root / "pending.sqlite", ekey, int(spec["dim"]))
+        pending = PendingVectors(self.pending_path, ekey, int(spec["dim"]))
         try:
             if missing:
                 vec_of.update(pending.get_many(missing))

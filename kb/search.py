@@ -17,7 +17,6 @@ from .embedding import Embedder, check_model, embedder_from_spec, mismatch, same
 from .errors import EmptyQuery, IndexMismatch, KBError, UnknownPassage
 from .families import dedupe_families, drop_repeats
 from .fusion import RankingConfig, calibrate_dense, calibrate_lexical, channel_weights, fuse
-from .postings import top_k
 from .render import best_sentence, matched_terms
 from .segments import GenerationView, load_deleted, open_segment
 from .store import IndexDir, damaged, read_manifest
@@ -88,6 +87,21 @@ def bound_query(query: str | None, limit: int = MAX_QUERY_CHARS) -> tuple[str, b
     return query, False
 
 
+def current_version(location: str | Path) -> tuple[str, dict[str, Any]] | None:
+    """The live version of the index at ``location`` (a folder, a .db path or a Milvus
+    URI) and the embedder it was built with; ``None`` when there is no index yet. A
+    searcher whose :attr:`Searcher.version` differs is out of date."""
+    from .milvus import current_version as milvus_version
+    from .milvus import is_milvus
+
+    if is_milvus(location):
+        return milvus_version(str(location))
+    gen = IndexDir(location).current()
+    if gen is None:
+        return None
+    return gen.name, read_manifest(gen)["embedder"]
+
+
 class Searcher:
     """A loaded index generation. Thread-safe: the page shares one across sessions."""
 
@@ -102,6 +116,13 @@ class Searcher:
         self._embedder = embedder
         self._device = device
         self._lock = threading.RLock()
+        self.view = self._open_view()
+        self.docs = self.view.docs
+        self.doc_by_id = self.view.doc_by_id
+        self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def _open_view(self) -> GenerationView:
+        index_dir, manifest = self.index_dir, self.manifest
         segments, deleted = [], []
         for e in manifest["segments"]:
             seg = open_segment(Path(index_dir) / "segments" / e["name"])
@@ -110,16 +131,20 @@ class Searcher:
                 raise IndexMismatch(f"index at {index_dir}/ is inconsistent: {e['name']} holds "
                                     f"{seg.vectors.dim}-d vectors, the manifest says {self.spec['dim']}-d — rebuild it")
             segments.append(seg)
-            deleted.append(load_deleted(gen, e["name"]) if e.get("deleted_docs") else np.zeros(0, dtype=np.int64))
-        self.view = GenerationView(segments, deleted)
-        self.docs = self.view.docs
-        self.doc_by_id = self.view.doc_by_id
-        self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
+            deleted.append(load_deleted(self.gen, e["name"]) if e.get("deleted_docs")
+                           else np.zeros(0, dtype=np.int64))
+        return GenerationView(segments, deleted)
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, index_dir: str | Path = "index", model: str | None = None, embedder: Embedder | None = None,
              device: str | None = None) -> Searcher:
+        from .milvus import is_milvus
+
+        if is_milvus(index_dir):
+            from .milvus import MilvusSearcher
+
+            return MilvusSearcher.open(str(index_dir), model=model, embedder=embedder, device=device)
         idx = IndexDir(index_dir)
         gen = idx.require_current()
         manifest = read_manifest(gen)
@@ -137,6 +162,11 @@ class Searcher:
     def count(self) -> int:
         """Live passages."""
         return self.view.n_live
+
+    @property
+    def version(self) -> str:
+        """What :func:`current_version` says of the index this searcher has loaded."""
+        return self.gen.name
 
     def is_stale(self) -> bool:
         """True when a newer generation has been published since this one was loaded."""
@@ -269,10 +299,9 @@ class Searcher:
         masks = self._masks(doc_ids, sources)
         qtokens = tokenize(query)
 
-        lex_all = self.view.bm25(qtokens, cfg.bm25_k1, cfg.bm25_b)
         lex_rows = np.zeros(0, np.int64)
         if mode != "dense":
-            lex_rows, _ = top_k(lex_all, n, None if masks is None else np.concatenate(masks))
+            lex_rows, _ = self.view.bm25_top(qtokens, cfg.bm25_k1, cfg.bm25_b, n, masks)
         qvec = None
         dense_rows = np.zeros(0, np.int64)
         if mode != "lexical":
@@ -292,14 +321,15 @@ class Searcher:
             bg = self.dense_background(qvec)
             dense_of = {r: calibrate_dense(c, bg) for r, c in cos_of.items()}
         cap = self.lexical_ceiling(qtokens)
-        lex_of = {r: calibrate_lexical(float(lex_all[r]), cap) for r in candidates}
+        raw_lex = self.view.bm25_of(qtokens, cfg.bm25_k1, cfg.bm25_b, candidates)
+        lex_of = {r: calibrate_lexical(raw_lex[r], cap) for r in candidates}
 
         if mode == "dense":
             fused = {r: dense_of[r] for r in candidates}
             ranked = self._ranked({r: cos_of[r] for r in candidates}, rows)
         elif mode == "lexical":
             fused = {int(r): lex_of[int(r)] for r in lex_rows}
-            ranked = self._ranked({int(r): float(lex_all[r]) for r in lex_rows}, rows)
+            ranked = self._ranked({int(r): raw_lex[int(r)] for r in lex_rows}, rows)
         else:
             fused = fuse(cfg, dense_of, lex_of, [int(r) for r in dense_rows], [int(r) for r in lex_rows],
                          len(self._query_terms(qtokens)))

@@ -403,6 +403,7 @@ class GenerationView:
         self._terms: OrderedDict[str, tuple[int, list]] = OrderedDict()
         self._sample: np.ndarray | None = None
         self._lexical: tuple[int, int] | None = None
+        self._last_bm25: tuple[tuple, np.ndarray] | None = None
 
     @property
     def n_live(self) -> int:
@@ -571,6 +572,28 @@ class GenerationView:
 
     def has_term(self, term: str) -> bool:
         return self.term(term)[0] > 0
+
+    def _bm25_cached(self, tokens, k1: float, b: float) -> np.ndarray:
+        """:meth:`bm25`, remembered for the last query (a search asks for the top rows,
+        then for the scores of the dense channel's rows)."""
+        key = (tuple(dict.fromkeys(tokens)), k1, b)
+        with self._stats_lock:
+            if self._last_bm25 is not None and self._last_bm25[0] == key:
+                return self._last_bm25[1]
+        scores = self.bm25(tokens, k1, b)
+        with self._stats_lock:
+            self._last_bm25 = (key, scores)
+        return scores
+
+    def bm25_top(self, tokens, k1: float, b: float, k: int,
+                 masks: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and scores of the ``k`` best BM25 matches (only rows ``masks`` allows)."""
+        return bm25.top_k(self._bm25_cached(tokens, k1, b), k, None if masks is None else np.concatenate(masks))
+
+    def bm25_of(self, tokens, k1: float, b: float, rows) -> dict[int, float]:
+        """BM25 scores of the given rows."""
+        scores = self._bm25_cached(tokens, k1, b)
+        return {int(r): float(scores[r]) for r in rows}
 
     def bm25(self, tokens, k1: float, b: float) -> np.ndarray:
         """BM25 score of every global row for the query ``tokens`` (each distinct term once)."""
