@@ -104,11 +104,15 @@ def cli() -> None:
               show_default=True, help="Vector index: exact float32 (flat) or float16 (fp16), or an HNSW graph; "
               "auto, per segment: flat below 10,000 passages, fp16 below 200,000, hnsw above. "
               "Add --rebuild to convert an up-to-date index.")
+@click.option("--reuse-vectors", "reuse_vectors", default=None, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False),
+              help="With --store: take the vectors of passages that a local index (DIR) already holds "
+              "instead of embedding them again (moving a library to Milvus).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_friendly
 def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, rebuild, prune, max_file_mb,
-              max_chars, vector_kind, quiet, as_json):
+              max_chars, vector_kind, reuse_vectors, quiet, as_json):
     """Build or update the index from FOLDER (recursively: .txt .md .html .docx .pdf).
 
     Only new or changed documents are embedded; removed ones are dropped. Without
@@ -122,7 +126,7 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
     report = update_index(
         folder, index_dir, model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
         rebuild=rebuild, max_file_bytes=int(max_file_mb * 1024 * 1024), max_chars=max_chars or DEFAULT_MAX_CHARS,
-        vector_kind=vector_kind, progress=not quiet and sys.stderr.isatty(), prune=prune,
+        vector_kind=vector_kind, progress=not quiet and sys.stderr.isatty(), prune=prune, reuse_vectors=reuse_vectors,
         warn=lambda m: click.echo("warning: " + terminal_text(m), err=True),
     )
     if as_json:

@@ -134,8 +134,10 @@ def prepare_index(ds: Dataset, cache: Path, model: str | None, max_chars: int, p
         path_to_id[name] = str(p["id"])
     (cache / "ids.json").write_text(json.dumps(path_to_id, ensure_ascii=False), encoding="utf-8")
     target = store or cache / "index"
+    # a store reuses the vectors of the local evaluation index when there is one
+    reuse = cache / "index" if store and (cache / "index" / "CURRENT").exists() else None
     report = update_index(corpus, target, model=model, max_chars=max_chars, progress=progress,
-                          warn=lambda m: None, prune=True)
+                          warn=lambda m: None, prune=True, reuse_vectors=reuse)
     if log:
         log(f"index {target}: {report.summary()}")
     return target, path_to_id, report

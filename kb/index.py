@@ -154,6 +154,7 @@ def update_index(
     on_progress: Callable[[str, int, int], None] | None = None,
     prune: bool = False,
     merge: bool = True,
+    reuse_vectors: str | Path | None = None,
 ) -> IndexReport:
     """Bring the index in ``index_dir`` in line with the folder ``corpus``.
 
@@ -171,7 +172,10 @@ def update_index(
     if is_milvus(index_dir):  # a .db path or a server URI: see kb.milvus
         from .milvus import MilvusIndexer
 
-        return MilvusIndexer(str(index_dir), options, embedder=embedder, warn=warn, on_progress=on_progress).run(corpus)
+        return MilvusIndexer(str(index_dir), options, embedder=embedder, warn=warn, on_progress=on_progress,
+                             reuse_vectors=reuse_vectors).run(corpus)
+    if reuse_vectors is not None:
+        raise KBError("--reuse-vectors copies vectors into a Milvus store (--store); a local index reuses its own")
     return Indexer(IndexDir(index_dir), options, embedder=embedder, warn=warn, on_progress=on_progress).run(corpus)
 
 

