@@ -108,11 +108,16 @@ def cli() -> None:
               type=click.Path(exists=True, file_okay=False),
               help="With --store: take the vectors of passages that a local index (DIR) already holds "
               "instead of embedding them again (moving a library to Milvus).")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Embed on a Ray cluster (a pool of encoder actors, GPUs when present); this process still "
+              "writes. Needs pip install 'kb[ray]'.")
+@click.option("--ray-address", default=None, metavar="ADDR", envvar="RAY_ADDRESS",
+              help="The Ray cluster to join (default: start one on this machine for the run).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_friendly
 def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, rebuild, prune, max_file_mb,
-              max_chars, vector_kind, reuse_vectors, quiet, as_json):
+              max_chars, vector_kind, reuse_vectors, use_ray, ray_address, quiet, as_json):
     """Build or update the index from FOLDER (recursively: .txt .md .html .docx .pdf).
 
     Only new or changed documents are embedded; removed ones are dropped. Without
@@ -127,6 +132,7 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
         folder, index_dir, model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
         rebuild=rebuild, max_file_bytes=int(max_file_mb * 1024 * 1024), max_chars=max_chars or DEFAULT_MAX_CHARS,
         vector_kind=vector_kind, progress=not quiet and sys.stderr.isatty(), prune=prune, reuse_vectors=reuse_vectors,
+        ray=use_ray, ray_address=ray_address,
         warn=lambda m: click.echo("warning: " + terminal_text(m), err=True),
     )
     if as_json:

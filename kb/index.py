@@ -135,6 +135,8 @@ class IndexOptions:
     prune: bool = False  # a folder that has become empty may empty the index
     merge: bool = True  # run the merge policy after publishing
     progress: bool = True
+    ray: bool = False  # embed on a Ray cluster (kb.distributed)
+    ray_address: str | None = None  # None: a local Ray started for the run
 
 
 def update_index(
@@ -155,6 +157,8 @@ def update_index(
     prune: bool = False,
     merge: bool = True,
     reuse_vectors: str | Path | None = None,
+    ray: bool = False,
+    ray_address: str | None = None,
 ) -> IndexReport:
     """Bring the index in ``index_dir`` in line with the folder ``corpus``.
 
@@ -166,7 +170,8 @@ def update_index(
     """
     options = IndexOptions(model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
                            rebuild=rebuild, max_file_bytes=max_file_bytes, max_chars=max_chars,
-                           vector_kind=vector_kind, prune=prune, merge=merge, progress=progress)
+                           vector_kind=vector_kind, prune=prune, merge=merge, progress=progress, ray=ray,
+                           ray_address=ray_address)
     from .milvus import is_milvus
 
     if is_milvus(index_dir):  # a .db path or a server URI: see kb.milvus
@@ -576,18 +581,31 @@ class Indexer:
                 if not same_embedder(emb.spec(), spec):
                     raise mismatch(self.idx.root, spec, emb.describe(), "rebuild with --rebuild")
                 bar = _bar(opt.progress, len(missing), "embedding")
-                step = max(1, min(EMBED_BATCH, emb.batch_size))
-                for i in range(0, len(missing), step):
-                    keys = missing[i: i + step]
-                    vecs = emb.embed_passages([needed[k] for k in keys])
+                done = 0
+
+                def keep(keys: list[str], vecs: np.ndarray) -> None:
+                    nonlocal done
                     pending.put_many(keys, vecs)
                     vec_of.update(zip(keys, vecs))
+                    done += len(keys)
                     if bar is not None:
                         bar.update(len(keys))
                     if self.on_progress:
-                        self.on_progress("embedding", min(i + step, len(missing)), len(missing))
+                        self.on_progress("embedding", done, len(missing))
+
+                if opt.ray:
+                    from .distributed import ray_embed
+
+                    ray_embed(spec, [(k, needed[k]) for k in missing], keep, address=opt.ray_address)
+                else:
+                    step = max(1, min(EMBED_BATCH, emb.batch_size))
+                    for i in range(0, len(missing), step):
+                        keys = missing[i: i + step]
+                        keep(keys, emb.embed_passages([needed[k] for k in keys]))
                 if bar is not None:
                     bar.close()
+                if done != len(missing):
+                    raise KBError(f"the embedder returned {done} vectors for {len(missing)} passages")
             report.embedded = len(missing)
         finally:
             pending.close()
