@@ -289,17 +289,26 @@ def stats_cmd(as_json, index_dir):
         _dump(s)
         return
     emb = s["embedder"]
-    click.echo(f"index       {s['index']}/ ({s['generation']}, built {s['created']})")
+    slash = "" if s.get("store") else "/"
+    click.echo(f"index       {s['index']}{slash} ({s['generation']}, built {s['created']})")
     click.echo(f"corpus      {s['corpus']}")
     click.echo(f"documents   {s['documents']}")
     kinds = ", ".join(f"{v} {k}" for k, v in sorted(s["passage_kinds"].items()))
     click.echo(f"passages    {s['passages']} ({kinds})")
     click.echo(f"embedder    {emb['backend']} {emb['model']} ({emb['dim']}-d), {s['vector_index']} vectors")
     click.echo(f"vocabulary  {s['vocabulary']} terms")
-    deleted = sum(e["deleted_rows"] for e in s["segments"])
-    purge = f" ({deleted} deleted passages not yet purged)" if deleted else ""
-    click.echo(f"segments    {len(s['segments'])}{purge}")
-    click.echo(f"size        {s['size_bytes'] / 1048576:.1f} MB")
+    if s.get("store"):  # Milvus
+        click.echo(f"store       {s['store']}: collections {', '.join(s['collections'])}")
+        avg = s["bm25_average_length"]
+        if avg["now"] and avg["written"]:
+            click.echo(f"bm25        average passage length {avg['now']:.1f} tokens (last written with "
+                       f"{avg['written']:.1f}; `kb compact` re-weights)")
+    else:
+        deleted = sum(e["deleted_rows"] for e in s["segments"])
+        purge = f" ({deleted} deleted passages not yet purged)" if deleted else ""
+        click.echo(f"segments    {len(s['segments'])}{purge}")
+    if s["size_bytes"] is not None:
+        click.echo(f"size        {s['size_bytes'] / 1048576:.1f} MB")
 
 
 @cli.command("compact")

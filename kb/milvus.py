@@ -61,6 +61,9 @@ WRITE_BATCH = 512  # passages per insert
 IN_BATCH = 1000  # keys per `in [...]` filter
 MAX_LIMIT = 16_384  # Milvus' largest topk / query limit
 CONNECT_TIMEOUT = 10.0
+# A writer on a server renews its lease in the manifest; a "writing" manifest older than this
+# is an interrupted run (recovered), a fresher one another writer (refused).
+LEASE_S = 120.0
 ALL = f"key >= {-(1 << 63)}"  # every passage
 EMPTY = 0xFFFFFFFE  # the one dimension of a passage without words (Milvus rejects an empty vector)
 SHOWN = ("key", "id", "doc_id", "kind", "parent", "ordinal", "start", "end", "orig_start", "orig_end",
@@ -304,15 +307,14 @@ class MilvusLibrary:
         ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
         for f in ("id", "doc_id", "source", "date", "vkey", "parent"):
             ip.add_index(f, index_type="INVERTED")
-        self.call(c.create_collection, self.P, schema=passages, index_params=ip, consistency_level="Strong")
+        self._create(self.P, schema=passages, index_params=ip)
 
         def small(name, fields, pk_index=()):
             ip = c.prepare_index_params()
             ip.add_index("v", index_type="FLAT", metric_type="L2")
             for f in pk_index:
                 ip.add_index(f, index_type="INVERTED")
-            self.call(c.create_collection, name, schema=schema(fields + [("v", DataType.FLOAT_VECTOR, {"dim": 2})]),
-                      index_params=ip, consistency_level="Strong")
+            self._create(name, schema=schema(fields + [("v", DataType.FLOAT_VECTOR, {"dim": 2})]), index_params=ip)
 
         small(self.D, [("doc_id", V, {"is_primary": True, "max_length": 256}), ("path", V, text), ("title", V, text),
                        ("meta", V, text), ("source", V, short), ("date", V, short), ("content_hash", V, short),
@@ -325,7 +327,13 @@ class MilvusLibrary:
                         ("df", DataType.SPARSE_FLOAT_VECTOR, {})])
         ip = c.prepare_index_params()
         ip.add_index("df", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
-        self.call(c.create_collection, self.S, schema=stats, index_params=ip, consistency_level="Strong")
+        self._create(self.S, schema=stats, index_params=ip)  # last: its existence says the library does
+
+    def _create(self, name: str, schema, index_params) -> None:
+        """Create a collection unless an interrupted first run already did."""
+        if not self.call(self.client.has_collection, name):
+            self.call(self.client.create_collection, name, schema=schema, index_params=index_params,
+                      consistency_level="Strong")
 
     def drop(self) -> None:
         for name in (self.P, self.D, self.T, self.S):
@@ -527,6 +535,10 @@ class MilvusIndexer(Indexer):
             raise KBError(f"{self.loc} holds a kb library of format {manifest.get('format')}; this kb writes "
                           f"format {FORMAT} — rebuild it with --rebuild")
         if manifest is not None and manifest.get("state") == "writing":
+            beat = float(manifest.get("heartbeat") or 0)
+            if not self.loc.lite and time.time() - beat < LEASE_S:  # a Lite .db has one process anyway
+                raise IndexBusy(f"another `kb index` is writing {self.loc} (last heard from "
+                                f"{time.time() - beat:.0f} s ago) — wait for it to finish")
             self.warn("the previous run was interrupted; recounting the statistics and completing it")
             n, total, df = lib.recount()
             manifest.update(passages=n, total_length=total)
@@ -580,7 +592,7 @@ class MilvusIndexer(Indexer):
         cfg = RankingConfig()
         k1, b = (manifest.get("bm25") or {}).get("k1", cfg.bm25_k1), (manifest.get("bm25") or {}).get("b", cfg.bm25_b)
         stamp = now_iso()
-        manifest.update(state="writing", bm25={"k1": k1, "b": b})
+        manifest.update(state="writing", bm25={"k1": k1, "b": b}, heartbeat=time.time())
         lib.write_manifest(manifest)
         df = lib.document_frequencies()
         touched: set[int] = set()
@@ -615,6 +627,9 @@ class MilvusIndexer(Indexer):
             if pending >= WRITE_BATCH or i == len(plan.new_docs):
                 self._insert(lib, batch, vec_of, tokens_of, avgdl, k1, b, stamp)
                 batch, pending = [], 0
+                if time.time() - manifest["heartbeat"] > LEASE_S / 4:  # still writing: keep the lease
+                    manifest["heartbeat"] = time.time()
+                    lib.write_manifest(manifest)
             if bar is not None:
                 bar.update(1)
             if self.on_progress:
@@ -691,17 +706,16 @@ def compact_milvus(location: str, progress: bool = False) -> IndexReport:
         avgdl = total / n if n else 1.0
         bar = _bar(progress, n, "re-weighting")
         batch: list[dict] = []
-        fields = [f for f in SHOWN] + ["source", "date", "vkey", "length", "dense"]
-        texts = {}
+        fields = list(SHOWN) + ["source", "date", "vkey", "length", "dense"]
         for r in lib.query_all(lib.P, ALL, fields):
             batch.append(r)
             if len(batch) >= WRITE_BATCH:
-                _reweight(lib, batch, avgdl, k1, b, texts)
+                _reweight(lib, batch, avgdl, k1, b)
                 if bar is not None:
                     bar.update(len(batch))
                 batch = []
         if batch:
-            _reweight(lib, batch, avgdl, k1, b, texts)
+            _reweight(lib, batch, avgdl, k1, b)
         if bar is not None:
             bar.close()
         manifest.update(avgdl_written=avgdl, generation=int(manifest["generation"]) + 1)
@@ -714,7 +728,9 @@ def compact_milvus(location: str, progress: bool = False) -> IndexReport:
     return report
 
 
-def _reweight(lib: MilvusLibrary, rows: list[dict], avgdl: float, k1: float, b: float, _cache) -> None:
+def _reweight(lib: MilvusLibrary, rows: list[dict], avgdl: float, k1: float, b: float) -> None:
+    """Upsert rows with BM25 weights for ``avgdl`` (tokens recomputed from the text, as
+    `kb index` tokenises it)."""
     from .index import lexical_text
     from .textproc import tokenize
     from .types import Passage

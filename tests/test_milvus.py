@@ -312,3 +312,24 @@ def test_a_milvus_server(tmp_path, corpus, monkeypatch):
             assert overlap(s, Searcher.load(local), q) >= 0.9
     finally:
         s.lib.drop()
+
+
+def test_a_writer_on_a_server_holds_a_lease(tmp_path, corpus, monkeypatch):
+    """On a server two `kb index` runs could interleave: a run that finds another's fresh
+    lease refuses; a stale one is an interrupted run, recovered. (A Lite store stands in for
+    the server: the lease is what is tested.)"""
+    store = str(tmp_path / "kb.db")
+    build(corpus, store)
+    monkeypatch.setattr(milvus.Location, "lite", property(lambda self: False))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lib = milvus.MilvusLibrary(milvus.Location.parse(store))
+    m = lib.manifest()
+    lib.write_manifest({**m, "state": "writing", "heartbeat": time.time()})
+    (corpus / "extra.txt").write_text("新文档\n\n关于水稻育种的新内容。", encoding="utf-8")
+    with pytest.raises(IndexBusy, match="another `kb index` is writing"):
+        build(corpus, store)
+    lib.write_manifest({**m, "state": "writing", "heartbeat": time.time() - 2 * milvus.LEASE_S})
+    lib.close()
+    warnings: list[str] = []
+    r = update_index(corpus, store, model="hash:64", progress=False, warn=warnings.append)
+    assert r.added == 1 and any("interrupted" in w for w in warnings)
