@@ -810,9 +810,13 @@ class MilvusView:
         self.lite = lib.loc.lite
 
     # ------------------------------------------------------------------ statistics
+    def _idf(self, df: int) -> float:
+        # an interrupted run can leave frequencies ahead of the passage count: IDF stays positive
+        return bm25.idf(max(self.n_live, df), df)
+
     def idf(self, term: str) -> float:
         df = self.df.get(term_hash(term), 0)
-        return bm25.idf(self.n_live, df) if df else 0.0
+        return self._idf(df) if df else 0.0
 
     def has_term(self, term: str) -> bool:
         return self.df.get(term_hash(term), 0) > 0
@@ -925,7 +929,7 @@ class MilvusView:
             h = term_hash(t)
             df = self.df.get(h, 0)
             if df > 0:
-                q[h] = q.get(h, 0.0) + bm25.idf(self.n_live, df)
+                q[h] = q.get(h, 0.0) + self._idf(df)
         return q
 
     def bm25_top(self, tokens, k1: float, b: float, k: int, masks: str | None = None):
