@@ -423,13 +423,20 @@ class MilvusLibrary:
         for i in range(0, len(doc_ids), 200):
             chunk = doc_ids[i: i + 200]
             expr = f"doc_id in {json.dumps(chunk, ensure_ascii=False)}"
-            for r in self.query_all(self.P, expr, ["length", "sparse"]):
+            keys = []
+            fields = ["key", "length", "sparse"]
+            rows = self.query(self.P, expr, fields, limit=MAX_LIMIT)  # one pass over the collection
+            if len(rows) >= MAX_LIMIT:
+                rows = self.query_all(self.P, expr, fields)
+            for r in rows:
+                keys.append(int(r["key"]))
                 n += 1
                 total += int(r["length"])
                 lost.update(h for h in r["sparse"] if h != EMPTY)
-            self.call(self.client.delete, self.P, filter=expr)
+            if keys:  # by primary key: a filter would scan the collection again
+                self.call(self.client.delete, self.P, ids=keys)
             self.call(self.client.delete, self.T, filter=expr)
-            self.call(self.client.delete, self.D, filter=expr)
+            self.call(self.client.delete, self.D, ids=chunk)
         return n, total, lost
 
     def recount(self) -> tuple[int, int, dict[int, int]]:
@@ -540,7 +547,8 @@ class MilvusIndexer(Indexer):
         if manifest is not None and manifest.get("format") != FORMAT:
             raise KBError(f"{self.loc} holds a kb library of format {manifest.get('format')}; this kb writes "
                           f"format {FORMAT} — rebuild it with --rebuild")
-        if manifest is not None and manifest.get("state") == "writing":
+        recovering = manifest is not None and manifest.get("state") == "writing"
+        if recovering:
             beat = float(manifest.get("heartbeat") or 0)
             if not self.loc.lite and time.time() - beat < LEASE_S:  # a Lite .db has one process anyway
                 raise IndexBusy(f"another `kb index` is writing {self.loc} (last heard from "
@@ -608,7 +616,9 @@ class MilvusIndexer(Indexer):
         # with whatever an interrupted run left of them
         victims = [prev.docs[rel]["doc_id"] for rel in plan.removed] if prev else []
         victims += [prev.docs[doc.path]["doc_id"] for doc, _ in plan.new_docs if prev and doc.path in prev.docs]
-        victims = list(dict.fromkeys(victims + [doc.doc_id for doc, _ in plan.new_docs]))
+        if recovering:  # an interrupted run may have left passages of documents it was adding
+            victims += [doc.doc_id for doc, _ in plan.new_docs]
+        victims = list(dict.fromkeys(victims))
         if victims:
             gone_n, gone_len, lost = lib.delete_docs(victims)
             n, total = n - gone_n, total - gone_len
@@ -644,7 +654,7 @@ class MilvusIndexer(Indexer):
             bar.close()
         for rel, stat in plan.refreshed.items():
             d = prev.docs[rel]
-            row = lib.query(lib.D, f"doc_id == {json.dumps(d['doc_id'])}", list(DOC_FIELDS) + ["v"])
+            row = lib.query(lib.D, f"doc_id == {json.dumps(d['doc_id'])}", list(DOC_FIELDS) + ["source", "date", "v"])
             if row:
                 row[0].update(size=stat[0], mtime_ns=stat[1], ctime_ns=stat[2])
                 lib.call(lib.client.upsert, lib.D, [row[0]])

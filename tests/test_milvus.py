@@ -129,6 +129,12 @@ def test_unchanged_folder_writes_nothing_and_vectors_are_reused(tmp_path):
     again = update_index(lib.folder, store, embedder=emb, progress=False, warn=quiet)
     assert first.updated and not again.updated and again.passages == first.passages
     assert sum(calls) == first.embedded
+    # a file touched (same bytes, new times): its document row takes the new times, once
+    doc = sorted(lib.folder.glob("*.txt"))[0]
+    os.utime(doc, (time.time() - 100, time.time() - 100))
+    touched = update_index(lib.folder, store, embedder=emb, progress=False, warn=quiet)
+    assert touched.unchanged == 4 and touched.changed == 0 and touched.updated
+    assert not update_index(lib.folder, store, embedder=emb, progress=False, warn=quiet).updated
     # a local index's vectors move to a new store without embedding (--reuse-vectors)
     local = tmp_path / "index"
     update_index(lib.folder, local, embedder=emb, progress=False, warn=quiet)
