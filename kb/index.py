@@ -343,23 +343,7 @@ class Indexer:
         opt, idx, report = self.options, self.idx, self.report
         idx.clean(keep_previous=None)
         prev = load_previous(idx, opt.rebuild)
-        if corpus is None:
-            if prev is None:
-                raise KBError("no folder given and no index yet — run `kb index FOLDER`")
-            corpus = prev.manifest["corpus"]
-        corpus = Path(corpus).resolve()
-        if not corpus.is_dir():
-            raise KBError(f"{corpus} is not a folder — give the folder that holds your documents"
-                          + (" (the index is unchanged)" if prev else ""))
-        spec = None
-        if prev is not None and not opt.rebuild:
-            spec = prev.manifest["embedder"]
-            if self._embedder is not None:
-                if not same_embedder(self._embedder.spec(), spec):
-                    raise mismatch(idx.root, spec, self._embedder.describe(), "rebuild with --rebuild")
-            else:
-                check_model(opt.model, spec, idx.root)
-        self.spec = spec
+        corpus = self.start(corpus, prev)
         scan_started_ns = time.time_ns()
         # Everything is re-split (vectors still reused) after --rebuild or a pipeline change.
         full = opt.rebuild or (prev is not None and prev.manifest.get("pipeline") != pipeline_settings(opt.max_chars))
@@ -407,6 +391,28 @@ class Indexer:
                                               else opt.vector_kind)
                 final = idx.require_current()
                 report.generation, report.segments = final.name, len(read_manifest(final)["segments"])
+
+    def start(self, corpus, prev) -> Path:
+        """The folder to index (``None``: the one the index was built from), and the
+        embedder check: the index's model unless rebuilding (sets ``self.spec``)."""
+        opt = self.options
+        if corpus is None:
+            if prev is None:
+                raise KBError("no folder given and no index yet — run `kb index FOLDER`")
+            corpus = prev.manifest["corpus"]
+        corpus = Path(corpus).resolve()
+        if not corpus.is_dir():
+            raise KBError(f"{corpus} is not a folder — give the folder that holds your documents"
+                          + (" (the index is unchanged)" if prev else ""))
+        self.spec = None
+        if prev is not None and not opt.rebuild:
+            self.spec = prev.manifest["embedder"]
+            if self._embedder is not None:
+                if not same_embedder(self._embedder.spec(), self.spec):
+                    raise mismatch(self.idx.root, self.spec, self._embedder.describe(), "rebuild with --rebuild")
+            else:
+                check_model(opt.model, self.spec, self.idx.root)
+        return corpus
 
     def _spec(self) -> dict:
         if self.spec is None:

@@ -562,22 +562,7 @@ class MilvusIndexer(Indexer):
         if manifest is not None:
             prev = MilvusPrevious(manifest, {d["path"]: {**d, "ctime_ns": d["ctime_ns"] if d["ctime_ns"] >= 0
                                                           else None} for d in lib.files()}, lib)
-        if corpus is None:
-            if prev is None:
-                raise KBError("no folder given and no index yet — run `kb index FOLDER`")
-            corpus = prev.manifest["corpus"]
-        corpus = Path(corpus).resolve()
-        if not corpus.is_dir():
-            raise KBError(f"{corpus} is not a folder — give the folder that holds your documents"
-                          + (" (the index is unchanged)" if prev else ""))
-        self.spec = None
-        if prev is not None and not opt.rebuild:
-            self.spec = prev.manifest["embedder"]
-            if self._embedder is not None:
-                if not same_embedder(self._embedder.spec(), self.spec):
-                    raise mismatch(self.loc, self.spec, self._embedder.describe(), "rebuild with --rebuild")
-            else:
-                check_model(opt.model, self.spec, self.loc)
+        corpus = self.start(corpus, prev)
         scan_started_ns = time.time_ns()
         full = opt.rebuild or (prev is not None and prev.manifest.get("pipeline") != pipeline_settings(opt.max_chars))
         plan = self.scan(corpus, prev, full, scan_started_ns)
