@@ -363,11 +363,11 @@ class MilvusLibrary:
         finally:
             it.close()
 
-    def query_in(self, collection: str, field: str, values: list, fields: list[str], extra: str = "") -> list[dict]:
+    def query_in(self, collection: str, field: str, values: list, fields: list[str]) -> list[dict]:
         out: list[dict] = []
         for i in range(0, len(values), IN_BATCH):
             chunk = values[i: i + IN_BATCH]
-            expr = f"{field} in {json.dumps(chunk, ensure_ascii=False)}" + (f" and ({extra})" if extra else "")
+            expr = f"{field} in {json.dumps(chunk, ensure_ascii=False)}"
             out += self.query(collection, expr, fields, limit=MAX_LIMIT)
         return out
 
@@ -383,15 +383,20 @@ class MilvusLibrary:
             df.update({int(k): int(round(v)) for k, v in r["df"].items()})
         return df
 
+    def _doc_rows(self, fields: list[str]) -> list[dict]:
+        docs = list(self.query_all(self.D, 'doc_id != ""', fields))
+        for d in docs:
+            d["ctime_ns"] = d["ctime_ns"] if d["ctime_ns"] >= 0 else None  # -1: not recorded
+        return docs
+
     def files(self) -> list[dict]:
-        fields = ["doc_id", "path", "content_hash", "size", "mtime_ns", "ctime_ns", "n_passages"]
-        return list(self.query_all(self.D, 'doc_id != ""', fields))
+        """What a re-index compares with the folder (no texts)."""
+        return self._doc_rows(["doc_id", "path", "content_hash", "size", "mtime_ns", "ctime_ns", "n_passages"])
 
     def documents(self) -> list[dict]:
-        docs = list(self.query_all(self.D, 'doc_id != ""', list(DOC_FIELDS)))
+        docs = self._doc_rows(list(DOC_FIELDS))
         for d in docs:
             d["meta"] = json.loads(d["meta"])
-            d["ctime_ns"] = d["ctime_ns"] if d["ctime_ns"] >= 0 else None
         docs.sort(key=lambda d: d["path"])
         return docs
 
@@ -560,8 +565,7 @@ class MilvusIndexer(Indexer):
             lib.write_manifest(manifest)
         prev = None
         if manifest is not None:
-            prev = MilvusPrevious(manifest, {d["path"]: {**d, "ctime_ns": d["ctime_ns"] if d["ctime_ns"] >= 0
-                                                          else None} for d in lib.files()}, lib)
+            prev = MilvusPrevious(manifest, {d["path"]: d for d in lib.files()}, lib)
         corpus = self.start(corpus, prev)
         scan_started_ns = time.time_ns()
         full = opt.rebuild or (prev is not None and prev.manifest.get("pipeline") != pipeline_settings(opt.max_chars))
@@ -643,7 +647,7 @@ class MilvusIndexer(Indexer):
             if row:
                 row[0].update(size=stat[0], mtime_ns=stat[1], ctime_ns=stat[2])
                 lib.call(lib.client.upsert, lib.D, [row[0]])
-        lib.write_frequencies({h: c for h, c in df.items() if h % BUCKETS in touched}, touched)
+        lib.write_frequencies(df, touched)
         manifest.update(state="clean", generation=int(manifest.get("generation", 0)) + 1, passages=n,
                         total_length=total, documents=report.documents, created=stamp, corpus=str(corpus),
                         pipeline=pipeline_settings(opt.max_chars), scan_started_ns=scan_started_ns,
