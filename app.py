@@ -26,7 +26,7 @@ from kb.index import update_index
 from kb.library import UPLOAD_SUFFIXES, remove_document, save_upload
 from kb.milvus import is_milvus
 from kb.render import document_html, highlight_html, meta_line, text_html
-from kb.search import MAX_QUERY_CHARS, Searcher, bound_query, confidence, current_version
+from kb.search import MAX_QUERY_CHARS, Searcher, bound_query, confidence, current_version, index_embedder
 from kb.types import SEARCH_MODES
 
 APP_DIR = Path(__file__).resolve().parent
@@ -151,13 +151,13 @@ def load_embedder(spec_json: str):
 
 
 @st.cache_resource(show_spinner="正在加载索引…", max_entries=2)
-def load_searcher(index_dir: str, generation: str, spec_json: str) -> Searcher:
+def load_searcher(index_dir: str, generation: str) -> Searcher:
     """One loaded index per server and generation: a re-index publishes a new
     generation, which is loaded once on the next run. Generations share the readers
     of the segments they have in common (kb.segments.open_segment), so loading the
     generation after a one-document update opens only its new small segment; two are
     kept, the live one and the one a session may still be reading."""
-    embedder = load_embedder(spec_json)
+    embedder = load_embedder(json.dumps(index_embedder(index_dir), sort_keys=True))
     searcher = Searcher.load(index_dir, embedder=embedder)
     searcher.warm()  # tokenizer and model now, not on the first query
     return searcher
@@ -512,7 +512,7 @@ def main() -> None:
         if live is None:
             view_no_index(index_dir)
             return
-        searcher = load_searcher(str(index_dir), live[0], json.dumps(live[1], sort_keys=True))
+        searcher = load_searcher(str(index_dir), live)
     except KBError as e:
         say("error", f"无法打开索引：{e}")
         return

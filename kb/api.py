@@ -25,7 +25,7 @@ from . import __version__
 from .access import redact_paths, token_matches
 from .embedding import Embedder, embedder_from_spec
 from .errors import EmptyQuery, KBError, UnknownPassage
-from .search import MAX_QUERY_CHARS, Searcher, current_version, search_response
+from .search import MAX_QUERY_CHARS, Searcher, current_version, index_embedder, search_response
 from .types import SEARCH_MODES
 from .views import DocumentView, PassageView, SearchResponse
 
@@ -110,18 +110,18 @@ class Library:
         if live is None:
             raise Unavailable(f"no index at {self.location} — run `kb index FOLDER` first")
         s = self._searcher
-        if s is not None and s.version == live[0]:
+        if s is not None and s.version == live:
             return s
         with self._lock:
-            if self._searcher is not None and self._searcher.version == live[0]:
+            if self._searcher is not None and self._searcher.version == live:
                 return self._searcher
             last: KBError | None = None
             for _ in range(3):  # a generation may be cleaned away while we load it: take the next
                 try:
-                    live = current_version(self.location) or live
-                    key = json.dumps(live[1], sort_keys=True)
+                    spec = index_embedder(self.location)
+                    key = json.dumps(spec, sort_keys=True)
                     if key not in self._embedders:
-                        self._embedders[key] = embedder_from_spec(live[1])
+                        self._embedders[key] = embedder_from_spec(spec)
                     self._searcher = Searcher.load(self.location, embedder=self._embedders[key])
                     return self._searcher
                 except KBError as e:

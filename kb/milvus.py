@@ -455,16 +455,14 @@ class MilvusLibrary:
         return n, total, dict(df)
 
 
-def current_version(location: str) -> tuple[str, dict] | None:
-    """The library's generation and embedder, or ``None`` when there is none yet."""
-    loc = Location.parse(location)
+def live_manifest(location: str) -> dict | None:
+    """The library's manifest (generation, embedder, counts), or ``None`` when there is none yet."""
     try:
-        lib = MilvusLibrary(loc)
+        lib = MilvusLibrary(Location.parse(location))
     except IndexNotFound:
         return None
     try:
-        m = lib.manifest()
-        return None if m is None else (str(m.get("generation")), m["embedder"])
+        return lib.manifest()
     finally:
         lib.close()
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .cite import Reference, cite
 from .embedding import Embedder, check_model, embedder_from_spec, mismatch, same_embedder
-from .errors import EmptyQuery, IndexMismatch, KBError, UnknownPassage
+from .errors import EmptyQuery, IndexMismatch, IndexNotFound, KBError, UnknownPassage
 from .families import dedupe_families, drop_repeats
 from .fusion import RankingConfig, calibrate_dense, calibrate_lexical, channel_weights, fuse
 from .render import best_sentence, matched_terms
@@ -87,19 +87,29 @@ def bound_query(query: str | None, limit: int = MAX_QUERY_CHARS) -> tuple[str, b
     return query, False
 
 
-def current_version(location: str | Path) -> tuple[str, dict[str, Any]] | None:
+def current_version(location: str | Path) -> str | None:
     """The live version of the index at ``location`` (a folder, a .db path or a Milvus
-    URI) and the embedder it was built with; ``None`` when there is no index yet. A
-    searcher whose :attr:`Searcher.version` differs is out of date."""
-    from .milvus import current_version as milvus_version
-    from .milvus import is_milvus
+    URI); ``None`` when there is no index yet. A searcher whose :attr:`Searcher.version`
+    differs is out of date. Cheap: a page or an API asks it on every request."""
+    from .milvus import is_milvus, live_manifest
 
     if is_milvus(location):
-        return milvus_version(str(location))
+        m = live_manifest(str(location))
+        return None if m is None else str(m.get("generation"))
     gen = IndexDir(location).current()
-    if gen is None:
-        return None
-    return gen.name, read_manifest(gen)["embedder"]
+    return None if gen is None else gen.name
+
+
+def index_embedder(location: str | Path) -> dict[str, Any]:
+    """The embedder spec the live index at ``location`` was built with."""
+    from .milvus import is_milvus, live_manifest
+
+    if is_milvus(location):
+        m = live_manifest(str(location))
+        if m is None:
+            raise IndexNotFound(f"no index at {location} — run `kb index FOLDER --store {location}` first")
+        return m["embedder"]
+    return read_manifest(IndexDir(location).require_current())["embedder"]
 
 
 class Searcher:
