@@ -37,13 +37,27 @@ class Reference:
     sections: tuple[str, ...] = ()  # the locator: heading path below the title
     path: str = ""  # file within the library
     key: str = ""  # a stable id for BibTeX/RIS
+    place: str = ""  # page, slide or rows in the file: 第3页, 第3–4页, 第5张幻灯片, 第12–20行
 
     @classmethod
     def of(cls, title: str, meta: Mapping[str, str], heading_path: Sequence[str] = (), path: str = "",
-           key: str = "") -> Reference:
+           key: str = "", place: str = "") -> Reference:
         return cls(title=title or "", author=meta.get("author", ""), author_position=meta.get("author_position", ""),
                    publisher=meta.get("source", ""), date=meta.get("date", ""), url=meta.get("url", ""),
-                   sections=tuple(h for h in heading_path[1:] if h), path=path, key=key)
+                   sections=tuple(h for h in heading_path[1:] if h), path=path, key=key, place=place)
+
+    @property
+    def pages(self) -> str:
+        """The page numbers of a page locator (``3`` or ``3-4``), for styles with a page field."""
+        m = re.fullmatch(r"第(\d+)(?:–(\d+))?页", self.place)
+        if not m:
+            return ""
+        return m.group(1) if not m.group(2) else f"{m.group(1)}-{m.group(2)}"
+
+    @property
+    def new_place(self) -> str:
+        """The place, unless the section path already says it (a slide's heading names its number)."""
+        return self.place if self.place and self.place not in self.locator else ""
 
     @property
     def locator(self) -> str:
@@ -78,6 +92,8 @@ def short(ref: Reference) -> str:
         parts.append("章节：" + ref.locator)
     elif ref.path and not where:
         parts.append(ref.path)
+    if ref.new_place:
+        parts.append(ref.new_place)
     return ". ".join(parts) + "."
 
 
@@ -89,6 +105,8 @@ def gbt7714(ref: Reference, accessed: _dt.date | None = None) -> str:
     if online:
         dates += f"[{(accessed or _dt.date.today()).isoformat()}]"
     publication = ", ".join(x for x in (ref.publisher, dates) if x)
+    if ref.pages:  # GB/T 7714: the cited pages after the date, "出版者, 日期: 3-4."
+        publication = f"{publication}: {ref.pages}" if publication else ref.pages
     if publication:
         parts.append(publication)
     if online:
@@ -148,7 +166,9 @@ def bibtex(refs: Iterable[Reference], accessed: _dt.date | None = None) -> str:
         fields = [("author", ref.author), ("title", ref.title), ("howpublished", ref.publisher),
                   ("year", ref.year), ("date", ref.date), ("url", ref.url),
                   ("urldate", (accessed or _dt.date.today()).isoformat() if ref.url else ""),
-                  ("note", "章节：" + ref.locator if ref.sections else "")]
+                  ("pages", ref.pages.replace("-", "--")),
+                  ("note", "；".join(x for x in ("章节：" + ref.locator if ref.sections else "",
+                                                ref.new_place if not ref.pages else "") if x))]
         body = "".join(f"  {name} = {{{value if name == 'url' else _bib(value)}}},\n"  # a URL is verbatim
                        for name, value in fields if value)
         entries.append(f"@misc{{{key},\n{body}}}\n")
@@ -161,7 +181,9 @@ def ris(refs: Iterable[Reference], accessed: _dt.date | None = None) -> str:
         fields = [("TY", "ELEC" if ref.url else "GEN"), ("AU", ref.author), ("TI", ref.title), ("PB", ref.publisher),
                   ("PY", ref.year), ("DA", ref.date.replace("-", "/")), ("UR", ref.url),
                   ("Y2", (accessed or _dt.date.today()).isoformat().replace("-", "/") if ref.url else ""),
-                  ("N1", "章节：" + ref.locator if ref.sections else ""), ("ID", ref.key)]
+                  ("SP", ref.pages.split("-")[0]), ("EP", ref.pages.split("-")[-1] if "-" in ref.pages else ""),
+                  ("N1", "；".join(x for x in ("章节：" + ref.locator if ref.sections else "",
+                                              ref.new_place if not ref.pages else "") if x)), ("ID", ref.key)]
         lines = [f"{tag}  - {' '.join(value.split())}" for tag, value in fields if value]
         records.append("\n".join(lines) + "\nER  - \n")
     return "\n".join(records)

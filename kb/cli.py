@@ -97,7 +97,14 @@ def cli() -> None:
 @click.option("--prune", is_flag=True,
               help="Allow a folder that has become empty to empty the index (refused without it).")
 @click.option("--max-file-mb", default=20.0, show_default=True, type=click.FloatRange(0.001, 4096),
-              help="Skip (with a warning) files larger than this.")
+              help="Skip (with a warning) files larger than this (PDFs and images: limited by --max-pages "
+              "and pixels instead, up to 1 GB).")
+@click.option("--ocr", "ocr", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="Read scans by OCR (offline): auto = images and PDF pages without a text layer; always = every "
+              "PDF page, ignoring its text layer; never = no OCR (images are skipped). Changing it re-reads PDFs "
+              "and images only; results are cached by page image.")
+@click.option("--max-pages", default=200, show_default=True, type=click.IntRange(1, 100_000),
+              help="Read at most this many pages of a PDF or multi-page image (the rest skipped with a warning).")
 @click.option("--max-chars", default=None, type=click.IntRange(50, 100_000),
               help="Longest passage before it is cut at sentence ends.")
 @click.option("--vectors", "vector_kind", type=click.Choice(VECTOR_KINDS), default="auto",
@@ -116,9 +123,10 @@ def cli() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_friendly
-def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, rebuild, prune, max_file_mb,
-              max_chars, vector_kind, reuse_vectors, use_ray, ray_address, quiet, as_json):
-    """Build or update the index from FOLDER (recursively: .txt .md .html .docx .pdf).
+def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, rebuild, prune, max_file_mb, ocr,
+              max_pages, max_chars, vector_kind, reuse_vectors, use_ray, ray_address, quiet, as_json):
+    """Build or update the index from FOLDER (recursively: .txt .md .html .docx .pdf .pptx .xlsx .epub,
+    and scans read by OCR: .png .jpg .tif .bmp .webp and PDF pages without text).
 
     Only new or changed documents are embedded; removed ones are dropped. Without
     FOLDER, re-syncs the folder the index was built from. Bad files are skipped with
@@ -132,7 +140,7 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
         folder, index_dir, model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
         rebuild=rebuild, max_file_bytes=int(max_file_mb * 1024 * 1024), max_chars=max_chars or DEFAULT_MAX_CHARS,
         vector_kind=vector_kind, progress=not quiet and sys.stderr.isatty(), prune=prune, reuse_vectors=reuse_vectors,
-        ray=use_ray, ray_address=ray_address,
+        ray=use_ray, ray_address=ray_address, ocr=ocr, max_pages=max_pages,
         warn=lambda m: click.echo("warning: " + terminal_text(m), err=True),
     )
     if as_json:

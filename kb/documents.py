@@ -13,15 +13,54 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
+from . import locators
 from .errors import DocumentError, UnsupportedFormat
 from .structure import header_line_count, heading_match
 from .textproc import normalize
 from .types import Document
 
+if TYPE_CHECKING:
+    from .ocr import OcrCache
+
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+# Scans are limited by pages (--max-pages) and pixels, not by bytes: a PDF or an image may
+# be this large whatever --max-file-mb says (a 100-page scan is easily 50 MB).
+MAX_SCAN_BYTES = 1024 * 1024 * 1024
+DEFAULT_MAX_PAGES = 200
+OCR_MODES = ("auto", "always", "never")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+SCAN_SUFFIXES = (".pdf",) + IMAGE_SUFFIXES  # what --ocr and --max-pages change
+
+
+def byte_limit(name: str, max_bytes: int) -> int:
+    """The size limit of a file: ``max_bytes``, or :data:`MAX_SCAN_BYTES` for scans."""
+    return max(max_bytes, MAX_SCAN_BYTES) if Path(name).suffix.lower() in SCAN_SUFFIXES else max_bytes
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How scans are read. ``ocr``: ``auto`` (pages without a text layer, and images),
+    ``always`` (every PDF page, the text layer ignored) or ``never``; ``max_pages``: pages
+    read per document; ``cache``: OCR results by page image; ``on_page(done, total)``
+    after each OCR'd page (progress)."""
+
+    ocr: str = "auto"
+    max_pages: int = DEFAULT_MAX_PAGES
+    cache: OcrCache | None = None
+    on_page: Callable[[int, int], None] | None = None
+
+    def settings(self) -> dict:
+        """What changes how a scan reads: part of the index's pipeline settings."""
+        from .ocr import DPI, ENGINE
+
+        return {"ocr": self.ocr, "max_pages": self.max_pages, "engine": ENGINE, "dpi": DPI}
+
+
+DEFAULT_READ = ReadOptions()
 
 # --------------------------------------------------------------------------- encodings
 
@@ -153,9 +192,31 @@ class Read(NamedTuple):
     title: str | None = None
     warnings: list[str] = []
     meta: dict[str, str] = {}  # fields the format itself carries (an HTML page's canonical URL)
+    unit: str = ""  # what marks count: "page", "slide", "row" or "image" (kb.locators)
+    marks: list[tuple[int, int, bool]] = []  # (offset in text, number, read by OCR)
 
 
-def _read_text(raw: bytes, name: str) -> Read:
+class _Blocks:
+    """Text built block by block ("\n\n" between blocks), with locator marks at block starts."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.pos = 0
+        self.marks: list[tuple[int, int, bool]] = []
+
+    def add(self, block: str, mark: int | None = None, ocr: bool = False) -> None:
+        if self.parts:
+            self.pos += 2
+        if mark is not None:
+            self.marks.append((self.pos, mark, ocr))
+        self.parts.append(block)
+        self.pos += len(block)
+
+    def text(self) -> str:
+        return "\n\n".join(self.parts)
+
+
+def _read_text(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     text, enc, warnings = decode_bytes(raw, name)
     if _control_ratio(text) > 0.02:
         raise DocumentError(f"{name}: looks binary (control characters), not a text document")
@@ -165,8 +226,8 @@ def _read_text(raw: bytes, name: str) -> Read:
 _MD_HEADING = re.compile(r"^#{1,6}\s")
 
 
-def _read_markdown(raw: bytes, name: str) -> Read:
-    text, enc, _, warnings, _ = _read_text(raw, name)
+def _read_markdown(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+    text, enc, _, warnings, *_ = _read_text(raw, name)
     title = None
     for line in text.splitlines():
         if _MD_HEADING.match(line.strip()):
@@ -184,7 +245,7 @@ _BLOCK_TAGS = {
 }
 
 
-def _read_html(raw: bytes, name: str) -> Read:
+def _read_html(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     from bs4 import BeautifulSoup
 
     m = _HTML_META_CHARSET.search(raw[:4096])
@@ -258,7 +319,7 @@ def _check_zip(raw: bytes, name: str, kind: str) -> None:
                             f"{MAX_UNZIPPED_BYTES / 1048576:.0f} MB limit for {kind} files")
 
 
-def _read_docx(raw: bytes, name: str) -> Read:
+def _read_docx(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     _check_zip(raw, name, "DOCX")
     try:
         import docx
@@ -283,7 +344,14 @@ def _read_docx(raw: bytes, name: str) -> Read:
     return Read("\n\n".join(lines), "docx", title)
 
 
-def _read_pdf(raw: bytes, name: str) -> Read:
+MIN_TEXT_LAYER_CHARS = 10  # a page with fewer characters in its text layer is a scan (auto OCR)
+
+
+def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+    """Page by page: the text layer, or OCR for pages without one (``opts.ocr``); at
+    most ``opts.max_pages`` pages. Each page is a locator mark (``第3页``); a paragraph
+    that runs over a page break is joined back together."""
+    warnings: list[str] = []
     try:
         from pypdf import PdfReader
 
@@ -291,9 +359,14 @@ def _read_pdf(raw: bytes, name: str) -> Read:
         if reader.is_encrypted:
             try:
                 reader.decrypt("")
+                reader.pages[0]
             except Exception as e:
-                raise DocumentError(f"{name}: PDF is encrypted") from e
-        pages = [page.extract_text() or "" for page in reader.pages]
+                raise DocumentError(f"{name}: PDF is encrypted (password-protected)") from e
+        total = len(reader.pages)
+        n = min(total, opts.max_pages)
+        if total > n:
+            warnings.append(f"{name}: read the first {n} of {total} pages (raise it with --max-pages)")
+        pages = [(reader.pages[i].extract_text() or "") if opts.ocr != "always" else "" for i in range(n)]
         title = None
         if reader.metadata and reader.metadata.title:
             title = str(reader.metadata.title).strip() or None
@@ -301,10 +374,132 @@ def _read_pdf(raw: bytes, name: str) -> Read:
         raise
     except Exception as e:
         raise DocumentError(f"{name}: not a readable PDF file ({type(e).__name__}: {e})") from e
-    text = "\n\n".join(_unwrap_pdf_lines(p) for p in pages)
+    texts = [_drop_page_number(_unwrap_pdf_lines(p)) for p in pages]
+    scanned = [i for i, t in enumerate(texts) if len("".join(t.split())) < MIN_TEXT_LAYER_CHARS]
+    ocred: set[int] = set()
+    if scanned and opts.ocr != "never":
+        ocred = _ocr_pdf_pages(raw, name, scanned, opts, texts, warnings)
+    blocks = _Blocks()
+    for i, t in enumerate(texts):
+        t = t.strip()
+        if not t:
+            continue
+        prev = blocks.parts[-1] if blocks.parts else ""
+        if prev and not prev.endswith(tuple(_SENT_END_CHARS)) and not heading_match(t) \
+                and heading_match(prev.rsplit("\n", 1)[-1]) is None:
+            # the paragraph goes on over the page break: join the page's first line to it
+            head, _, rest = t.partition("\n")
+            blocks.parts[-1] = prev + head
+            blocks.marks.append((blocks.pos, i + 1, i in ocred))
+            blocks.pos += len(head)
+            if rest:
+                blocks.add(rest)
+            continue
+        blocks.add(t, i + 1, i in ocred)
+    text = blocks.text()
     if not text.strip():
-        raise DocumentError(f"{name}: PDF has no text layer (scanned images need OCR first)")
-    return Read(text, "pdf", title)
+        if scanned and opts.ocr == "never":
+            raise DocumentError(f"{name}: PDF has no text layer (a scan? OCR is off: --ocr never)")
+        raise DocumentError(f"{name}: no text found in the PDF" + (" (OCR found none either)" if ocred else ""))
+    return Read(text, "pdf", title, warnings, {}, "page", blocks.marks)
+
+
+def _ocr_pdf_pages(raw: bytes, name: str, pages: list[int], opts: ReadOptions, texts: list[str],
+                   warnings: list[str]) -> set[int]:
+    """OCR ``pages`` (0-based) of the PDF into ``texts``; returns those read."""
+    try:
+        import pypdfium2 as pdfium
+
+        from . import ocr
+    except ImportError:
+        warnings.append(f"{name}: {len(pages)} page(s) without a text layer were not read: OCR is not installed "
+                        "(pip install rapidocr onnxruntime pypdfium2)")
+        return set()
+    done: set[int] = set()
+    with _reading(name, "PDF"):
+        pdf = pdfium.PdfDocument(raw)
+    try:
+        for k, i in enumerate(pages, 1):
+            try:
+                page = pdf[i]
+                try:
+                    w, h = page.get_size()
+                    scale = ocr.DPI / 72
+                    pixels = max(w, 1.0) * max(h, 1.0) * scale * scale
+                    if pixels > ocr.MAX_PAGE_PIXELS:
+                        scale *= (ocr.MAX_PAGE_PIXELS / pixels) ** 0.5
+                    image = page.render(scale=scale, grayscale=True).to_pil()
+                finally:
+                    page.close()
+                lines = ocr.read_page(image, opts.cache)
+                texts[i] = ocr.rejoin(lines, image.size[1])
+                done.add(i)
+            except DocumentError as e:  # OCR cannot run at all: say it once
+                warnings.append(f"{name}: {len(pages) - k + 1} page(s) without a text layer were not read ({e})")
+                break
+            except Exception as e:  # one bad page does not lose the document
+                warnings.append(f"{name}: page {i + 1} could not be read by OCR ({type(e).__name__}: {e})")
+            if opts.on_page:
+                opts.on_page(k, len(pages))
+    finally:
+        pdf.close()
+    return done
+
+
+_PAGE_NUMBER_LINE = re.compile(r"^[-—–\s]*(?:\d{1,4}|第\s*\d{1,4}\s*页(?:\s*[,，/]?\s*共\s*\d{1,4}\s*页)?)[-—–\s]*$")
+
+
+def _drop_page_number(page: str) -> str:
+    """A page's text without a first or last line that is only its page number."""
+    lines = page.strip().split("\n")
+    if lines and _PAGE_NUMBER_LINE.match(lines[-1]):
+        lines.pop()
+    if lines and _PAGE_NUMBER_LINE.match(lines[0]):
+        lines.pop(0)
+    return "\n".join(lines)
+
+
+def _read_image(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+    """A photo or scan, read by OCR: its size is checked from the header before any pixel
+    is decoded; a multi-page TIFF is read page by page (at most ``opts.max_pages``)."""
+    if opts.ocr == "never":
+        raise DocumentError(f"{name}: images are read by OCR, and OCR is off (--ocr never)")
+    try:
+        from . import ocr
+    except ImportError as e:  # pragma: no cover - kb.ocr imports nothing optional at module level
+        raise DocumentError(f"{name}: OCR is not installed") from e
+    from PIL import Image
+
+    warnings: list[str] = []
+    blocks = _Blocks()
+    with _reading(name, "image"):
+        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, ocr.MAX_IMAGE_PIXELS)
+        try:
+            im = Image.open(io.BytesIO(raw))
+        except Image.UnidentifiedImageError as e:
+            raise DocumentError(f"{name}: not a readable image file (not an image, or corrupt)") from e
+        frames = int(getattr(im, "n_frames", 1) or 1)
+        n = min(frames, opts.max_pages)
+        if frames > n:
+            warnings.append(f"{name}: read the first {n} of {frames} pages (raise it with --max-pages)")
+        for k in range(n):
+            if k:
+                im.seek(k)
+            w, h = im.size
+            if w * h > ocr.MAX_IMAGE_PIXELS:
+                raise DocumentError(f"{name}: {w}×{h} pixels is over the {ocr.MAX_IMAGE_PIXELS // 1_000_000}-megapixel"
+                                    " limit for images")
+            if im.format == "JPEG":
+                im.draft("RGB", (ocr.OCR_MAX_SIDE, ocr.OCR_MAX_SIDE))  # decode big photos at a fraction
+            page = im.convert("RGB")
+            text = ocr.rejoin(ocr.read_page(page, opts.cache), page.size[1])
+            blocks.add(text.strip(), k + 1, True)
+            if opts.on_page:
+                opts.on_page(k + 1, n)
+    text = blocks.text()
+    if not text.strip():
+        raise DocumentError(f"{name}: no text found in the image (OCR)")
+    return Read(text, "ocr", None, warnings, {}, "page" if frames > 1 else "image", blocks.marks)
 
 
 _SENT_END_CHARS = "。！？!?；;：:”’」』）)"
@@ -328,7 +523,8 @@ def _unwrap_pdf_lines(page: str) -> str:
     return "\n".join(out)
 
 
-Reader = Callable[[bytes, str], Read]
+Reader = Callable[[bytes, str, ReadOptions], Read]
+
 
 def _titled(title: str, blocks: list[str]) -> str:
     """The document's title as its first line, so that the first slide, sheet or chapter
@@ -336,11 +532,20 @@ def _titled(title: str, blocks: list[str]) -> str:
     return "\n\n".join([title] + blocks)
 
 
+def _titled_marked(title: str, blocks: list[tuple[str, int | None]]) -> tuple[str, list[tuple[int, int, bool]]]:
+    """:func:`_titled` for blocks with locator marks (``(block, number or None)``)."""
+    out = _Blocks()
+    out.add(title)
+    for block, mark in blocks:
+        out.add(block, mark)
+    return out.text(), out.marks
+
+
 def _lines(text: str) -> list[str]:
     return [ln.strip() for ln in (text or "").replace("\x0b", "\n").splitlines() if ln.strip()]
 
 
-def _read_pptx(raw: bytes, name: str) -> Read:
+def _read_pptx(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     """One heading per slide (``## 第3张幻灯片：标题``, so the slide number is in every
     passage's section path and citation), its text, tables, then its speaker notes."""
     _check_zip(raw, name, "PPTX")
@@ -348,7 +553,7 @@ def _read_pptx(raw: bytes, name: str) -> Read:
         from pptx import Presentation
 
         deck = Presentation(io.BytesIO(raw))
-        out: list[str] = []
+        out: list[tuple[str, int | None]] = []
         first_title = None
         for n, slide in enumerate(deck.slides, 1):
             title_shape = slide.shapes.title
@@ -368,16 +573,17 @@ def _read_pptx(raw: bytes, name: str) -> Read:
             if not title and body:
                 title = body.pop(0)[:40]
             first_title = first_title or title
-            out.append(f"## 第{n}张幻灯片" + (f"：{title}" if title else ""))
-            out.extend(body)
+            out.append((f"## 第{n}张幻灯片" + (f"：{title}" if title else ""), n))
+            out.extend((b, None) for b in body)
             if slide.has_notes_slide:
                 notes = _lines(slide.notes_slide.notes_text_frame.text) if slide.notes_slide.notes_text_frame else []
                 if notes:
-                    out.append("备注：" + " ".join(notes))
+                    out.append(("备注：" + " ".join(notes), None))
         core_title = (deck.core_properties.title or "").strip()
-    if not any(not line.startswith("## 第") for line in out):
+    if not any(mark is None for _, mark in out):
         raise DocumentError(f"{name}: no text on any slide (pictures only?)")
-    return Read(_titled(core_title or first_title or Path(name).stem, out), "pptx", core_title or first_title)
+    text, marks = _titled_marked(core_title or first_title or Path(name).stem, out)
+    return Read(text, "pptx", core_title or first_title, [], {}, "slide", marks)
 
 
 MAX_SHEET_ROWS = 100_000  # per workbook; a sheet of a million empty rows is not read to its end
@@ -392,7 +598,7 @@ def _cell(value) -> str:
     return str(value).strip()
 
 
-def _read_xlsx(raw: bytes, name: str) -> Read:
+def _read_xlsx(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     """One heading per sheet (``## 工作表：名称``); every row a line ``列名：值；列名：值``
     with the sheet's first non-empty row as the header; formulas as their cached values."""
     _check_zip(raw, name, "XLSX")
@@ -400,13 +606,14 @@ def _read_xlsx(raw: bytes, name: str) -> Read:
         from openpyxl import load_workbook
 
         wb = load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
-        out: list[str] = []
+        out: list[tuple[str, int | None]] = []
         rows_read = 0
         for ws in wb.worksheets:
             header: list[str] | None = None
-            lines: list[str] = []
+            header_row = 0
+            lines: list[tuple[str, int]] = []
             empty = 0
-            for row in ws.iter_rows(values_only=True):
+            for r, row in enumerate(ws.iter_rows(values_only=True), start=ws.min_row or 1):
                 rows_read += 1
                 cells = [_cell(v) for v in row]
                 if not any(cells):
@@ -416,26 +623,27 @@ def _read_xlsx(raw: bytes, name: str) -> Read:
                     continue
                 empty = 0
                 if header is None:
-                    header = cells
+                    header, header_row = cells, r
                     continue
                 pairs = [f"{header[i] if i < len(header) and header[i] else f'列{i + 1}'}：{v}"
                          for i, v in enumerate(cells) if v]
-                lines.append("；".join(pairs))
+                lines.append(("；".join(pairs), r))
                 if rows_read >= MAX_SHEET_ROWS:
                     break
             if header is not None:
-                out.append(f"## 工作表：{ws.title}")
-                out.append("列：" + "、".join(h for h in header if h))
+                out.append((f"## 工作表：{ws.title}", header_row))
+                out.append(("列：" + "、".join(h for h in header if h), header_row))
                 out.extend(lines)
             if rows_read >= MAX_SHEET_ROWS:
                 break
         wb.close()
     if not out:
         raise DocumentError(f"{name}: no cells with values")
-    return Read(_titled(Path(name).stem, out), "xlsx", None)
+    text, marks = _titled_marked(Path(name).stem, out)
+    return Read(text, "xlsx", None, [], {}, "row", marks)
 
 
-def _read_epub(raw: bytes, name: str) -> Read:
+def _read_epub(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     """Chapters in reading order, each under its own heading."""
     _check_zip(raw, name, "EPUB")
     with _reading(name, "EPUB"):
@@ -479,6 +687,7 @@ READERS: dict[str, tuple[str, Reader]] = {
     ".pptx": ("pptx", _read_pptx),
     ".xlsx": ("xlsx", _read_xlsx),
     ".epub": ("epub", _read_epub),
+    **{suffix: ("image", _read_image) for suffix in IMAGE_SUFFIXES},
 }
 
 SUPPORTED_SUFFIXES = tuple(READERS)
@@ -571,7 +780,7 @@ def content_hash(raw: bytes) -> str:
 
 def read_document(
     path: str | Path, root: str | Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-    raw: bytes | None = None,
+    raw: bytes | None = None, opts: ReadOptions = DEFAULT_READ,
 ) -> Document:
     """Read one file into a :class:`Document`. Raises :class:`UnsupportedFormat` or
     :class:`DocumentError` with a one-sentence message naming the file."""
@@ -585,24 +794,26 @@ def read_document(
     if raw is None:
         try:
             size = path.stat().st_size
-            if size > max_bytes:
+            if size > byte_limit(rel, max_bytes):
                 raise too_large(rel, size, max_bytes)
             raw = path.read_bytes()
         except OSError as e:
             raise DocumentError(f"{rel}: cannot be read ({e.strerror or e})") from e
-    return parse_document(raw, rel, max_bytes=max_bytes)
+    return parse_document(raw, rel, max_bytes=max_bytes, opts=opts)
 
 
-def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES,
+                   opts: ReadOptions = DEFAULT_READ) -> Document:
     suffix = Path(rel).suffix.lower()
     if suffix not in READERS:
         raise UnsupportedFormat(f"{rel}: unsupported file type {suffix or '(none)'}")
-    if len(raw) > max_bytes:
+    if len(raw) > byte_limit(rel, max_bytes):
         raise too_large(rel, len(raw), max_bytes)
     if not raw.strip():
         raise DocumentError(f"{rel}: empty file")
     fmt, reader = READERS[suffix]
-    original, encoding, title, warnings, format_meta = reader(raw, rel)
+    read = reader(raw, rel, opts)
+    original, encoding, title, warnings, format_meta = read.text, read.encoding, read.title, read.warnings, read.meta
     text, offsets = normalize(original)
     if not text.strip():
         raise DocumentError(f"{rel}: no text found")
@@ -612,6 +823,9 @@ def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES) -> 
         title = first if 0 < len(first) <= 80 else Path(rel).stem
     meta = extract_meta(lines[: header_line_count(lines)], tail=lines[-5:])
     meta.update(format_meta)
+    if read.marks:
+        meta[locators.KEY] = locators.encode(read.unit, [(offsets.to_normalized(o), n, ocr)
+                                                         for o, n, ocr in read.marks])
     return Document(
         doc_id=doc_id_for(rel),
         path=rel,
@@ -623,7 +837,7 @@ def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES) -> 
         content_hash=content_hash(raw),
         encoding=encoding,
         format=fmt,
-        warnings=warnings,
+        warnings=list(warnings),
     )
 
 

@@ -23,7 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .documents import DEFAULT_MAX_BYTES, READERS, content_hash, parse_document, too_large, walk_files
+from .documents import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PAGES,
+    OCR_MODES,
+    READERS,
+    SCAN_SUFFIXES,
+    ReadOptions,
+    byte_limit,
+    content_hash,
+    parse_document,
+    too_large,
+    walk_files,
+)
 from .embedding import Embedder, check_model, embedder_from_spec, make_embedder, mismatch, same_embedder
 from .errors import DocumentError, IndexNotFound, KBError, OldFormat, UnsupportedFormat
 from .progress import progress_bar
@@ -62,11 +74,14 @@ def lexical_text(passage: Passage) -> str:
 
 # Bump when splitting or tokenising changes: an index built by an older pipeline is then
 # re-processed on the next `kb index` (vectors are reused wherever the embedded text is unchanged).
-PIPELINE_VERSION = 3  # 3: document URLs (canonical link, 原文 lines) in the metadata
+PIPELINE_VERSION = 4  # 3: document URLs in the metadata; 4: page/slide/row locators, OCR of scans
 
 
-def pipeline_settings(max_chars: int) -> dict:
-    return {"version": PIPELINE_VERSION, "max_chars": max_chars}
+def pipeline_settings(max_chars: int, reading: dict | None = None) -> dict:
+    """What shapes passages. ``reading`` (how scans are read: OCR mode, page cap, engine)
+    is compared on its own: a change re-reads only PDFs and images."""
+    return {"version": PIPELINE_VERSION, "max_chars": max_chars,
+            "reading": reading if reading is not None else ReadOptions().settings()}
 
 
 def vector_key(embedder_key: str, text: str) -> str:
@@ -137,6 +152,14 @@ class IndexOptions:
     progress: bool = True
     ray: bool = False  # embed on a Ray cluster (kb.distributed)
     ray_address: str | None = None  # None: a local Ray started for the run
+    ocr: str = "auto"  # scans: "auto" (pages without a text layer, images), "always", "never"
+    max_pages: int = DEFAULT_MAX_PAGES  # pages read per PDF or multi-page image
+
+    def __post_init__(self) -> None:
+        if self.ocr not in OCR_MODES:
+            raise KBError(f"unknown OCR mode {self.ocr!r} — use one of {', '.join(OCR_MODES)}")
+        if self.max_pages < 1:
+            raise KBError("--max-pages must be at least 1")
 
 
 def update_index(
@@ -159,6 +182,8 @@ def update_index(
     reuse_vectors: str | Path | None = None,
     ray: bool = False,
     ray_address: str | None = None,
+    ocr: str = "auto",
+    max_pages: int = DEFAULT_MAX_PAGES,
 ) -> IndexReport:
     """Bring the index in ``index_dir`` in line with the folder ``corpus``.
 
@@ -166,12 +191,13 @@ def update_index(
     ``on_progress(stage, done, total)`` is called as work proceeds (the page's bar).
     A folder that has become empty does not empty the index unless ``prune`` is set.
     Changes are written as one new segment plus deletions; the merge policy may then
-    compact segments (reported in ``report.merge``).
+    compact segments (reported in ``report.merge``). ``ocr`` and ``max_pages``: how
+    scanned PDFs and images are read (changing them re-reads those files only).
     """
     options = IndexOptions(model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
                            rebuild=rebuild, max_file_bytes=max_file_bytes, max_chars=max_chars,
                            vector_kind=vector_kind, prune=prune, merge=merge, progress=progress, ray=ray,
-                           ray_address=ray_address)
+                           ray_address=ray_address, ocr=ocr, max_pages=max_pages)
     from .milvus import is_milvus
 
     if is_milvus(index_dir):  # a .db path or a server URI: see kb.milvus
@@ -318,11 +344,36 @@ class Indexer:
         self.report = IndexReport()
         self._warn = warn
         self.on_progress = on_progress
+        self._reread_scans = False  # how scans are read changed: read PDFs and images again
 
     @property
     def pending_path(self) -> Path:
         """Where vectors embedded by an unfinished run wait (a killed run resumes from them)."""
         return self.idx.root / "pending.sqlite"
+
+    @property
+    def ocr_cache_path(self) -> Path:
+        """OCR results by page image, beside the pending vectors (kept between runs)."""
+        pending = self.pending_path
+        return pending.with_name(pending.name.replace("pending.sqlite", "ocr-cache.sqlite"))
+
+    def pipeline(self) -> dict:
+        opt = self.options
+        return pipeline_settings(opt.max_chars, ReadOptions(ocr=opt.ocr, max_pages=opt.max_pages).settings())
+
+    def pipeline_changed(self, prev) -> bool:
+        """True when every document must be split again (``--rebuild``, another splitter);
+        when only how scans are read changed, PDFs and images are read again instead."""
+        if self.options.rebuild:
+            return True
+        if prev is None:
+            return False
+        old, new = dict(prev.manifest.get("pipeline") or {}), self.pipeline()
+        old_reading, new_reading = old.pop("reading", None), new.pop("reading")
+        if old != new:
+            return True
+        self._reread_scans = old_reading != new_reading
+        return False
 
     def warn(self, msg: str) -> None:
         self.report.warnings.append(msg)
@@ -346,7 +397,7 @@ class Indexer:
         corpus = self.start(corpus, prev)
         scan_started_ns = time.time_ns()
         # Everything is re-split (vectors still reused) after --rebuild or a pipeline change.
-        full = opt.rebuild or (prev is not None and prev.manifest.get("pipeline") != pipeline_settings(opt.max_chars))
+        full = self.pipeline_changed(prev)
         plan = self.scan(corpus, prev, full, scan_started_ns)
         if prev is not None and not full and not prev.legacy and not plan.new_docs and not plan.removed:
             if not plan.refreshed:
@@ -370,7 +421,7 @@ class Indexer:
                 writer.abandon()
                 raise
         base = {"created": stamp, "corpus": str(corpus), "embedder": self._spec(),
-                "pipeline": pipeline_settings(opt.max_chars), "scan_started_ns": scan_started_ns}
+                "pipeline": self.pipeline(), "scan_started_ns": scan_started_ns}
         if rewrite:
             entries = [entry] if entry else []
             final = publish_generation(idx, base, entries, {}, {}, {})
@@ -487,6 +538,8 @@ class Indexer:
         to_read = []
         for rel, path, st in files:
             p = prev_docs.get(rel)
+            if p and self._reread_scans and rel[rel.rfind("."):].lower() in SCAN_SUFFIXES:
+                p = None  # read again, and not taken for unchanged below
             if p and not full and _unchanged(p, st, racy_before):
                 plan.carried[rel] = p
                 seen_hash.setdefault(p["content_hash"], rel)
@@ -494,15 +547,17 @@ class Indexer:
                 to_read.append((rel, path, st))
 
         bar = _bar(opt.progress and len(to_read) > 20, len(to_read), "reading")
+        pages = PageProgress(opt.progress, self.on_progress)
         for n, (rel, path, st) in enumerate(to_read, 1):
             p = prev_docs.get(rel)
+            reread = bool(p) and self._reread_scans and rel[rel.rfind("."):].lower() in SCAN_SUFFIXES
             try:
-                if st.st_size > opt.max_file_bytes:
+                if st.st_size > byte_limit(rel, opt.max_file_bytes):
                     raise too_large(rel, st.st_size, opt.max_file_bytes)
                 with open(path, "rb") as f:
                     raw = f.read()
                 h = content_hash(raw)
-                if p and not full and h == p["content_hash"]:
+                if p and not full and not reread and h == p["content_hash"]:
                     plan.carried[rel] = {**p, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                          "ctime_ns": st.st_ctime_ns}
                     stat = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
@@ -514,7 +569,7 @@ class Indexer:
                     warn(f"{rel}: same content as {seen_hash[h]}, skipped")
                     report.skipped += 1
                     continue
-                doc = parse_document(raw, rel, max_bytes=opt.max_file_bytes)
+                doc = parse_document(raw, rel, max_bytes=opt.max_file_bytes, opts=self.read_options(pages.of(rel)))
                 for w in doc.warnings:
                     warn(w)
                 seen_hash[h] = rel
@@ -528,12 +583,15 @@ class Indexer:
                 else:
                     warn(f"{msg}, skipped")
             finally:
+                pages.close()
                 if bar is not None:
                     bar.update(1)
                 if self.on_progress:
                     self.on_progress("reading", n, len(to_read))
         if bar is not None:
             bar.close()
+        if self._ocr_cache is not None:
+            self._ocr_cache.close()
 
         plan.removed = [rel for rel in prev_docs if rel not in present]
         report.removed = len(plan.removed)
@@ -545,6 +603,17 @@ class Indexer:
         report.unchanged = len(plan.carried) - report.kept
         report.documents = len(plan.carried) + len(plan.new_docs)
         return plan
+
+    _ocr_cache = None
+
+    def read_options(self, on_page: Callable[[int, int], None] | None = None) -> ReadOptions:
+        """How this run reads scans, with the OCR cache beside the index."""
+        from .ocr import OcrCache
+
+        if self._ocr_cache is None:
+            self._ocr_cache = OcrCache(self.ocr_cache_path)
+        opt = self.options
+        return ReadOptions(ocr=opt.ocr, max_pages=opt.max_pages, cache=self._ocr_cache, on_page=on_page)
 
     def embed(self, plan: Plan, prev: Previous | None) -> tuple[dict[str, list[dict]], dict[str, np.ndarray]]:
         """Passage rows of the new documents, and a vector for each: reused by content
@@ -770,6 +839,33 @@ def _merged_segment(idx: IndexDir, prev: Previous, chosen: list[int], docs: list
     except BaseException:
         writer.abandon()
         raise
+
+
+class PageProgress:
+    """A bar per document while its pages are OCR'd (``OCR name.pdf  3/40``), and the
+    page's ``on_progress("ocr", done, total)``."""
+
+    def __init__(self, enabled: bool, on_progress: Callable[[str, int, int], None] | None) -> None:
+        self.enabled = enabled
+        self.on_progress = on_progress
+        self.bar = None
+
+    def of(self, rel: str) -> Callable[[int, int], None]:
+        def on_page(done: int, total: int) -> None:
+            if self.bar is None and self.enabled:
+                name = rel if len(rel) <= 40 else "…" + rel[-39:]
+                self.bar = progress_bar(True, total, f"OCR {name}", unit="page")
+            if self.bar is not None:
+                self.bar.update(done - self.bar.n)
+            if self.on_progress:
+                self.on_progress("ocr", done, total)
+
+        return on_page
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _bar(enabled: bool, total: int, desc: str):

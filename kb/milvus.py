@@ -47,7 +47,7 @@ from . import postings as bm25
 from .embedding import Embedder, check_model, mismatch, same_embedder
 from .errors import IndexBusy, IndexMismatch, IndexNotFound, KBError
 from .fusion import RankingConfig
-from .index import Indexer, IndexOptions, IndexReport, PendingVectors, _bar, pipeline_settings
+from .index import Indexer, IndexOptions, IndexReport, PendingVectors, _bar
 from .search import Searcher
 from .segments import SAMPLE_SIZE, id_hash
 from .store import now_iso
@@ -566,7 +566,7 @@ class MilvusIndexer(Indexer):
             prev = MilvusPrevious(manifest, {d["path"]: d for d in lib.files()}, lib)
         corpus = self.start(corpus, prev)
         scan_started_ns = time.time_ns()
-        full = opt.rebuild or (prev is not None and prev.manifest.get("pipeline") != pipeline_settings(opt.max_chars))
+        full = self.pipeline_changed(prev)
         plan = self.scan(corpus, prev, full, scan_started_ns)
         if prev is not None and not full and not plan.new_docs and not plan.removed and not plan.refreshed:
             report.passages = int(prev.manifest.get("passages", 0))
@@ -648,7 +648,7 @@ class MilvusIndexer(Indexer):
         lib.write_frequencies(df, touched)
         manifest.update(state="clean", generation=int(manifest.get("generation", 0)) + 1, passages=n,
                         total_length=total, documents=report.documents, created=stamp, corpus=str(corpus),
-                        pipeline=pipeline_settings(opt.max_chars), scan_started_ns=scan_started_ns,
+                        pipeline=self.pipeline(), scan_started_ns=scan_started_ns,
                         kb_version=__version__, avgdl_written=avgdl)
         lib.write_manifest(manifest)
         lib.flush()
@@ -676,7 +676,7 @@ class MilvusIndexer(Indexer):
                               "chunk": doc.text[start: start + TEXT_CHUNK], "v": [0.0, 0.0]})
             drows.append({
                 "doc_id": doc.doc_id, "path": _fit(doc.path), "title": _fit(doc.title),
-                "meta": _fit(json.dumps(doc.meta, ensure_ascii=False)), "source": source[:250], "date": date[:250],
+                "meta": _meta_json(doc.meta), "source": source[:250], "date": date[:250],
                 "content_hash": doc.content_hash, "encoding": doc.encoding or "", "format": doc.format or "",
                 "indexed_at": stamp, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                 "ctime_ns": st.st_ctime_ns if st.st_ctime_ns is not None else -1, "n_passages": len(rows),
@@ -687,6 +687,17 @@ class MilvusIndexer(Indexer):
         for i in range(0, len(trows), 64):
             lib.call(lib.client.insert, lib.T, trows[i: i + 64])
         lib.call(lib.client.insert, lib.D, drows)  # the documents' commit
+
+
+def _meta_json(meta: dict) -> str:
+    """A document's metadata as stored: JSON that fits a VARCHAR. The locators of a very
+    long document (a sheet of many thousand rows) are left out rather than cut."""
+    data = json.dumps(meta, ensure_ascii=False)
+    if len(data.encode("utf-8")) > 65_535:
+        from .locators import KEY
+
+        data = json.dumps({k: v for k, v in meta.items() if k != KEY}, ensure_ascii=False)
+    return _fit(data)
 
 
 def _fit(s: str, limit: int = 65_535) -> str:

@@ -17,6 +17,7 @@ from .embedding import Embedder, check_model, embedder_from_spec, mismatch, same
 from .errors import EmptyQuery, IndexMismatch, IndexNotFound, KBError, UnknownPassage
 from .families import dedupe_families, drop_repeats
 from .fusion import RankingConfig, calibrate_dense, calibrate_lexical, channel_weights, fuse
+from .locators import locate, public_meta
 from .render import best_sentence, matched_terms
 from .segments import GenerationView, load_deleted, open_segment
 from .store import IndexDir, damaged, read_manifest
@@ -383,13 +384,15 @@ class Searcher:
              context: list[str]) -> Hit:
         doc = self.doc_by_id[r["doc_id"]]
         terms = matched_terms(qtokens, " ".join(r["heading_path"][1:]) + " " + r["text"])
+        place, _, ocr = locate(doc["meta"], int(r["start"]), int(r["end"]))
         return Hit(
             id=r["id"], doc_id=r["doc_id"], title=doc["title"], heading_path=r["heading_path"], text=r["text"],
             score=round(float(score), 4), scores=scores,
             best_sentence=best_sentence(r["text"], terms, self.view.idf, query),
             matched_terms=terms,
-            citation=cite(Reference.of(doc["title"], doc["meta"], r["heading_path"], doc["path"])),
-            kind=r["kind"], parent=r["parent"], path=doc["path"], meta=doc["meta"], context=context,
+            citation=cite(Reference.of(doc["title"], doc["meta"], r["heading_path"], doc["path"], place=place)),
+            kind=r["kind"], parent=r["parent"], path=doc["path"], meta=public_meta(doc["meta"]), context=context,
+            locator=place, ocr=ocr,
         )
 
     def passage_hit(self, passage_id: str) -> Hit:
@@ -432,9 +435,11 @@ class Searcher:
             lead = parent["text"][: p["start"] - parent["start"]].strip()
             if lead:  # the paragraph's opening, before its first sub-point
                 before = [{"id": parent["id"], "kind": "lead", "text": lead, "heading_path": parent["heading_path"]}]
+        place, _, ocr = locate(self.doc_by_id[p["doc_id"]]["meta"], int(p["start"]), int(p["end"]))
         return {
             "passage": p, "document": doc, "parent": parent, "children": children, "before": before, "after": after,
-            "citation": cite(Reference.of(doc.title, doc.meta, p["heading_path"], doc.path)),
+            "citation": cite(Reference.of(doc.title, doc.meta, p["heading_path"], doc.path, place=place)),
+            "locator": place, "ocr": ocr,
         }
 
     def document_info(self, doc_id: str) -> DocumentView:
@@ -491,6 +496,6 @@ class Searcher:
 
 
 def _document_view(row: dict[str, Any]) -> DocumentView:
-    return DocumentView(doc_id=row["doc_id"], path=row["path"], title=row["title"], meta=row["meta"],
+    return DocumentView(doc_id=row["doc_id"], path=row["path"], title=row["title"], meta=public_meta(row["meta"]),
                         format=row.get("format") or "", n_passages=int(row.get("n_passages") or 0),
                         indexed_at=row.get("indexed_at") or "")

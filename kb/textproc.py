@@ -45,6 +45,15 @@ class OffsetMap:
             return 0
         return self.orig[k] + (i - self.norm[k])
 
+    def to_normalized(self, o: int) -> int:
+        """The normalised position of original position ``o`` (a position that
+        normalisation removed maps to where its run resumes)."""
+        k = bisect.bisect_right(self.orig, o) - 1
+        if k < 0:
+            return 0
+        end = self.norm[k + 1] if k + 1 < len(self.norm) else self.length
+        return min(self.norm[k] + (o - self.orig[k]), end)
+
     def span(self, start: int, end: int) -> tuple[int, int]:
         """Original ``[start, end)`` of the normalised span ``[start, end)``."""
         if end <= start:

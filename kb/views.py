@@ -32,10 +32,14 @@ class PassageView:
     # words it holds (see kb.search.support); 0 for passages not found by a query.
     support: float = 0.0
     meta: dict[str, str] = field(default_factory=dict)  # author, source, date, url ... of its document
+    # Where in the file: 第3页 / 第3–4页 / 第5张幻灯片 / 第12–20行 ("" for formats without pages).
+    locator: str = ""
+    ocr: bool = False  # the passage's text (some of it) was read from a scan by OCR
 
     @property
     def reference(self) -> Reference:
-        return Reference.of(self.title, self.meta, self.heading_path, self.path, key=self.doc_id)
+        return Reference.of(self.title, self.meta, self.heading_path, self.path, key=self.doc_id,
+                            place=self.locator)
 
     def cited(self, style: str) -> PassageView:
         """The same view with its citation in another style."""

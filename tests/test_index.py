@@ -92,14 +92,16 @@ def _bad_files(folder: Path) -> dict[str, str]:
     (folder / "binary.txt").write_bytes(bytes(range(256)) * 64)
     rng = random.Random(7)
     (folder / "garbled.txt").write_bytes(bytes(rng.randrange(128, 256) for _ in range(4000)))
-    (folder / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 100)
+    (folder / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 100)  # a corrupt JPEG
+    (folder / "movie.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
     (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> garbage")
     (folder / "broken.docx").write_bytes(b"PK\x03\x04not really a zip file")
     with open(folder / "huge.txt", "wb") as f:  # 50 MB, sparse: the size check comes before reading
         f.truncate(50 * 1024 * 1024)
     shutil.copy(SAMPLE_DOC, folder / "copy-of-sample.txt")
     return {
-        "empty.txt": "empty", "binary.txt": "binary", "garbled.txt": "decoded", "photo.jpg": "unsupported",
+        "empty.txt": "empty", "binary.txt": "binary", "garbled.txt": "decoded", "photo.jpg": "not a readable image",
+        "movie.mp4": "unsupported",
         "broken.pdf": "PDF", "broken.docx": "DOCX", "huge.txt": "MB", "copy-of-sample.txt": "same content",
     }
 
