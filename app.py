@@ -39,7 +39,7 @@ MODE_LABELS = {"hybrid": "混合", "dense": "语义", "lexical": "关键词"}
 MODES = {MODE_LABELS[m]: m for m in SEARCH_MODES}
 CITE_STYLES = {"简短（含章节）": "short", "GB/T 7714-2015": "gbt7714", "APA 第7版": "apa"}
 CITE_LABELS = list(CITE_STYLES)
-STAGES = {"reading": "读取文档", "embedding": "生成向量"}
+STAGES = {"reading": "读取文档", "ocr": "识别扫描页", "embedding": "生成向量"}
 
 CSS = """
 <style>
@@ -74,6 +74,9 @@ html, body, [class*="css"], .stMarkdown, .stTextInput input {
 [data-testid="stCode"] pre, [data-testid="stCode"] code { font-size: 0.78rem !important; line-height: 1.6 !important;
   font-family: "Noto Sans CJK SC", "WenQuanYi Zen Hei", "PingFang SC", "Microsoft YaHei", monospace !important; }
 [data-testid="stCode"] { margin-top: -0.4rem; }
+.kb-loc, .kb-ocr { display: inline-block; margin-left: 8px; border-radius: 10px; padding: 0 8px; font-size: 0.8rem;
+  background: #eef2ff; color: #3730a3; }
+.kb-ocr { background: #fef3c7; color: #92400e; }
 .kb-weak { display: inline-block; background: #f3f4f6; color: #6b7280; border-radius: 10px; padding: 0 8px;
            margin-left: 6px; font-size: 0.8rem; }
 .kb-title { font-size: 1.7rem; font-weight: 600; line-height: 1.4; margin: 0.6rem 0 0.4rem; color: #1f2328; }
@@ -186,10 +189,12 @@ def on_query_change() -> None:
 # --------------------------------------------------------------------------- pieces
 
 
-def crumb_html(title: str, heading_path: list[str]) -> str:
+def crumb_html(title: str, heading_path: list[str], place: str = "", ocr: bool = False) -> str:
     parts = [f'<span class="kb-doc">{text_html(title)}</span>']
     parts += [text_html(h) for h in heading_path[1:]]
-    return '<span class="kb-sep">›</span>'.join(parts)
+    badges = (f'<span class="kb-loc">{text_html(place)}</span>' if place else "") + (
+        '<span class="kb-ocr" title="这段文字由扫描件识别（OCR）得到，可能有错字">OCR</span>' if ocr else "")
+    return '<span class="kb-sep">›</span>'.join(parts) + badges
 
 
 def meta_html(meta: dict) -> str:
@@ -210,7 +215,8 @@ def hit_card(rank: int | None, hit, weak: bool = False) -> str:
         detail.append(source)
     rank_html = f'<span class="kb-rank">{rank}</span>' if rank else ""
     return (
-        f'<div class="kb-card"><div class="kb-crumb">{rank_html}{crumb_html(hit.title, hit.heading_path)}</div>'
+        f'<div class="kb-card"><div class="kb-crumb">{rank_html}'
+        f'{crumb_html(hit.title, hit.heading_path, hit.locator, hit.ocr)}</div>'
         f'<div class="kb-text">{highlight_html(hit.text, hit.matched_terms, hit.best_sentence)}</div>'
         f'<div class="kb-meta">{" · ".join(detail)}</div></div>'
     )
@@ -344,7 +350,8 @@ def view_passage(searcher: Searcher, passage_id: str) -> None:
     p, doc = view["passage"], view["document"]
     st.subheader("段落")
     st.markdown(
-        f'<div class="kb-card"><div class="kb-crumb">{crumb_html(doc.title, p["heading_path"])}</div>'
+        f'<div class="kb-card"><div class="kb-crumb">'
+        f'{crumb_html(doc.title, p["heading_path"], view.get("locator", ""), view.get("ocr", False))}</div>'
         f'<div class="kb-text">{text_html(p["text"])}</div>'
         f'<div class="kb-meta">{meta_html(doc.meta)}</div></div>', unsafe_allow_html=True)
     hit_actions(hit, key=f"focus-{p['id']}", related=False)
@@ -382,14 +389,14 @@ def view_document(searcher: Searcher, doc_id: str, passage_id: str | None) -> No
     text = full_doc["text"]
     if view:
         p = view["passage"]
-        st.markdown(f'<div class="kb-crumb" style="margin-top:1rem">{crumb_html(doc.title, p["heading_path"])}'
-                    "</div>", unsafe_allow_html=True)
+        crumb = crumb_html(doc.title, p["heading_path"], view.get("locator", ""), view.get("ocr", False))
+        st.markdown(f'<div class="kb-crumb" style="margin-top:1rem">{crumb}</div>', unsafe_allow_html=True)
         parts = [f'<div class="kb-context">{text_html(b["text"])}</div>' for b in view["before"]]
         parts.append(f'<div class="kb-text"><span class="kb-focus">{text_html(p["text"])}</span></div>')
         parts += [f'<div class="kb-context">{text_html(a["text"])}</div>' for a in view["after"]]
         st.markdown("".join(parts), unsafe_allow_html=True)
-        st.code(cite(Reference.of(doc.title, meta, p["heading_path"], doc.path), citation_style()), language=None,
-                wrap_lines=True)
+        st.code(cite(Reference.of(doc.title, meta, p["heading_path"], doc.path, place=view.get("locator", "")),
+                     citation_style()), language=None, wrap_lines=True)
         full = document_html(text, (p["start"], p["end"]))
     else:
         full = document_html(text)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TARGETS = ("decode", "txt", "md", "html", "docx", "pdf", "pptx", "xlsx", "epub", "split", "query")
+TARGETS = ("decode", "txt", "md", "html", "docx", "pdf", "pptx", "xlsx", "epub", "png", "jpg", "tiff", "split",
+           "query")
 
 
 def seeds(folder: Path) -> dict[str, Path]:
@@ -59,7 +60,22 @@ def seeds(folder: Path) -> dict[str, Path]:
     buf = io.BytesIO()
     w.write(buf)
     (out["pdf"] / "pdf").write_bytes(buf.getvalue())
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", (160, 48), 255)  # small: the fuzzer runs OCR on whatever decodes
+    ImageDraw.Draw(im).text((8, 16), "kb 2026", fill=0)
+    for name, fmt in (("png", "PNG"), ("jpg", "JPEG"), ("tiff", "TIFF")):
+        buf = io.BytesIO()
+        im.save(buf, fmt)
+        (out[name] / name).write_bytes(buf.getvalue())
+    (out["pdf"] / "scan").write_bytes(_scan_pdf(im))
     return out
+
+
+def _scan_pdf(image) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, "PDF")
+    return buf.getvalue()
 
 
 def main() -> None:

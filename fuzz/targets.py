@@ -2,7 +2,7 @@
 
     python fuzz/targets.py TARGET [libFuzzer options] [CORPUS_DIR ...]
 
-TARGET: decode, txt, md, html, docx, pdf, pptx, xlsx, epub, split, query. A target fails on any exception
+TARGET: decode, txt, md, html, docx, pdf, pptx, xlsx, epub, png, jpg, tiff, split, query. A target fails on any exception
 other than kb's own one-line errors (KBError): each such crash is a bug, to be fixed and
 kept as a regression test (tests/test_security.py, tests/fixtures/fuzz/).
 """
@@ -64,7 +64,8 @@ def query(data: bytes) -> None:
 
 TARGETS = {"decode": decode, "txt": read_as(".txt"), "md": read_as(".md"), "html": read_as(".html"),
            "docx": read_as(".docx"), "pdf": read_as(".pdf"), "pptx": read_as(".pptx"), "xlsx": read_as(".xlsx"),
-           "epub": read_as(".epub"), "split": split, "query": query}
+           "epub": read_as(".epub"), "png": read_as(".png"), "jpg": read_as(".jpg"), "tiff": read_as(".tiff"),
+           "split": split, "query": query}
 
 if __name__ == "__main__":
     name = sys.argv.pop(1)

@@ -212,6 +212,9 @@ def _print_hits(hits) -> None:
     t = terminal_text
     for i, h in enumerate(hits, 1):
         path = t(heading_trail(h.heading_path))
+        where = " · ".join(x for x in (h.locator, "OCR" if h.ocr else "") if x)
+        if where:
+            path += click.style(f"  [{t(where)}]", fg="yellow")
         click.echo(click.style(f"{i}. [{h.score:.3f}] ", bold=True) + path + click.style(f"  ({h.id})", dim=True))
         text = t(h.text if len(h.text) <= 300 else h.text[:300] + "…")
         click.echo("   " + (terminal_highlight(text, h.matched_terms) if color else text))
@@ -265,7 +268,9 @@ def show_cmd(passage_id, context, as_json, index_dir):
     meta = " · ".join(f"{k}: {v}" for k, v in doc.meta.items())
     if meta:
         click.echo(click.style(t(meta), dim=True))
-    click.echo(click.style(t(heading_trail(p["heading_path"])), fg="cyan"))
+    where = " · ".join(x for x in (view.get("locator"), "OCR" if view.get("ocr") else "") if x)
+    click.echo(click.style(t(heading_trail(p["heading_path"])), fg="cyan")
+               + (click.style(f"  [{t(where)}]", fg="yellow") if where else ""))
     click.echo()
     for b in view["before"]:
         click.echo(click.style(t(b["text"]), dim=True) + "\n")

@@ -385,10 +385,12 @@ def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
         if not t:
             continue
         prev = blocks.parts[-1] if blocks.parts else ""
-        if prev and not prev.endswith(tuple(_SENT_END_CHARS)) and not heading_match(t) \
+        if prev and not prev.endswith(tuple(_SENT_END_CHARS + ".")) and not heading_match(t) \
                 and heading_match(prev.rsplit("\n", 1)[-1]) is None:
             # the paragraph goes on over the page break: join the page's first line to it
             head, _, rest = t.partition("\n")
+            if prev[-1].isascii() and prev[-1].isalnum() and head[0].isascii() and head[0].isalnum():
+                head = " " + head
             blocks.parts[-1] = prev + head
             blocks.marks.append((blocks.pos, i + 1, i in ocred))
             blocks.pos += len(head)
@@ -459,6 +461,16 @@ def _drop_page_number(page: str) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def warnings_off():
+    """Pillow warns of large images on stderr; kb checks the size itself."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _read_image(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     """A photo or scan, read by OCR: its size is checked from the header before any pixel
     is decoded; a multi-page TIFF is read page by page (at most ``opts.max_pages``)."""
@@ -475,9 +487,13 @@ def _read_image(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read
     with _reading(name, "image"):
         Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, ocr.MAX_IMAGE_PIXELS)
         try:
-            im = Image.open(io.BytesIO(raw))
+            with warnings_off():
+                im = Image.open(io.BytesIO(raw))
         except Image.UnidentifiedImageError as e:
             raise DocumentError(f"{name}: not a readable image file (not an image, or corrupt)") from e
+        except Image.DecompressionBombError as e:  # Pillow's own check, on the header, at twice our limit
+            raise DocumentError(f"{name}: over the {ocr.MAX_IMAGE_PIXELS // 1_000_000}-megapixel limit for images "
+                                "(a decompression bomb?)") from e
         frames = int(getattr(im, "n_frames", 1) or 1)
         n = min(frames, opts.max_pages)
         if frames > n:

@@ -14,7 +14,8 @@ from .errors import DocumentError, KBError, UnsupportedFormat
 
 TRASH = ".kb-trash"  # hidden: the indexer skips it, and nothing removed is lost
 # What the page accepts, by extension and nothing else (no MIME families like "text").
-UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".docx", ".pdf", ".pptx", ".xlsx", ".epub")
+UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".docx", ".pdf", ".pptx", ".xlsx", ".epub", ".png",
+                   ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 _UNSAFE = re.compile(r"[^\w\u4e00-\u9fff\u3400-\u4dbf .()（）\[\]【】+-]")
 
 
