@@ -2,8 +2,8 @@
 
     python fuzz/targets.py TARGET [libFuzzer options] [CORPUS_DIR ...]
 
-TARGET: decode, txt, md, html, docx, pdf, pptx, xlsx, epub, png, jpg, tiff, split, query. A target fails on any exception
-other than kb's own one-line errors (KBError): each such crash is a bug, to be fixed and
+TARGET: decode, txt, md, html, docx, pdf, pptx, xlsx, epub, png, jpg, tiff, split, query. A target fails on
+any exception other than kb's own one-line errors (KBError): each such crash is a bug, to be fixed and
 kept as a regression test (tests/test_security.py, tests/fixtures/fuzz/).
 """
 

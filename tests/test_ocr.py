@@ -361,3 +361,19 @@ def test_locators_encode_round_trip_and_bad_data_is_ignored():
     assert locate(meta, 310, 320) == ("第3页", "3", True)
     assert locate({KEY: "not json"}, 0, 5) == ("", "", False)
     assert locate({}, 0, 5) == ("", "", False)
+
+
+def test_the_page_shows_slide_locators_in_cards_and_citations(tmp_path, monkeypatch):
+    from .conftest import run_page
+    from .test_formats import pptx_bytes
+
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "deck.pptx").write_bytes(pptx_bytes([("工作总结", ["全年完成了各项任务，成绩显著。"], ""),
+                                                  ("下一步打算", ["继续推进乡村振兴，抓好基层减负。"], "")]))
+    update_index(corpus, tmp_path / "index", model="hash:64", progress=False, warn=lambda m: None)
+    at = run_page(tmp_path / "index", monkeypatch, q="乡村振兴")
+    assert not at.exception
+    card = next(m.value for m in at.markdown if 'class="kb-card"' in m.value)
+    assert '<span class="kb-loc">第2张幻灯片</span>' in card and "kb-ocr" not in card
+    assert at.code[0].value.startswith("《工作总结》. 章节：第2张幻灯片：下一步打算.")
