@@ -363,7 +363,7 @@ def test_locators_encode_round_trip_and_bad_data_is_ignored():
     assert locate({}, 0, 5) == ("", "", False)
 
 
-def test_the_page_shows_slide_locators_in_cards_and_citations(tmp_path, monkeypatch):
+def test_the_page_shows_slide_locators_in_cards_and_citations(tmp_path, monkeypatch, page_address):
     from .conftest import run_page
     from .test_formats import pptx_bytes
 
