@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from . import locators
 from .errors import DocumentError, UnsupportedFormat
-from .structure import header_line_count, heading_match
+from .structure import PAGE_NUMBER, glue, header_line_count, heading_match
 from .textproc import normalize
 from .types import Document
 
@@ -389,11 +389,10 @@ def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
                 and heading_match(prev.rsplit("\n", 1)[-1]) is None:
             # the paragraph goes on over the page break: join the page's first line to it
             head, _, rest = t.partition("\n")
-            if prev[-1].isascii() and prev[-1].isalnum() and head[0].isascii() and head[0].isalnum():
-                head = " " + head
-            blocks.parts[-1] = prev + head
-            blocks.marks.append((blocks.pos, i + 1, i in ocred))
-            blocks.pos += len(head)
+            joined = glue(prev, head)
+            blocks.marks.append((blocks.pos + len(joined) - len(prev) - len(head), i + 1, i in ocred))
+            blocks.parts[-1] = joined
+            blocks.pos += len(joined) - len(prev)
             if rest:
                 blocks.add(rest)
             continue
@@ -448,15 +447,12 @@ def _ocr_pdf_pages(raw: bytes, name: str, pages: list[int], opts: ReadOptions, t
     return done
 
 
-_PAGE_NUMBER_LINE = re.compile(r"^[-—–\s]*(?:\d{1,4}|第\s*\d{1,4}\s*页(?:\s*[,，/]?\s*共\s*\d{1,4}\s*页)?)[-—–\s]*$")
-
-
 def _drop_page_number(page: str) -> str:
     """A page's text without a first or last line that is only its page number."""
     lines = page.strip().split("\n")
-    if lines and _PAGE_NUMBER_LINE.match(lines[-1]):
+    if lines and PAGE_NUMBER.match(lines[-1]):
         lines.pop()
-    if lines and _PAGE_NUMBER_LINE.match(lines[0]):
+    if lines and PAGE_NUMBER.match(lines[0]):
         lines.pop(0)
     return "\n".join(lines)
 
@@ -485,7 +481,6 @@ def _read_image(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read
     warnings: list[str] = []
     blocks = _Blocks()
     with _reading(name, "image"):
-        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, ocr.MAX_IMAGE_PIXELS)
         try:
             with warnings_off():
                 im = Image.open(io.BytesIO(raw))

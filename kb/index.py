@@ -345,6 +345,7 @@ class Indexer:
         self._warn = warn
         self.on_progress = on_progress
         self._reread_scans = False  # how scans are read changed: read PDFs and images again
+        self._ocr_cache = None  # kb.ocr.OcrCache, opened when a file is first read
 
     @property
     def pending_path(self) -> Path:
@@ -538,7 +539,7 @@ class Indexer:
         to_read = []
         for rel, path, st in files:
             p = prev_docs.get(rel)
-            if p and self._reread_scans and rel[rel.rfind("."):].lower() in SCAN_SUFFIXES:
+            if p and self._reread(rel):
                 p = None  # read again, and not taken for unchanged below
             if p and not full and _unchanged(p, st, racy_before):
                 plan.carried[rel] = p
@@ -550,7 +551,7 @@ class Indexer:
         pages = PageProgress(opt.progress, self.on_progress)
         for n, (rel, path, st) in enumerate(to_read, 1):
             p = prev_docs.get(rel)
-            reread = bool(p) and self._reread_scans and rel[rel.rfind("."):].lower() in SCAN_SUFFIXES
+            reread = bool(p) and self._reread(rel)
             try:
                 if st.st_size > byte_limit(rel, opt.max_file_bytes):
                     raise too_large(rel, st.st_size, opt.max_file_bytes)
@@ -604,7 +605,9 @@ class Indexer:
         report.documents = len(plan.carried) + len(plan.new_docs)
         return plan
 
-    _ocr_cache = None
+    def _reread(self, rel: str) -> bool:
+        """True for a PDF or an image when how scans are read has changed since the last run."""
+        return self._reread_scans and rel[rel.rfind("."):].lower() in SCAN_SUFFIXES
 
     def read_options(self, on_page: Callable[[int, int], None] | None = None) -> ReadOptions:
         """How this run reads scans, with the OCR cache beside the index."""

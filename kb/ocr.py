@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sqlite3
 import statistics
 import threading
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DocumentError
-from .structure import heading_match
+from .structure import PAGE_NUMBER, glue, heading_match
 
 ENGINE = "rapidocr-3/PP-OCRv6-small"  # part of the pipeline settings: another engine re-reads scans
 DPI = 150  # scanned PDF pages are rendered at this resolution for OCR
@@ -173,9 +172,6 @@ def read_page(image, cache: OcrCache | None = None) -> list[Line]:
 
 # --------------------------------------------------------------------------- paragraphs
 
-# A line that is only a page number: "- 3 -", "— 12 —", "第3页", "第 3 页 共 10 页", "3/10".
-_PAGE_NUMBER = re.compile(r"^[-—–\s]*(?:\d{1,4}|第\s*\d{1,4}\s*页(?:\s*[,，/]?\s*共\s*\d{1,4}\s*页)?|"
-                          r"\d{1,4}\s*/\s*\d{1,4})[-—–\s]*$")
 _SENTENCE_END = tuple("。！？!?；;：:”’」』")
 
 
@@ -205,13 +201,6 @@ def _join_boxes(row: list[Line]) -> str:
     return out
 
 
-def _glue(a: str, b: str) -> str:
-    """Two pieces of one paragraph: no space between CJK, one between Latin words."""
-    if a and b and a[-1].isascii() and a[-1].isalnum() and b[0].isascii() and b[0].isalnum():
-        return a + " " + b
-    return a + b
-
-
 def rejoin(lines: list[Line], page_height: float | None = None) -> str:
     """The text of one page from its OCR lines: visual lines joined into paragraphs
     (one per output line). A paragraph starts where a line is indented, follows a
@@ -226,7 +215,7 @@ def rejoin(lines: list[Line], page_height: float | None = None) -> str:
     keep = []
     for i, (t, b) in enumerate(zip(texts, boxes)):
         edge = b[1] < 0.1 * bottom or b[3] > 0.9 * bottom or i in (0, len(texts) - 1)
-        if edge and _PAGE_NUMBER.match(t):
+        if edge and PAGE_NUMBER.match(t):
             continue
         keep.append(i)
     texts = [texts[i] for i in keep]
@@ -254,5 +243,5 @@ def rejoin(lines: list[Line], page_height: float | None = None) -> str:
         if indented or short_before or wide_gap or starts_heading:
             paragraphs.append(text)
         else:
-            paragraphs[-1] = _glue(paragraphs[-1], text)
+            paragraphs[-1] = glue(paragraphs[-1], text)
     return "\n".join(paragraphs)

@@ -20,6 +20,21 @@ CN_NUMERALS = [
     "十一", "十二", "十三", "十四", "十五", "十六", "十七", "十八", "十九", "二十",
 ]
 
+# --------------------------------------------------------------------------- page furniture
+
+# A line that is only a page number: "- 3 -", "— 12 —", "3", "第3页", "第 3 页 共 10 页", "3/10".
+PAGE_NUMBER = re.compile(r"^[-—–\s]*(?:\d{1,4}|第\s*\d{1,4}\s*页(?:\s*[,，/]?\s*共\s*\d{1,4}\s*页)?|"
+                         r"\d{1,4}\s*/\s*\d{1,4})[-—–\s]*$")
+
+
+def glue(a: str, b: str) -> str:
+    """Two pieces of one paragraph split by a line or page break: nothing between CJK
+    characters, one space between Latin words."""
+    if a and b and a[-1].isascii() and a[-1].isalnum() and b[0].isascii() and b[0].isalnum():
+        return a + " " + b
+    return a + b
+
+
 # --------------------------------------------------------------------------- headings
 
 
