@@ -212,6 +212,14 @@ class _Blocks:
         self.parts.append(block)
         self.pos += len(block)
 
+    def extend(self, piece: str, mark: int, ocr: bool = False) -> None:
+        """Continue the last block with ``piece`` (a paragraph running over a page break),
+        marking where ``piece`` starts."""
+        joined = glue(self.parts[-1], piece)
+        self.pos += len(joined) - len(self.parts[-1])
+        self.marks.append((self.pos - len(piece), mark, ocr))
+        self.parts[-1] = joined
+
     def text(self) -> str:
         return "\n\n".join(self.parts)
 
@@ -389,10 +397,7 @@ def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
                 and heading_match(prev.rsplit("\n", 1)[-1]) is None:
             # the paragraph goes on over the page break: join the page's first line to it
             head, _, rest = t.partition("\n")
-            joined = glue(prev, head)
-            blocks.marks.append((blocks.pos + len(joined) - len(prev) - len(head), i + 1, i in ocred))
-            blocks.parts[-1] = joined
-            blocks.pos += len(joined) - len(prev)
+            blocks.extend(head, i + 1, i in ocred)
             if rest:
                 blocks.add(rest)
             continue
