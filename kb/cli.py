@@ -206,13 +206,13 @@ def search_cmd(question, k, mode, as_json, style, export_format, model, device, 
 
 
 def _print_hits(hits) -> None:
-    from .render import heading_trail, terminal_highlight
+    from .render import heading_trail, place_label, terminal_highlight
 
     color = sys.stdout.isatty()
     t = terminal_text
     for i, h in enumerate(hits, 1):
         path = t(heading_trail(h.heading_path))
-        where = " · ".join(x for x in (h.locator, "OCR" if h.ocr else "") if x)
+        where = place_label(h.locator, h.ocr)
         if where:
             path += click.style(f"  [{t(where)}]", fg="yellow")
         click.echo(click.style(f"{i}. [{h.score:.3f}] ", bold=True) + path + click.style(f"  ({h.id})", dim=True))
@@ -260,7 +260,7 @@ def show_cmd(passage_id, context, as_json, index_dir):
     if as_json:
         _dump(view)
         return
-    from .render import heading_trail
+    from .render import heading_trail, place_label
 
     doc, p = view["document"], view["passage"]
     t = terminal_text
@@ -268,7 +268,7 @@ def show_cmd(passage_id, context, as_json, index_dir):
     meta = " · ".join(f"{k}: {v}" for k, v in doc.meta.items())
     if meta:
         click.echo(click.style(t(meta), dim=True))
-    where = " · ".join(x for x in (view.get("locator"), "OCR" if view.get("ocr") else "") if x)
+    where = place_label(view["locator"], view["ocr"])
     click.echo(click.style(t(heading_trail(p["heading_path"])), fg="cyan")
                + (click.style(f"  [{t(where)}]", fg="yellow") if where else ""))
     click.echo()

@@ -40,6 +40,11 @@ def meta_line(meta: dict[str, str], labels: dict[str, str] | None = None) -> str
     return " · ".join(labels[key] + meta[key] for key in labels if meta.get(key))
 
 
+def place_label(locator: str, ocr: bool) -> str:
+    """Where a passage is in its file, as the CLI shows it: ``第2页 · OCR``."""
+    return " · ".join(x for x in (locator, "OCR" if ocr else "") if x)
+
+
 def heading_trail(heading_path: Sequence[str], sep: str = " › ") -> str:
     return sep.join(h for h in heading_path if h)
 
