@@ -28,7 +28,8 @@ from pathlib import Path
 from .errors import DocumentError
 from .structure import PAGE_NUMBER, glue, heading_match
 
-ENGINE = "rapidocr-3/PP-OCRv6-small"  # part of the pipeline settings: another engine re-reads scans
+# Part of the pipeline settings: another engine (or pass) re-reads scans.
+ENGINE = "rapidocr-3/PP-OCRv6-small+gap-pass"
 DPI = 150  # scanned PDF pages are rendered at this resolution for OCR
 MAX_PAGE_PIXELS = 12_000_000  # a rendered page larger than this (an oversize page) is rendered smaller
 MAX_IMAGE_PIXELS = 80_000_000  # an image file larger than this is refused before it is decoded
@@ -157,7 +158,8 @@ class OcrCache:
 
 
 def read_page(image, cache: OcrCache | None = None) -> list[Line]:
-    """OCR one page image through the cache."""
+    """OCR one page image through the cache: :func:`recognize`, and a second pass when
+    the lines found leave a gap where a line could be (:func:`has_gap`)."""
     image = fit_for_ocr(image)
     key = image_key(image) if cache is not None else ""
     if cache is not None:
@@ -165,9 +167,35 @@ def read_page(image, cache: OcrCache | None = None) -> list[Line]:
         if lines is not None:
             return lines
     lines = recognize(image)
+    if has_gap(lines):
+        lines = lines + recognize(_masked(image, lines))
     if cache is not None:
         cache.put(key, lines)
     return lines
+
+
+def has_gap(lines: list[Line]) -> bool:
+    """True when two visual lines are further apart than one line pitch and a half line:
+    room for a line the detector may have missed (it does miss whole lines on clean pages
+    at times; a second look at the page without the lines found recovers them)."""
+    rows = _rows(lines)
+    if len(rows) < 3:
+        return False
+    spans = [(min(b.y0 for b in r), max(b.y1 for b in r)) for r in rows]
+    pitch = statistics.median(b[0] - a[0] for a, b in zip(spans, spans[1:]))
+    height = statistics.median(y1 - y0 for y0, y1 in spans)
+    return any(b[0] - a[1] > pitch + 0.5 * height for a, b in zip(spans, spans[1:]))
+
+
+def _masked(image, lines: list[Line]):
+    """The page with the lines already read painted white: what is left to find."""
+    from PIL import ImageDraw
+
+    out = image.convert("L").copy()
+    draw = ImageDraw.Draw(out)
+    for ln in lines:
+        draw.rectangle((ln.x0 - 2, ln.y0 - 2, ln.x1 + 2, ln.y1 + 2), fill=255)
+    return out
 
 
 # --------------------------------------------------------------------------- paragraphs

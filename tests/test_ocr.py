@@ -104,6 +104,33 @@ def test_rejoin_rules():
     assert rejoin([]) == ""
 
 
+def test_a_gap_where_a_line_could_be_gets_a_second_look(monkeypatch):
+    from PIL import Image
+
+    body = [L(100, 100 + 50 * i, 1100, f"第{i}行正文内容") for i in range(6)]
+    missed = L(100, 350, 1100, "漏掉的一行")
+    seen = body[:5]  # rows at 100..300; the next found row is 400: a line's room at 350
+    seen.append(L(100, 400, 1100, "第6行正文内容"))
+    calls = []
+
+    def engine_pass(image):
+        calls.append(image.getpixel((600, 115)))  # white on the second pass: found lines are masked
+        return seen if len(calls) == 1 else [missed]
+
+    monkeypatch.setattr(ocr, "recognize", engine_pass)
+    page = Image.new("L", (1240, 1754), 0)
+    lines = ocr.read_page(page)
+    assert calls == [0, 255] and missed in lines
+    assert rejoin(lines, 1754) == "".join(f"第{i}行正文内容" for i in range(5)) + "漏掉的一行第6行正文内容"
+    calls.clear()
+    assert ocr.read_page(page.copy()) and len(calls) == 2  # no cache: the engine again
+    seen[:] = body  # evenly spaced: one pass
+    calls.clear()
+    ocr.read_page(page)
+    assert len(calls) == 1
+    assert not ocr.has_gap(body) and ocr.has_gap(body[:5] + [L(100, 400, 1100, "x")])
+
+
 # --------------------------------------------------------------------------- engine
 
 
