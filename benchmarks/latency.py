@@ -54,6 +54,9 @@ def main() -> None:
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--no-references", action="store_true", help="skip faiss_flat and bm25s")
     ap.add_argument("--no-embedding", action="store_true", help="skip hybrid_with_embedding")
+    ap.add_argument("--compare-fusion", nargs="*", default=[], metavar="FUSION",
+                    help="also time hybrid with these RankingConfig.fusion values (e.g. convex learned), "
+                         "interleaved in rounds in one run: hybrid[convex], hybrid[learned]")
     args = ap.parse_args()
 
     questions = synthetic.questions(args.queries)
@@ -84,6 +87,18 @@ def main() -> None:
         for mode in ("hybrid", "dense", "lexical"):
             result[mode][key] = pct(timed(lambda q, m=mode: s.search(q, k=10, mode=m), questions))
             print(f"{n:>8} {mode:<8} {result[mode][key]}", file=sys.stderr)
+        if args.compare_fusion:
+            import dataclasses
+
+            base, times = s.config, {f: [] for f in args.compare_fusion}
+            for _ in range(3):  # rounds, so that a slow moment of the machine hits every variant
+                for f in args.compare_fusion:
+                    s.config = dataclasses.replace(base, fusion=f)
+                    times[f] += timed(lambda q: s.search(q, k=10), questions)
+            s.config = base
+            for f, t in times.items():
+                result.setdefault(f"hybrid[{f}]", {})[key] = pct(t)
+                print(f"{n:>8} hybrid[{f}] {result[f'hybrid[{f}]'][key]}", file=sys.stderr)
         if embedder is not None:
             def with_embedding(q: str) -> None:
                 s.prime_query(q, embedder.embed_query(q))

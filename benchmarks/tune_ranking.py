@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from kb.evaluate import QueryVectors, _passage_metrics, dataset_hash, load_dataset, prepare_index, run_mode
+from kb.learn import SEED, article_of, in_train
 from kb.search import Searcher
 from kb.splitting import DEFAULT_MAX_CHARS
 
@@ -43,11 +44,16 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[],
                     help='JSON object of RankingConfig fields, plus "bm25": {"k1": .., "b": ..}')
     ap.add_argument("--limit", type=int, default=0, help="only the first N queries of each set")
+    ap.add_argument("--held-out", nargs="?", const=SEED, default=None, metavar="SEED",
+                    help="only the questions kb.learn holds out (articles on the 30 %% side of its split)")
     args = ap.parse_args()
     variants = [json.loads(v) for v in args.variant] or [{}]
     out: dict = {}
     for d in args.datasets:
         ds, searcher, path_to_id, qvecs = load(d)
+        if args.held_out:
+            title_of = {str(p["id"]): (p.get("title") or "").strip() for p in ds.passages}
+            ds.queries = [q for q in ds.queries if not in_train(article_of(q, title_of), args.held_out)]
         if args.limit:
             ds.queries = ds.queries[: args.limit]
         base = searcher.config
@@ -61,6 +67,7 @@ def main() -> None:
             row["hybrid " + json.dumps(v, ensure_ascii=False)] = score(ds, searcher, path_to_id, qvecs, "hybrid")
             print(ds.name, v, row["hybrid " + json.dumps(v, ensure_ascii=False)], file=sys.stderr)
         qvecs.save()
+        row["questions"] = len(ds.queries)
         out[ds.name] = row
     print(json.dumps(out, ensure_ascii=False))
 

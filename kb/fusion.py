@@ -1,10 +1,20 @@
 """Ranking as pure functions over a frozen :class:`RankingConfig`: calibrating each
-channel's scores to 0-1, and fusing them (convex combination, or RRF)."""
+channel's scores to 0-1, describing each candidate by features, and fusing them
+(the learned model shipped in ``kb/data/fusion.json``, a convex combination, or RRF)."""
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+MODEL_PATH = Path(__file__).resolve().parent / "data" / "fusion.json"
 
 
 @dataclass(frozen=True)
@@ -12,13 +22,18 @@ class RankingConfig:
     """How hybrid search ranks (tuned on CMRC 2018, DRCD and DuReader; see README).
     Variants are made with ``dataclasses.replace``, never by mutating a searcher."""
 
-    fusion: str = "convex"  # calibrated 0-1 scores, weighted sum; or "rrf"
+    fusion: str = "learned"  # the shipped model over candidate features; "convex" (weighted sum); "rrf"
+    model: str | None = None  # a fusion model file (``kb.learn`` writes one); None: the shipped one
     rrf_k: float = 60.0
     weights: Mapping[str, float] = field(default_factory=lambda: {"dense": 0.5, "lexical": 0.5})
     lexical_full_terms: int = 8  # keyword weight reaches its full value at this many query terms
     pool_min: int = 50  # candidates asked of each channel, at least
     bm25_k1: float = 1.2  # BM25 term-frequency saturation
     bm25_b: float = 0.75  # BM25 length normalisation
+    # related passages (kb related, the page's 相关段落): measured on DRCD's articles (README)
+    related_terms: int = 20  # the passage's most telling words, its keyword query
+    related_lexical: float = 0.3  # keyword share of the score (the rest: calibrated cosine)
+    related_title: float = 0.1  # bonus for a document title sharing words with the passage's
 
 
 def channel_weights(config: RankingConfig, n_terms: int) -> tuple[float, float]:
@@ -42,6 +57,30 @@ def calibrate_dense(cosine: float, background: float) -> float:
 def calibrate_lexical(bm25: float, ceiling: float) -> float:
     """A BM25 score as a share of the highest score the query could reach, 0-1."""
     return min(1.0, bm25 / ceiling) if ceiling > 0 else 0.0
+
+
+def telling_terms(tokens: Sequence[str], title: set[str], idf, n: int) -> list[str]:
+    """A passage's ``n`` most telling words, by frequency x IDF (its title's words count
+    double): the keyword query that finds passages sharing its subject."""
+    tf: dict[str, int] = {}
+    for t in tokens:
+        tf[t] = tf.get(t, 0) + 1
+    weight = {t: c * idf(t) * (2.0 if t in title else 1.0) for t, c in tf.items()}
+    return sorted((t for t in weight if weight[t] > 0), key=lambda t: (-weight[t], t))[:n]
+
+
+def related_scores(config: RankingConfig, cosine: Sequence[float], background: float, bm25: Sequence[float],
+                   self_bm25: float, title_share: Sequence[float]) -> np.ndarray:
+    """Scores of related-passage candidates: calibrated cosine to the passage and BM25 of
+    its telling words as a share of the passage's own (both 0-1), weighed by
+    ``related_lexical``, plus ``related_title`` x the share of the passage's title words in
+    the candidate's title. The title bonus is small: a passage of another document that is
+    much closer still wins, so related passages are not "the same document only". 0-1."""
+    d = np.array([calibrate_dense(c, background) for c in cosine])
+    lex = np.minimum(1.0, np.asarray(bm25, dtype=np.float64) / self_bm25) if self_bm25 > 0 else np.zeros(len(d))
+    w = config.related_lexical
+    bonus = config.related_title
+    return ((1 - w) * d + w * lex + bonus * np.asarray(title_share, dtype=np.float64)) / (1 + bonus)
 
 
 def fuse(config: RankingConfig, dense_of: Mapping[int, float], lex_of: Mapping[int, float],
@@ -83,3 +122,154 @@ def min_max(values: Sequence[float]) -> list[float]:
     if hi - lo < 1e-12:
         return [1.0 if hi > 0 else 0.0 for _ in values]
     return [(v - lo) / (hi - lo) for v in values]
+
+
+# --------------------------------------------------------------------------- learned fusion
+
+
+def _pairs(word: str) -> set[str]:
+    return {word} if len(word) < 2 else {word[i: i + 2] for i in range(len(word) - 1)}
+
+
+def support(weights: Mapping[str, float], text: str) -> float:
+    """The IDF-weighted share of the query words found in ``text`` (folded): each word
+    counts by the share of its character pairs that occur in the text, so that jieba
+    cutting a phrase differently in the question and in the text does not matter."""
+    total = sum(weights.values())
+    if total <= 0:
+        return 0.0
+    found = 0.0
+    for word, w in weights.items():
+        pairs = _pairs(word)
+        found += w * sum(p in text for p in pairs) / len(pairs)
+    return found / total
+
+
+@dataclass
+class Pool:
+    """One query's candidates (the union of both channels' top rows), as aligned arrays."""
+
+    n_terms: int  # distinct query words the index has
+    dense: np.ndarray  # calibrated cosine, 0-1
+    lexical: np.ndarray  # calibrated BM25, 0-1
+    dense_rank: np.ndarray  # rank in the dense run from 1; 0 when the channel did not return it
+    lexical_rank: np.ndarray
+    cover: np.ndarray  # support() of the heading path and text
+    head_cover: np.ndarray  # support() of the heading path (title first) alone
+    length: np.ndarray  # characters of text
+    sub: np.ndarray  # 1.0 for a part of a paragraph (sub-point or chunk), else 0.0
+    doc: Sequence[str]  # document id of each candidate
+    family: Sequence[tuple[str, str | None]]  # (passage id, parent id)
+
+
+FEATURES = (
+    "dense", "lexical", "lexical_ramped", "dense_x_lexical", "convex", "dense_rank", "lexical_rank", "dense_only", "lexical_only",
+    "cover", "cover_ramped", "head_cover", "log_length", "sub",
+    "doc_hits", "doc_best_other", "family_best",
+)
+
+
+ABSENT_RANK = 200  # the rank feature of a candidate its channel did not return
+
+
+def _ranks(ranks: np.ndarray) -> np.ndarray:
+    return np.log1p(np.where(ranks > 0, ranks, ABSENT_RANK).astype(np.float64))
+
+
+def features(pool: Pool, config: RankingConfig) -> np.ndarray:
+    """The candidates' feature matrix, columns in :data:`FEATURES` order. The keyword
+    channel and word cover are also given "ramped" by the query's length in words (see
+    :func:`channel_weights`); a candidate learns from the rest of its document
+    (``doc_*``) and from its parent or sub-points (``family_best``)."""
+    n = len(pool.dense)
+    if n == 0:
+        return np.zeros((0, len(FEATURES)))
+    d, lex, cover = (np.asarray(a, dtype=np.float64) for a in (pool.dense, pool.lexical, pool.cover))
+    wd, wl = channel_weights(config, pool.n_terms)
+    ramp = wl / config.weights["lexical"] if config.weights["lexical"] else 0.0
+    convex = (wd * d + wl * lex) / (wd + wl) if wd + wl else d
+    doc_of = list(pool.doc)
+    by_doc: dict[str, list[int]] = {}
+    for i, doc in enumerate(doc_of):
+        by_doc.setdefault(doc, []).append(i)
+    doc_hits = np.array([math.log(len(by_doc[doc])) for doc in doc_of])
+    doc_best_other = np.zeros(n)
+    for members in by_doc.values():
+        if len(members) > 1:
+            vals = convex[members]
+            order = np.argsort(-vals)
+            best, second = vals[order[0]], vals[order[1]]
+            for j, i in enumerate(members):
+                doc_best_other[i] = second if i == members[order[0]] else best
+    where = {pid: i for i, (pid, _) in enumerate(pool.family)}
+    family_best = np.zeros(n)
+    for i, (_, parent) in enumerate(pool.family):
+        j = where.get(parent) if parent else None
+        if j is not None:
+            family_best[i] = max(family_best[i], convex[j])
+            family_best[j] = max(family_best[j], convex[i])
+    dr, lr = np.asarray(pool.dense_rank), np.asarray(pool.lexical_rank)
+    cols = [
+        d, lex, lex * ramp, d * lex, convex, _ranks(dr), _ranks(lr), ((dr > 0) & (lr == 0)).astype(float),
+        ((lr > 0) & (dr == 0)).astype(float),
+        cover, cover * ramp, np.asarray(pool.head_cover, dtype=np.float64),
+        np.log1p(np.asarray(pool.length, dtype=np.float64)), np.asarray(pool.sub, dtype=np.float64),
+        doc_hits, doc_best_other, family_best,
+    ]
+    return np.column_stack(cols)
+
+
+@dataclass(frozen=True)
+class FusionModel:
+    """A linear model over standardised :data:`FEATURES` (trained by ``kb.learn``, listwise:
+    the right passage should win its query's softmax), with a logistic calibration that
+    turns its score into a 0-1 probability of relevance for display and ``--min-score``."""
+
+    features: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    calibration: tuple[float, float]
+    info: Mapping[str, object] = field(default_factory=dict)
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.weights
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        a, b = self.calibration
+        return 1.0 / (1.0 + np.exp(-(a * self.raw(x) + b)))
+
+    def to_json(self) -> dict[str, object]:
+        return {"format": 1, "features": list(self.features), "mean": self.mean.round(6).tolist(),
+                "scale": self.scale.round(6).tolist(), "weights": self.weights.round(6).tolist(),
+                "calibration": [round(float(c), 6) for c in self.calibration], "info": dict(self.info)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object], where: str = "fusion model") -> FusionModel:
+        from .errors import KBError
+
+        if data.get("format") != 1 or tuple(data.get("features", ())) != FEATURES:
+            raise KBError(f"{where} was trained for other features than this kb computes — retrain it "
+                          "with `python -m kb.learn` (see README, Ranking)")
+        arr = {k: np.asarray(data[k], dtype=np.float64) for k in ("mean", "scale", "weights")}
+        return cls(FEATURES, arr["mean"], arr["scale"], arr["weights"],
+                   tuple(float(c) for c in data["calibration"]), data.get("info") or {})
+
+
+@lru_cache(maxsize=8)
+def load_model(path: str | None = None) -> FusionModel:
+    """The fusion model at ``path`` (the shipped one when None), read once per process."""
+    from .errors import KBError
+
+    path = path or os.environ.get("KB_FUSION_MODEL")
+    where = Path(path) if path else MODEL_PATH
+    try:
+        data = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise KBError(f"cannot read the fusion model {where}: {e}") from e
+    return FusionModel.from_json(data, str(where))
+
+
+def learned_scores(config: RankingConfig, pool: Pool) -> np.ndarray:
+    """The learned model's 0-1 score of each candidate."""
+    return load_model(config.model).score(features(pool, config))

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from .cite import Reference, cite
 from .embedding import Embedder, check_model, embedder_from_spec, mismatch, same_embedder
 from .errors import EmptyQuery, IndexMismatch, IndexNotFound, KBError, UnknownPassage
 from .families import dedupe_families, drop_repeats
-from .fusion import RankingConfig, calibrate_dense, calibrate_lexical, channel_weights, fuse
+from .fusion import (Pool, RankingConfig, calibrate_dense, calibrate_lexical, channel_weights, fuse, learned_scores,
+                     related_scores, support, telling_terms)
 from .locators import locate, public_meta
 from .render import best_sentence, matched_terms
 from .segments import GenerationView, load_deleted, open_segment
@@ -63,21 +65,14 @@ def search_response(searcher: Searcher, question: str, k: int = 10, mode: str = 
     return SearchResponse(query=query, mode=mode, hits=hits, low_confidence=weak or None, truncated=cut or None)
 
 
-def _pairs(word: str) -> set[str]:
-    return {word} if len(word) < 2 else {word[i: i + 2] for i in range(len(word) - 1)}
-
-
-def support(weights: dict[str, float], text: str) -> float:
-    """The IDF-weighted share of the query words found in ``text`` (folded): each word
-    counts by the share of its character pairs that occur in the text."""
-    total = sum(weights.values())
-    if total <= 0:
-        return 0.0
-    found = 0.0
-    for word, w in weights.items():
-        pairs = _pairs(word)
-        found += w * sum(p in text for p in pairs) / len(pairs)
-    return found / total
+def competition_ranks(run: list[int], score_of: dict[int, float]) -> dict[int, int]:
+    """Ranks from 1 in a channel's run, equal scores sharing the best rank: they do not
+    depend on how ties happened to be ordered (row numbers differ between a segmented
+    index and a fresh build of the same documents)."""
+    if not run:
+        return {}
+    desc = -np.sort(-np.array([score_of[r] for r in run]))
+    return {r: int(np.searchsorted(-desc, -score_of[r], side="left")) + 1 for r in run}
 
 
 def bound_query(query: str | None, limit: int = MAX_QUERY_CHARS) -> tuple[str, bool]:
@@ -111,6 +106,20 @@ def index_embedder(location: str | Path) -> dict[str, Any]:
             raise IndexNotFound(f"no index at {location} — run `kb index FOLDER --store {location}` first")
         return m["embedder"]
     return read_manifest(IndexDir(location).require_current())["embedder"]
+
+
+@dataclass
+class Candidates:
+    """A query's candidate rows (dense run first, then keyword-only ones) and their scores."""
+
+    rows: list[int]
+    records: dict[int, dict[str, Any]]
+    dense_run: list[int]  # best first
+    lexical_run: list[int]
+    cosine: dict[int, float]
+    dense: dict[int, float]  # calibrated, 0-1
+    bm25: dict[int, float]
+    lexical: dict[int, float]  # calibrated, 0-1
 
 
 class Searcher:
@@ -310,18 +319,48 @@ class Searcher:
         masks = self._masks(doc_ids, sources)
         qtokens = tokenize(query)
 
+        c = self.gather(query, qtokens, n, mode, masks)
+        if c is None:
+            return []
+        candidates, rows, dense_of, lex_of = c.rows, c.records, c.dense, c.lexical
+        dense_rows, lex_rows, cos_of, raw_lex = c.dense_run, c.lexical_run, c.cosine, c.bm25
+
+        if mode == "dense":
+            fused = {r: dense_of[r] for r in candidates}
+            ranked = self._ranked({r: cos_of[r] for r in candidates}, rows)
+        elif mode == "lexical":
+            fused = {r: lex_of[r] for r in lex_rows}
+            ranked = self._ranked({r: raw_lex[r] for r in lex_rows}, rows)
+        elif cfg.fusion == "learned":
+            fused = dict(zip(candidates, learned_scores(cfg, self.pool(qtokens, c)).tolist()))
+            ranked = self._ranked(fused, rows)
+        else:
+            fused = fuse(cfg, dense_of, lex_of, dense_rows, lex_rows, len(self._query_terms(qtokens)))
+            ranked = self._ranked(fused, rows)
+
+        rerank_of: dict[int, float] = {}
+        if rerank is not None and ranked:
+            top = ranked[: rerank.depth]
+            texts = [" > ".join(rows[r]["heading_path"][1:] + [rows[r]["text"]]) for r in top]
+            rerank_of = dict(zip(top, rerank.scores(query, texts).tolist()))
+            ranked = self._ranked(rerank_of, rows)
+            fused = {r: rerank_of[r] for r in ranked}
+        return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of, rows)
+
+    def gather(self, query: str, qtokens: list[str], n: int, mode: str = "hybrid", masks=None) -> Candidates | None:
+        """The top ``n`` rows of each channel ``mode`` uses, scored by both (None: no candidate)."""
+        cfg = self.config
         lex_rows = np.zeros(0, np.int64)
         if mode != "dense":
             lex_rows, _ = self.view.bm25_top(qtokens, cfg.bm25_k1, cfg.bm25_b, n, masks)
         qvec = None
-        dense_rows = np.zeros(0, np.int64)
+        dense_rows, dense_cos = np.zeros(0, np.int64), np.zeros(0, np.float32)
         if mode != "lexical":
             qvec = self.embed_query(query)
             dense_rows, dense_cos = self.view.dense(qvec, n, masks)
-
         candidates = list(dict.fromkeys([int(r) for r in dense_rows] + [int(r) for r in lex_rows]))
         if not candidates:
-            return []
+            return None
         rows = self._rows(candidates)
         cos_of: dict[int, float] = {}
         dense_of: dict[int, float] = {}
@@ -334,26 +373,32 @@ class Searcher:
         cap = self.lexical_ceiling(qtokens)
         raw_lex = self.view.bm25_of(qtokens, cfg.bm25_k1, cfg.bm25_b, candidates)
         lex_of = {r: calibrate_lexical(raw_lex[r], cap) for r in candidates}
+        return Candidates(candidates, rows, [int(r) for r in dense_rows], [int(r) for r in lex_rows],
+                          cos_of, dense_of, raw_lex, lex_of)
 
-        if mode == "dense":
-            fused = {r: dense_of[r] for r in candidates}
-            ranked = self._ranked({r: cos_of[r] for r in candidates}, rows)
-        elif mode == "lexical":
-            fused = {int(r): lex_of[int(r)] for r in lex_rows}
-            ranked = self._ranked({int(r): raw_lex[int(r)] for r in lex_rows}, rows)
-        else:
-            fused = fuse(cfg, dense_of, lex_of, [int(r) for r in dense_rows], [int(r) for r in lex_rows],
-                         len(self._query_terms(qtokens)))
-            ranked = self._ranked(fused, rows)
-
-        rerank_of: dict[int, float] = {}
-        if rerank is not None and ranked:
-            top = ranked[: rerank.depth]
-            texts = [" > ".join(rows[r]["heading_path"][1:] + [rows[r]["text"]]) for r in top]
-            rerank_of = dict(zip(top, rerank.scores(query, texts).tolist()))
-            ranked = self._ranked(rerank_of, rows)
-            fused = {r: rerank_of[r] for r in ranked}
-        return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of, rows)
+    def pool(self, qtokens: list[str], c: Candidates) -> Pool:
+        """What the learned fusion knows of each candidate (:class:`kb.fusion.Pool`)."""
+        candidates, rows = c.rows, c.records
+        weights = self.query_weights(qtokens)
+        d_rank = competition_ranks(c.dense_run, c.cosine)
+        l_rank = competition_ranks(c.lexical_run, c.bm25)
+        cover, head_cover = [], []
+        for r in candidates:
+            head = fold(" ".join(rows[r]["heading_path"]))
+            cover.append(support(weights, head + " " + fold(rows[r]["text"])))
+            head_cover.append(support(weights, head))
+        return Pool(
+            n_terms=len(self._query_terms(qtokens)),
+            dense=np.array([c.dense.get(r, 0.0) for r in candidates]),
+            lexical=np.array([c.lexical.get(r, 0.0) for r in candidates]),
+            dense_rank=np.array([d_rank.get(r, 0) for r in candidates]),
+            lexical_rank=np.array([l_rank.get(r, 0) for r in candidates]),
+            cover=np.array(cover), head_cover=np.array(head_cover),
+            length=np.array([len(rows[r]["text"]) for r in candidates]),
+            sub=np.array([rows[r]["parent"] is not None for r in candidates], dtype=float),
+            doc=[rows[r]["doc_id"] for r in candidates],
+            family=[(rows[r]["id"], rows[r]["parent"]) for r in candidates],
+        )
 
     def query_weights(self, tokens: list[str]) -> dict[str, float]:
         """Each distinct query word's IDF; a word the index has never seen gets the IDF of
@@ -402,17 +447,35 @@ class Searcher:
 
     # ------------------------------------------------------------------ related / show
     def related(self, passage_id: str, k: int = 5) -> list[Hit]:
+        """Passages like ``passage_id`` (never its own parent or sub-points): near its vector,
+        sharing its most telling words, and a little closer when their document's title
+        shares words with its document's title (see :func:`kb.fusion.related_scores`)."""
         p = self.passage(passage_id)
         vec = self.view.vectors([p["row"]])[0]
         family = {p["id"]} | set(self._ancestors({p["row"]: p})[p["id"]])
         family |= self.view.store_of(p["doc_id"]).descendants(p["id"])
-        rows_, vals = self.view.dense(vec, max(self.config.pool_min, 5 * k) + len(family))
-        rows = self._rows(rows_)
-        cos = dict(zip([int(r) for r in rows_], vals.tolist()))
-        ranked = self._ranked({r: c for r, c in cos.items() if rows[r]["id"] not in family}, rows)
-        fused = {r: max(0.0, cos[r]) for r in ranked}
+        cfg = self.config
+        n = max(cfg.pool_min, 5 * k) + len(family)
+        title = p["heading_path"][0] if p["heading_path"] else ""
+        tokens = tokenize(" ".join(p["heading_path"]) + " " + p["text"])
+        terms = telling_terms(tokens, set(tokenize(title)), self.view.idf, cfg.related_terms)
+        dense_rows, cos_ = self.view.dense(vec, n)
+        lex_rows, _ = self.view.bm25_top(terms, cfg.bm25_k1, cfg.bm25_b, n)
+        cands = list(dict.fromkeys([int(r) for r in dense_rows] + [int(r) for r in lex_rows]))
+        rows = self._rows(cands)
+        cands = [r for r in cands if rows[r]["id"] not in family]
+        cos = dict(zip([int(r) for r in dense_rows], cos_.tolist()))
+        rest = [r for r in cands if r not in cos]
+        cos.update(zip(rest, (self.view.vectors(rest) @ vec).tolist()))
+        raw = self.view.bm25_of(terms, cfg.bm25_k1, cfg.bm25_b, cands + [p["row"]])
+        weights = {t: self.view.idf(t) for t in dict.fromkeys(tokenize(title))}
+        score = related_scores(cfg, [cos[r] for r in cands], self.dense_background(vec),
+                               [raw[r] for r in cands], raw[p["row"]],
+                               [support(weights, fold(rows[r]["heading_path"][0] if rows[r]["heading_path"] else ""))
+                                for r in cands])
+        fused = dict(zip(cands, score.tolist()))
+        ranked = self._ranked(fused, rows)
         chosen = dedupe_families(ranked, rows, self._ancestors(rows), fused, k)
-        tokens = tokenize(p["text"])
         return [self._hit(rows[e["row"]], p["text"], tokens, e["score"], {"dense": round(cos[e["row"]], 4),
                                                                           "lexical": 0.0}, e["context"])
                 for e in chosen]

@@ -29,7 +29,7 @@ class PassageView:
     path: str = ""
     context: list[str] = field(default_factory=list)  # ids of related passages kept as context
     # How well the passage supports the query, 0-1: the IDF-weighted share of the query's
-    # words it holds (see kb.search.support); 0 for passages not found by a query.
+    # words it holds (see kb.fusion.support); 0 for passages not found by a query.
     support: float = 0.0
     meta: dict[str, str] = field(default_factory=dict)  # author, source, date, url ... of its document
     # Where in the file: 第3页 / 第3–4页 / 第5张幻灯片 / 第12–20行 ("" for formats without pages).
