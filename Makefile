@@ -13,7 +13,7 @@ HOST ?= 127.0.0.1
 # pip on this kind of machine prints a warning per package for an absent local mirror; hide only those.
 PIPQUIET := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help setup .venv index run serve test test-fast lint bench fuzz clean
+.PHONY: help setup .venv index run serve test test-fast lint bench fuzz fusion-model clean
 .DEFAULT_GOAL := help
 
 help:  ## List the targets
@@ -50,6 +50,11 @@ lint: $(STAMP)  ## ruff
 
 bench: $(STAMP)  ## Run the benchmarks (prints JSON)
 	$(BIN)/python benchmarks/latency.py --passages 10000
+
+EVAL ?= ../shared/eval
+FUSION_SETS ?= $(EVAL)/cmrc2018_trial $(EVAL)/drcd_test $(EVAL)/dureader2_demo_train
+fusion-model: $(STAMP)  ## Retrain kb/data/fusion.json on the shared eval sets (FUSION_SETS=)
+	$(BIN)/python -m kb.learn $(FUSION_SETS) --out kb/data/fusion.json
 
 FUZZ_SECONDS ?= 120
 fuzz: $(STAMP)  ## Fuzz the readers, splitter and query parser with atheris (FUZZ_SECONDS each)

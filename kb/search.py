@@ -17,8 +17,19 @@ from .cite import Reference, cite
 from .embedding import Embedder, check_model, embedder_from_spec, mismatch, same_embedder
 from .errors import EmptyQuery, IndexMismatch, IndexNotFound, KBError, UnknownPassage
 from .families import dedupe_families, drop_repeats
-from .fusion import (Pool, RankingConfig, calibrate_dense, calibrate_lexical, channel_weights, fuse, learned_scores,
-                     related_scores, support, telling_terms)
+from .fusion import (
+    Cover,
+    Pool,
+    RankingConfig,
+    calibrate_dense,
+    calibrate_lexical,
+    channel_weights,
+    fuse,
+    learned_scores,
+    related_scores,
+    support,
+    telling_terms,
+)
 from .locators import locate, public_meta
 from .render import best_sentence, matched_terms
 from .segments import GenerationView, load_deleted, open_segment
@@ -382,11 +393,16 @@ class Searcher:
         weights = self.query_weights(qtokens)
         d_rank = competition_ranks(c.dense_run, c.cosine)
         l_rank = competition_ranks(c.lexical_run, c.bm25)
-        cover, head_cover = [], []
+        measure = Cover(weights)
+        cover, head_cover, heads = [], [], {}
         for r in candidates:
-            head = fold(" ".join(rows[r]["heading_path"]))
-            cover.append(support(weights, head + " " + fold(rows[r]["text"])))
-            head_cover.append(support(weights, head))
+            path = " ".join(rows[r]["heading_path"])
+            if path not in heads:  # a document's passages share their title and headings
+                head = fold(path)
+                heads[path] = (head, measure(head))
+            head, head_share = heads[path]
+            cover.append(measure(head + " " + fold(rows[r]["text"])))
+            head_cover.append(head_share)
         return Pool(
             n_terms=len(self._query_terms(qtokens)),
             dense=np.array([c.dense.get(r, 0.0) for r in candidates]),

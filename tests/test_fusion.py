@@ -10,8 +10,17 @@ import numpy as np
 import pytest
 
 from kb.errors import KBError
-from kb.fusion import (FEATURES, MODEL_PATH, FusionModel, Pool, RankingConfig, features, load_model,
-                       related_scores, telling_terms)
+from kb.fusion import (
+    FEATURES,
+    MODEL_PATH,
+    FusionModel,
+    Pool,
+    RankingConfig,
+    features,
+    load_model,
+    related_scores,
+    telling_terms,
+)
 from kb.learn import Question, fit, in_train, main, mrr
 
 from .conftest import FIXTURES
@@ -136,4 +145,24 @@ def test_related_scores_and_telling_terms():
     assert close[0] > s[2]  # ... but a much closer passage of another title still wins
     assert ((s >= 0) & (s <= 1)).all()
     idf = {"长江": 2.0, "水电": 3.0, "中国": 0.5}.get
-    assert telling_terms(["中国", "长江", "长江", "水电", "的"], {"长江"}, lambda t: idf(t) or 0.0, 2) == ["长江", "水电"]
+    tokens = ["中国", "长江", "长江", "水电", "的"]
+    assert telling_terms(tokens, {"长江"}, lambda t: idf(t) or 0.0, 2) == ["长江", "水电"]
+
+
+def test_related_is_not_the_same_document_only(tmp_path):
+    """A passage of another document that says nearly the same thing is listed among the
+    sample speech's related passages, although every other passage of the speech shares
+    its title."""
+    from kb.search import Searcher
+
+    from .conftest import SAMPLE_DOC, library_with
+
+    text = SAMPLE_DOC.read_text(encoding="utf-8")
+    start = text.index("胡总书记“七一”讲话中指出,我们必须按照建设马克思主义学习型政党")
+    paragraph = text[start: text.index("\n", start)].strip()
+    _, index = library_with(tmp_path, {"学习心得.txt": "学习心得\n\n" + paragraph[:200] + "\n"})
+    s = Searcher.load(index)
+    focus = next(h for h in s.search(paragraph[:60], k=10) if h.path == SAMPLE_DOC.name)
+    related = s.related(focus.id, k=5)
+    assert any(h.path == "学习心得.txt" for h in related), [(h.path, h.heading_path) for h in related]
+    assert all(0 <= h.score <= 1 for h in related)
