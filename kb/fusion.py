@@ -69,17 +69,15 @@ def telling_terms(tokens: Sequence[str], title: set[str], idf, n: int) -> list[s
     return sorted((t for t in weight if weight[t] > 0), key=lambda t: (-weight[t], t))[:n]
 
 
-def related_scores(config: RankingConfig, cosine: Sequence[float], background: float, bm25: Sequence[float],
-                   self_bm25: float, title_share: Sequence[float]) -> np.ndarray:
-    """Scores of related-passage candidates: calibrated cosine to the passage and BM25 of
-    its telling words as a share of the passage's own (both 0-1), weighed by
+def related_scores(config: RankingConfig, dense: Sequence[float], lexical: Sequence[float],
+                   title_share: Sequence[float]) -> np.ndarray:
+    """Scores of related-passage candidates, 0-1: the calibrated cosine to the passage and
+    the BM25 of its telling words as a share of the passage's own score, weighed by
     ``related_lexical``, plus ``related_title`` x the share of the passage's title words in
     the candidate's title. The title bonus is small: a passage of another document that is
-    much closer still wins, so related passages are not "the same document only". 0-1."""
-    d = np.array([calibrate_dense(c, background) for c in cosine])
-    lex = np.minimum(1.0, np.asarray(bm25, dtype=np.float64) / self_bm25) if self_bm25 > 0 else np.zeros(len(d))
-    w = config.related_lexical
-    bonus = config.related_title
+    much closer still wins, so related passages are not "the same document only"."""
+    w, bonus = config.related_lexical, config.related_title
+    d, lex = np.asarray(dense, dtype=np.float64), np.asarray(lexical, dtype=np.float64)
     return ((1 - w) * d + w * lex + bonus * np.asarray(title_share, dtype=np.float64)) / (1 + bonus)
 
 

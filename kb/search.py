@@ -48,8 +48,10 @@ MAX_QUERY_CHARS = 512
 # question when it holds enough of the question's words (support: their IDF-weighted share,
 # matched by character pairs so that jieba cutting a phrase differently in the question and
 # in the text does not matter, words the index has never seen weighing the most), or when
-# the dense model puts it well above the question's background.
-SUPPORT_FLOOR = 0.35
+# the dense model puts it well above the question's background. Re-fitted for the learned
+# fusion (which lists hits holding more of the question's words, unanswerable questions
+# included): 0.40 flags answerable questions as often as 0.35 did with the convex fusion.
+SUPPORT_FLOOR = 0.40
 DENSE_FLOOR = 0.3
 
 
@@ -472,9 +474,9 @@ class Searcher:
         family |= self.view.store_of(p["doc_id"]).descendants(p["id"])
         cfg = self.config
         n = max(cfg.pool_min, 5 * k) + len(family)
-        title = p["heading_path"][0] if p["heading_path"] else ""
+        title_words = list(dict.fromkeys(tokenize(p["heading_path"][0] if p["heading_path"] else "")))
         tokens = tokenize(" ".join(p["heading_path"]) + " " + p["text"])
-        terms = telling_terms(tokens, set(tokenize(title)), self.view.idf, cfg.related_terms)
+        terms = telling_terms(tokens, set(title_words), self.view.idf, cfg.related_terms)
         dense_rows, cos_ = self.view.dense(vec, n)
         lex_rows, _ = self.view.bm25_top(terms, cfg.bm25_k1, cfg.bm25_b, n)
         cands = list(dict.fromkeys([int(r) for r in dense_rows] + [int(r) for r in lex_rows]))
@@ -483,17 +485,24 @@ class Searcher:
         cos = dict(zip([int(r) for r in dense_rows], cos_.tolist()))
         rest = [r for r in cands if r not in cos]
         cos.update(zip(rest, (self.view.vectors(rest) @ vec).tolist()))
+        bg = self.dense_background(vec)
+        dense = {r: calibrate_dense(cos[r], bg) for r in cands}
         raw = self.view.bm25_of(terms, cfg.bm25_k1, cfg.bm25_b, cands + [p["row"]])
-        weights = {t: self.view.idf(t) for t in dict.fromkeys(tokenize(title))}
-        score = related_scores(cfg, [cos[r] for r in cands], self.dense_background(vec),
-                               [raw[r] for r in cands], raw[p["row"]],
-                               [support(weights, fold(rows[r]["heading_path"][0] if rows[r]["heading_path"] else ""))
-                                for r in cands])
+        own = raw[p["row"]]
+        lexical = {r: min(1.0, raw[r] / own) if own > 0 else 0.0 for r in cands}
+        same_title = Cover({t: self.view.idf(t) for t in title_words})
+        titles: dict[str, float] = {}
+        for r in cands:
+            t = rows[r]["heading_path"][0] if rows[r]["heading_path"] else ""
+            if t not in titles:
+                titles[t] = same_title(fold(t))
+        score = related_scores(cfg, [dense[r] for r in cands], [lexical[r] for r in cands],
+                               [titles[rows[r]["heading_path"][0] if rows[r]["heading_path"] else ""] for r in cands])
         fused = dict(zip(cands, score.tolist()))
         ranked = self._ranked(fused, rows)
         chosen = dedupe_families(ranked, rows, self._ancestors(rows), fused, k)
-        return [self._hit(rows[e["row"]], p["text"], tokens, e["score"], {"dense": round(cos[e["row"]], 4),
-                                                                          "lexical": 0.0}, e["context"])
+        return [self._hit(rows[e["row"]], p["text"], tokens, e["score"],
+                          {"dense": round(dense[e["row"]], 4), "lexical": round(lexical[e["row"]], 4)}, e["context"])
                 for e in chosen]
 
     def show(self, passage_id: str, context: int = 1) -> dict[str, Any]:

@@ -139,9 +139,9 @@ def test_training_command_writes_a_model_search_uses(tmp_path, capsys):
 
 def test_related_scores_and_telling_terms():
     cfg = RankingConfig()
-    s = related_scores(cfg, [0.95, 0.95, 0.7], 0.7, [5.0, 5.0, 0.0], 10.0, [0.0, 1.0, 1.0])
+    s = related_scores(cfg, [0.8, 0.8, 0.0], [0.5, 0.5, 0.0], [0.0, 1.0, 1.0])
     assert s[1] > s[0]  # the same title helps ...
-    close = related_scores(cfg, [0.99], 0.7, [9.0], 10.0, [0.0])
+    close = related_scores(cfg, [0.97], [0.9], [0.0])
     assert close[0] > s[2]  # ... but a much closer passage of another title still wins
     assert ((s >= 0) & (s <= 1)).all()
     idf = {"长江": 2.0, "水电": 3.0, "中国": 0.5}.get

@@ -27,7 +27,7 @@ from kb.errors import KBError
 from kb.index import _unchanged, update_index
 from kb.library import UPLOAD_SUFFIXES, save_upload
 from kb.render import highlight_html, terminal_text, text_html
-from kb.search import MAX_QUERY_CHARS, Searcher, bound_query, confidence, support
+from kb.search import MAX_QUERY_CHARS, SUPPORT_FLOOR, Searcher, bound_query, confidence, support
 
 from .conftest import ROOT, SAMPLE_DOC, library_with, run_page
 
@@ -546,7 +546,7 @@ def test_unseen_query_words_count_against_support(tmp_path, corpus):
     s = Searcher.load(index)
     hits = s.search("量子计算机的工作原理", mode="lexical")
     assert hits and hits[0].scores["lexical"] > 0.5  # the trap: 工作 is the only indexed word
-    assert hits[0].support < 0.35 and confidence(hits) == "low"
+    assert hits[0].support < SUPPORT_FLOOR and confidence(hits) == "low"
     weights = s.query_weights(["量子", "工作"])
     assert weights["量子"] > weights["工作"]  # a word the index has never seen weighs the most
     assert support(weights, "工作") < 0.5 and support(weights, "量子工作") == 1.0
