@@ -209,7 +209,7 @@ def features(pool: Pool, config: RankingConfig) -> np.ndarray:
             vals = convex[members]
             order = np.argsort(-vals)
             best, second = vals[order[0]], vals[order[1]]
-            for j, i in enumerate(members):
+            for i in members:
                 doc_best_other[i] = second if i == members[order[0]] else best
     where = {pid: i for i, (pid, _) in enumerate(pool.family)}
     family_best = np.zeros(n)
@@ -247,7 +247,7 @@ class FusionModel:
 
     def score(self, x: np.ndarray) -> np.ndarray:
         a, b = self.calibration
-        return 1.0 / (1.0 + np.exp(-(a * self.raw(x) + b)))
+        return 0.5 * (1.0 + np.tanh(0.5 * (a * self.raw(x) + b)))  # the logistic, without overflow
 
     def to_json(self) -> dict[str, object]:
         return {"format": 1, "features": list(self.features), "mean": self.mean.round(6).tolist(),
