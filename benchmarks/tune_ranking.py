@@ -15,9 +15,8 @@ import argparse
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
-from kb.evaluate import QueryVectors, _passage_metrics, dataset_hash, load_dataset, prepare_index, run_mode
+from kb.evaluate import QueryVectors, _passage_metrics, eval_cache, load_dataset, prepare_index, run_mode
 from kb.learn import SEED, article_of, in_train
 from kb.search import Searcher
 from kb.splitting import DEFAULT_MAX_CHARS
@@ -25,7 +24,7 @@ from kb.splitting import DEFAULT_MAX_CHARS
 
 def load(dataset: str):
     ds = load_dataset(dataset)
-    cache = Path("index") / "eval" / f"{ds.name}-{dataset_hash(ds, None, DEFAULT_MAX_CHARS)}"
+    cache = eval_cache(ds)
     index_dir, path_to_id, _ = prepare_index(ds, cache, None, DEFAULT_MAX_CHARS, progress=False)
     searcher = Searcher.load(index_dir)
     searcher.warm()
@@ -52,8 +51,8 @@ def main() -> None:
     for d in args.datasets:
         ds, searcher, path_to_id, qvecs = load(d)
         if args.held_out:
-            title_of = {str(p["id"]): (p.get("title") or "").strip() for p in ds.passages}
-            ds.queries = [q for q in ds.queries if not in_train(article_of(q, title_of), args.held_out)]
+            titles = ds.titles()
+            ds.queries = [q for q in ds.queries if not in_train(article_of(q, titles), args.held_out)]
         if args.limit:
             ds.queries = ds.queries[: args.limit]
         base = searcher.config

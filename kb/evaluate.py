@@ -75,6 +75,10 @@ class Dataset:
     def kind(self) -> str:
         return "passages" if self.passages is not None else "expect"
 
+    def titles(self) -> dict[str, str]:
+        """``{passage id: title}`` (stripped; "" for a passage without one)."""
+        return {str(p["id"]): (p.get("title") or "").strip() for p in self.passages or []}
+
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
@@ -112,6 +116,13 @@ def dataset_hash(ds: Dataset, model: str | None, max_chars: int) -> str:
     h.update((ds.path / "passages.jsonl").read_bytes())
     h.update(f"\x00{model or 'default'}\x00{max_chars}".encode())
     return h.hexdigest()[:12]
+
+
+def eval_cache(ds: Dataset, model: str | None = None) -> Path:
+    """Where ``kb eval`` keeps a passage set's index and query vectors by default."""
+    from .splitting import DEFAULT_MAX_CHARS
+
+    return Path("index") / "eval" / f"{ds.name}-{dataset_hash(ds, model, DEFAULT_MAX_CHARS)}"
 
 
 def prepare_index(ds: Dataset, cache: Path, model: str | None, max_chars: int, progress: bool,
@@ -220,8 +231,7 @@ def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, i
     # least 10 distinct passages (each at its best hit), as passage-to-document evaluation does.
     depth = 3 * max(k, 10)
     if ds.kind == "passages":
-        default = Path("index") / "eval" / f"{ds.name}-{dataset_hash(ds, model, DEFAULT_MAX_CHARS)}"
-        cache = Path(index) if index else default
+        cache = Path(index) if index else eval_cache(ds, model)
         index_dir, path_to_id, report = prepare_index(ds, cache, model, DEFAULT_MAX_CHARS, progress, log, store)
         qcache = cache / "queries.npz"
     else:
@@ -297,7 +307,7 @@ def related_metrics(ds: Dataset, searcher, path_to_id: dict[str, str], k: int = 
     other dataset passages that come from the same article; recall@k = share of the article's
     other passages among them. A floor, not the whole story: related passages from other
     articles on the topic are welcome. None when no article has two passages."""
-    title_of = {str(p["id"]): (p.get("title") or "").strip() for p in ds.passages or []}
+    title_of = ds.titles()
     members: dict[str, set[str]] = {}
     for pid, title in title_of.items():
         if title:

@@ -254,6 +254,11 @@ class FusionModel:
                 "scale": self.scale.round(6).tolist(), "weights": self.weights.round(6).tolist(),
                 "calibration": [round(float(c), 6) for c in self.calibration], "info": dict(self.info)}
 
+    def save(self, path: str | Path) -> None:
+        """Write the model as the JSON file :func:`load_model` reads (stable bytes for equal models)."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
     @classmethod
     def from_json(cls, data: Mapping[str, object], where: str = "fusion model") -> FusionModel:
         from .errors import KBError

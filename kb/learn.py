@@ -64,7 +64,7 @@ def in_train(key: str, seed: str = SEED, share: float = TRAIN_SHARE) -> bool:
 
 def collect(dataset: str | Path, progress: bool = False, model: str | None = None) -> list[Question]:
     """Every question of a set, with its candidates' features, asked of the set's cached index."""
-    from .evaluate import QueryVectors, dataset_hash, load_dataset, prepare_index
+    from .evaluate import QueryVectors, eval_cache, load_dataset, prepare_index
     from .progress import progress_bar
     from .search import Searcher
     from .splitting import DEFAULT_MAX_CHARS
@@ -73,12 +73,12 @@ def collect(dataset: str | Path, progress: bool = False, model: str | None = Non
     ds = load_dataset(dataset)
     if ds.passages is None:
         raise SystemExit(f"{dataset}: training needs passages.jsonl and queries with positives")
-    cache = Path("index") / "eval" / f"{ds.name}-{dataset_hash(ds, model, DEFAULT_MAX_CHARS)}"
+    cache = eval_cache(ds, model)
     index_dir, path_to_id, _ = prepare_index(ds, cache, model, DEFAULT_MAX_CHARS, progress)
     searcher = Searcher.load(index_dir, model=model)
     searcher.warm()
     qvecs = QueryVectors(searcher, cache / "queries.npz")
-    title_of = {str(p["id"]): (p.get("title") or "").strip() for p in ds.passages}
+    title_of = ds.titles()
     path_of = {d["doc_id"]: d["path"] for d in searcher.docs}
     n = max(searcher.config.pool_min, 5 * DEPTH)
     out = []
@@ -230,8 +230,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     test = [q for q in questions if not in_train(q.key, args.seed)]
     held = fit(train, args.l2, set_weights(train), {"split": args.seed, "side": "train"}) if train else None
     if args.held_out_model and held is not None:
-        Path(args.held_out_model).write_text(json.dumps(held.to_json(), ensure_ascii=False, indent=1) + "\n",
-                                             encoding="utf-8")
+        held.save(args.held_out_model)
     result = {"split": {"seed": args.seed, "train": len(train), "held_out": len(test)},
               "held_out": report(test, held), "train": report(train, held)}
     if args.out:
@@ -239,8 +238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "l2": args.l2, "command": "python -m kb.learn " + " ".join(args.datasets) + f" --out {args.out}",
                 "held_out": result["held_out"]}
         model = fit(questions, args.l2, set_weights(questions), info)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(model.to_json(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        model.save(args.out)
         result["weights"] = dict(zip(FEATURES, model.weights.round(4).tolist()))
         result["out"] = args.out
     print(json.dumps(result, ensure_ascii=False))

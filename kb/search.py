@@ -27,7 +27,6 @@ from .fusion import (
     fuse,
     learned_scores,
     related_scores,
-    support,
     telling_terms,
 )
 from .locators import locate, public_meta
@@ -430,7 +429,7 @@ class Searcher:
         evidence = {r: (lex_of.get(r, 0.0), dense_of.get(r, 0.0)) for r in ranked}
         ranked = drop_repeats(ranked, rows)
         chosen = dedupe_families(ranked, rows, ancestors, fused, k, evidence)
-        weights = self.query_weights(qtokens)
+        measure = Cover(self.query_weights(qtokens))
         hits = []
         for entry in chosen:
             r = rows[entry["row"]]
@@ -439,7 +438,7 @@ class Searcher:
             if rerank_of:
                 scores["rerank"] = round(float(rerank_of.get(entry["row"], 0.0)), 4)
             hit = self._hit(r, query, qtokens, entry["score"], scores, entry["context"])
-            hit.support = round(support(weights, fold(" ".join(r["heading_path"]) + " " + r["text"])), 4)
+            hit.support = round(measure(fold(" ".join(r["heading_path"]) + " " + r["text"])), 4)
             hits.append(hit)
         return hits
 
@@ -474,7 +473,7 @@ class Searcher:
         family |= self.view.store_of(p["doc_id"]).descendants(p["id"])
         cfg = self.config
         n = max(cfg.pool_min, 5 * k) + len(family)
-        title_words = list(dict.fromkeys(tokenize(p["heading_path"][0] if p["heading_path"] else "")))
+        title_words = list(dict.fromkeys(tokenize(_title(p))))
         tokens = tokenize(" ".join(p["heading_path"]) + " " + p["text"])
         terms = telling_terms(tokens, set(title_words), self.view.idf, cfg.related_terms)
         dense_rows, cos_ = self.view.dense(vec, n)
@@ -493,11 +492,11 @@ class Searcher:
         same_title = Cover({t: self.view.idf(t) for t in title_words})
         titles: dict[str, float] = {}
         for r in cands:
-            t = rows[r]["heading_path"][0] if rows[r]["heading_path"] else ""
+            t = _title(rows[r])
             if t not in titles:
                 titles[t] = same_title(fold(t))
         score = related_scores(cfg, [dense[r] for r in cands], [lexical[r] for r in cands],
-                               [titles[rows[r]["heading_path"][0] if rows[r]["heading_path"] else ""] for r in cands])
+                               [titles[_title(rows[r])] for r in cands])
         fused = dict(zip(cands, score.tolist()))
         ranked = self._ranked(fused, rows)
         chosen = dedupe_families(ranked, rows, self._ancestors(rows), fused, k)
@@ -581,6 +580,11 @@ class Searcher:
         """Segment readers are shared with other generations: they close when the last
         searcher holding them is gone."""
         self.view = GenerationView([], [])
+
+
+def _title(row: dict[str, Any]) -> str:
+    """A passage's document title: the first element of its heading path."""
+    return row["heading_path"][0] if row["heading_path"] else ""
 
 
 def _document_view(row: dict[str, Any]) -> DocumentView:

@@ -24,10 +24,11 @@ from kb.cli import cli
 from kb.documents import decode_bytes, parse_document
 from kb.embedding import HashEmbedder
 from kb.errors import KBError
+from kb.fusion import support
 from kb.index import _unchanged, update_index
 from kb.library import UPLOAD_SUFFIXES, save_upload
 from kb.render import highlight_html, terminal_text, text_html
-from kb.search import MAX_QUERY_CHARS, SUPPORT_FLOOR, Searcher, bound_query, confidence, support
+from kb.search import MAX_QUERY_CHARS, SUPPORT_FLOOR, Searcher, bound_query, confidence
 
 from .conftest import ROOT, SAMPLE_DOC, library_with, run_page
 
