@@ -294,7 +294,7 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
             s = library.searcher()
         except Unavailable as e:
             return fail(503, "index unavailable", str(e))
-        return JSONResponse({"status": "ok", "generation": s.gen.name, "passages": s.count})
+        return JSONResponse({"status": "ok", "generation": s.version, "passages": s.count})
     return app
 
 

@@ -370,3 +370,18 @@ def test_a_writer_on_a_server_holds_a_lease(tmp_path, corpus, monkeypatch):
     warnings: list[str] = []
     r = update_index(corpus, store, model="hash:64", progress=False, warn=warnings.append)
     assert r.added == 1 and any("interrupted" in w for w in warnings)
+
+
+def test_healthz_on_a_lite_store_names_its_version(tmp_path, corpus):
+    """Was 500 AttributeError: /healthz read the local searcher's generation folder."""
+    from fastapi.testclient import TestClient
+
+    from kb.api import create_app
+
+    store = str(tmp_path / "kb.db")
+    build(corpus, store)
+    r = TestClient(create_app(store, embedder=HashEmbedder(64))).get("/healthz")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "ok" and r.json()["generation"] == current_version(store)
+    assert r.json()["passages"] > 0
+
