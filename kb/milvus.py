@@ -126,13 +126,24 @@ class Location:
     def __str__(self) -> str:
         return self.uri
 
-    @property
-    def pending_path(self) -> Path:
+    def _beside(self, suffix: str) -> Path:
+        """A file of kb's own for this library: beside a Lite ``.db``; for a server, in the
+        user's cache folder under a name derived from the URI and collection prefix."""
         if self.lite:
-            return Path(self.uri + ".pending.sqlite")
+            return Path(self.uri + suffix)
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kb" / "milvus"
         cache.mkdir(parents=True, exist_ok=True)
-        return cache / (hashlib.sha1(f"{self.uri}\x00{self.prefix}".encode()).hexdigest()[:16] + ".sqlite")
+        return cache / (hashlib.sha1(f"{self.uri}\x00{self.prefix}".encode()).hexdigest()[:16] + suffix)
+
+    @property
+    def pending_path(self) -> Path:
+        """Vectors of an unfinished run (see :class:`kb.store.PendingVectors`)."""
+        return self._beside(".pending.sqlite" if self.lite else ".sqlite")
+
+    @property
+    def ocr_cache_path(self) -> Path:
+        """OCR results by page image, kept between runs (never the pending-vectors file)."""
+        return self._beside(".ocr-cache.sqlite")
 
     def name(self, what: str) -> str:
         return f"{self.prefix}_{what}"
@@ -533,6 +544,10 @@ class MilvusIndexer(Indexer):
     @property
     def pending_path(self) -> Path:
         return self.loc.pending_path
+
+    @property
+    def ocr_cache_path(self) -> Path:
+        return self.loc.ocr_cache_path
 
     def run(self, corpus) -> IndexReport:
         t0 = time.time()

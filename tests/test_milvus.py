@@ -385,3 +385,23 @@ def test_healthz_on_a_lite_store_names_its_version(tmp_path, corpus):
     assert r.json()["status"] == "ok" and r.json()["generation"] == current_version(store)
     assert r.json()["passages"] > 0
 
+
+def test_on_a_server_the_ocr_cache_is_not_the_pending_vectors_file(tmp_path, corpus, monkeypatch):
+    """Was: the OCR cache path was derived from the pending-vectors path by replacing
+    "pending.sqlite", which a server's pending path does not contain — both were one file, and
+    clearing the pending vectors after a run deleted the OCR cache."""
+    store = str(tmp_path / "kb.db")
+    monkeypatch.setattr(milvus.Location, "lite", property(lambda self: False))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    loc = milvus.Location.parse(store)
+    assert loc.ocr_cache_path != loc.pending_path
+    assert loc.ocr_cache_path.parent == loc.pending_path.parent
+    from kb.ocr import Line, OcrCache
+
+    build(corpus, store)
+    cache = OcrCache(loc.ocr_cache_path)
+    cache.put("page", [Line(0, 0, 1, 1, "扫描页", 0.9)])  # what an earlier run read by OCR
+    cache.close()
+    (corpus / "extra.txt").write_text("新文档\n\n关于水稻育种的新内容。", encoding="utf-8")
+    assert build(corpus, store).added == 1
+    assert [ln.text for ln in OcrCache(loc.ocr_cache_path).get("page")] == ["扫描页"]
