@@ -69,7 +69,7 @@ def _library(folder: Path, extra_set: Path | None) -> list[Path]:
 
 
 def _kb(*args: str) -> dict:
-    from kb.cli import cli
+    from kb.serve.cli import cli
 
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     if result.exit_code != 0:
@@ -142,7 +142,7 @@ def record(out: Path, model: str, stores: list[str], extra_set: Path | None) -> 
             where = str(work / ("lib.db" if store == "milvus" else "index"))
             result[store] = record_store(where, docs, model, questions)
             if store == "milvus":
-                from kb.milvus import release
+                from kb.store.milvus.library import release
 
                 release(where)
     out.parent.mkdir(parents=True, exist_ok=True)

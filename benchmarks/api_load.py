@@ -44,9 +44,9 @@ sys.path.insert(0, str(ROOT))
 
 import synthetic  # noqa: E402
 
-from kb.index import update_index  # noqa: E402
-from kb.search import Searcher, search_response  # noqa: E402
-from kb.store import IndexDir  # noqa: E402
+from kb.index.indexer import update_index  # noqa: E402
+from kb.search.searcher import Searcher, search_response  # noqa: E402
+from kb.store.local.layout import IndexDir  # noqa: E402
 
 
 def free_port() -> int:
@@ -59,9 +59,9 @@ def start_server(index: Path, pinned: bool = True) -> tuple[subprocess.Popen, in
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
     if pinned:  # what `kb serve` does
-        cmd = [sys.executable, "-m", "kb.cli", "serve", "--port", str(port), "--index", str(index)]
+        cmd = [sys.executable, "-m", "kb", "serve", "--port", str(port), "--index", str(index)]
     else:  # the same app, OpenMP left at its defaults (all cores, spinning waits)
-        cmd = [sys.executable, "-c", "import sys, uvicorn; from kb.api import create_app; "
+        cmd = [sys.executable, "-c", "import sys, uvicorn; from kb.serve.api import create_app; "
                f"uvicorn.run(create_app(sys.argv[1]), host='127.0.0.1', port={port}, log_level='warning')",
                str(index)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -184,7 +184,7 @@ def while_indexing(demo: Path, questions: list[str], seconds: float, tmp: Path) 
         proc, port = start_server(demo, pinned=pinned)
         quiet = load(port, questions, 1, seconds / 2, None)
         shutil.rmtree(tmp / "busy-index", ignore_errors=True)
-        indexer = subprocess.Popen([sys.executable, "-m", "kb.cli", "index", str(docs), "--index",
+        indexer = subprocess.Popen([sys.executable, "-m", "kb", "index", str(docs), "--index",
                                     str(tmp / "busy-index"), "-q"], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
         time.sleep(5)  # the indexer is loading and embedding

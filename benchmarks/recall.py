@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from kb.errors import KBError
-from kb.search import Searcher
-from kb.vectors import VectorIndex
+from kb.search.searcher import Searcher
+from kb.store.local.vectors import VectorIndex
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kb.index import compact_index, update_index
-from kb.search import Searcher
+from kb.index.indexer import compact_index, update_index
+from kb.search.searcher import Searcher
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("hybrid", "lexical", "dense")

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kb.documents import content_hash
-from kb.embedding import HashEmbedder
+from kb.embed.embedders import HashEmbedder
 from kb.errors import KBError
-from kb.index import pipeline_settings, publish_generation
-from kb.segments import SegmentWriter
-from kb.splitting import DEFAULT_MAX_CHARS
-from kb.store import IndexDir, now_iso, read_manifest
-from kb.textproc import sentence_spans, tokenize
+from kb.index.indexer import pipeline_settings, publish_generation
+from kb.read.documents import content_hash
+from kb.split.passages import DEFAULT_MAX_CHARS
+from kb.store.local.layout import IndexDir, now_iso, read_manifest
+from kb.store.local.segments import SegmentWriter
+from kb.text.process import sentence_spans, tokenize
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_EVAL = ROOT.parent / "shared" / "eval"

@@ -16,10 +16,10 @@ import dataclasses
 import json
 import sys
 
-from kb.evaluate import QueryVectors, _passage_metrics, eval_cache, load_dataset, prepare_index, run_mode
-from kb.learn import SEED, article_of, in_train
-from kb.search import Searcher
-from kb.splitting import DEFAULT_MAX_CHARS
+from kb.eval.evaluate import QueryVectors, _passage_metrics, eval_cache, load_dataset, prepare_index, run_mode
+from kb.eval.learn import SEED, article_of, in_train
+from kb.search.searcher import Searcher
+from kb.split.passages import DEFAULT_MAX_CHARS
 
 
 def load(dataset: str):

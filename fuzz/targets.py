@@ -17,11 +17,11 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 with atheris.instrument_imports():
-    from kb.documents import decode_bytes, parse_document
     from kb.errors import KBError
-    from kb.search import bound_query
-    from kb.splitting import split_document
-    from kb.textproc import fold, normalize, tokenize
+    from kb.read.documents import decode_bytes, parse_document
+    from kb.search.searcher import bound_query
+    from kb.split.passages import split_document
+    from kb.text.process import fold, normalize, tokenize
 
 
 def read_as(suffix: str):

@@ -5,7 +5,7 @@
 Citations: one file per case, every style and export in it (tests/golden/citations/).
 Splitter: one input document -> its passages with heading paths (tests/golden/splitting/).
 OCR paragraphs: a page's OCR lines (recorded once from real scans of rendered text:
-``python -m tests.golden --record-ocr``) -> the page text kb.ocr.rejoin makes (tests/golden/ocr/).
+``python -m tests.golden --record-ocr``) -> the page text kb.read.ocr.rejoin makes (tests/golden/ocr/).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from kb.cite import EXPORTS, STYLES, Reference, cite, export
+from kb.present.cite import EXPORTS, STYLES, Reference, cite, export
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden"
@@ -54,8 +54,8 @@ SPLITTING_INPUTS = GOLDEN / "splitting"
 
 
 def split_json(path: Path) -> str:
-    from kb.documents import read_document
-    from kb.splitting import split_document
+    from kb.read.documents import read_document
+    from kb.split.passages import split_document
 
     doc = read_document(path, path.parent)
     passages = [{"kind": p.kind, "heading_path": p.heading_path, "text": p.text, "parent": p.parent}
@@ -95,7 +95,7 @@ def ocr_pages() -> dict[str, dict]:
 
 def record_ocr() -> list[Path]:
     """Run the real OCR on the rendered pages and keep its lines as golden inputs."""
-    from kb.ocr import recognize
+    from kb.read.ocr import recognize
 
     OCR_INPUTS.mkdir(parents=True, exist_ok=True)
     written = []
@@ -111,7 +111,7 @@ def record_ocr() -> list[Path]:
 
 
 def rejoined(path: Path) -> str:
-    from kb.ocr import Line, rejoin
+    from kb.read.ocr import Line, rejoin
 
     data = json.loads(path.read_text(encoding="utf-8"))
     return rejoin([Line(*v) for v in data["lines"]], data["height"]) + "\n"

@@ -21,10 +21,10 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
-from kb.api import create_app
-from kb.cli import cli
-from kb.index import update_index
-from kb.search import MAX_QUERY_CHARS
+from kb.index.indexer import update_index
+from kb.search.searcher import MAX_QUERY_CHARS
+from kb.serve.api import create_app
+from kb.serve.cli import cli
 
 from .conftest import library_with
 
@@ -185,7 +185,7 @@ def _get(url: str) -> tuple[int, dict]:
 def test_a_real_server_answers_over_http_and_swaps_generations_under_load(tmp_path):
     corpus, index = library_with(tmp_path, {})
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--port", str(port), "--index", str(index)],
+    proc = subprocess.Popen([sys.executable, "-m", "kb", "serve", "--port", str(port), "--index", str(index)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -240,7 +240,7 @@ def test_mcp_tools_over_stdio(library):
     from mcp.client.stdio import StdioServerParameters
 
     async def session():
-        params = StdioServerParameters(command=sys.executable, args=["-m", "kb.cli", "mcp", "--index", str(library[1])],
+        params = StdioServerParameters(command=sys.executable, args=["-m", "kb", "mcp", "--index", str(library[1])],
                                        env={**os.environ})
         async with Client(params, read_timeout_seconds=60) as c:
             names = {t.name for t in (await c.list_tools()).tools}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kb.search import Searcher
+from kb.search.searcher import Searcher
 
 from .conftest import ROOT, SAMPLE_DOC, library_with, run_page
 

@@ -51,7 +51,7 @@ playwright = _Playwright()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from kb.index import update_index
+    from kb.index.indexer import update_index
 
     from .conftest import SAMPLE_CORPUS
 
@@ -143,7 +143,7 @@ def test_document_markup_never_reaches_the_network(server):
         card = page.locator(".kb-card", has_text="陷阱文档").first
         card.wait_for(timeout=30000)
         assert "<img src=http://example.org/body.png>" in card.inner_text()
-        from kb.documents import doc_id_for
+        from kb.read.documents import doc_id_for
 
         page.goto(server + "/?doc=" + doc_id_for("hostile.txt"), wait_until="domcontentloaded")
         page.locator(".kb-title").first.wait_for(timeout=30000)

@@ -9,9 +9,9 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from kb.cite import Reference, apa, bibtex, cite, gbt7714, ris, short
-from kb.cli import cli
-from kb.documents import parse_document
+from kb.present.cite import Reference, apa, bibtex, cite, gbt7714, ris, short
+from kb.read.documents import parse_document
+from kb.serve.cli import cli
 
 from .golden import ACCESSED, CITATION_CASES, GOLDEN, citation_text
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from kb.cli import cli
+from kb.serve.cli import cli
 
 
 @pytest.fixture

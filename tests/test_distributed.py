@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("ray")
 
-from kb.index import update_index  # noqa: E402
-from kb.search import Searcher  # noqa: E402
+from kb.index.indexer import update_index  # noqa: E402
+from kb.search.searcher import Searcher  # noqa: E402
 
 from .test_segments import QUERIES, quiet  # noqa: E402
 
@@ -16,7 +16,7 @@ from .test_segments import QUERIES, quiet  # noqa: E402
 @pytest.mark.slow
 def test_ray_embeds_what_a_plain_run_embeds_and_the_driver_writes_milvus(tmp_path, corpus):
     pytest.importorskip("pymilvus")
-    from kb import milvus
+    from kb.store.milvus import library as milvus
 
     (corpus / "more.txt").write_text("第二篇\n\n" + "\n\n".join(f"第{i}段：关于农业科技推广的内容{i}。" * 3
                                                                for i in range(30)), encoding="utf-8")

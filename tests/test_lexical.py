@@ -5,9 +5,9 @@ import random
 import numpy as np
 import pytest
 
-from kb.fusion import min_max, rrf, rrf_max
-from kb.postings import Postings, top_k
-from kb.segments import GenerationView, SegmentReader, SegmentWriter
+from kb.rank.fusion import min_max, rrf, rrf_max
+from kb.store.local.postings import Postings, top_k
+from kb.store.local.segments import GenerationView, SegmentReader, SegmentWriter
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from kb.errors import DocumentError, KBError, UnsupportedFormat
-from kb.library import TRASH, remove_document, sanitize_filename, save_upload
+from kb.serve.uploads import TRASH, remove_document, sanitize_filename, save_upload
 
 
 @pytest.mark.parametrize("name, safe", [

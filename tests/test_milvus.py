@@ -20,11 +20,11 @@ pytest.importorskip("milvus_lite")
 
 from click.testing import CliRunner  # noqa: E402
 
-from kb import milvus  # noqa: E402
-from kb.embedding import HashEmbedder  # noqa: E402
+from kb.embed.embedders import HashEmbedder  # noqa: E402
 from kb.errors import IndexBusy, IndexMismatch, IndexNotFound, KBError  # noqa: E402
-from kb.index import compact_index, update_index  # noqa: E402
-from kb.search import Searcher, current_version  # noqa: E402
+from kb.index.indexer import compact_index, update_index  # noqa: E402
+from kb.search.searcher import Searcher, current_version  # noqa: E402
+from kb.store.milvus import library as milvus  # noqa: E402
 
 from .conftest import ROOT  # noqa: E402
 from .test_segments import QUERIES, Library, quiet  # noqa: E402
@@ -146,8 +146,8 @@ def test_unchanged_folder_writes_nothing_and_vectors_are_reused(tmp_path):
 
 KILL_SCRIPT = """
 import os, signal, sys
-from kb import milvus
-from kb.index import update_index
+from kb.store.milvus import library as milvus
+from kb.index.indexer import update_index
 
 where, count = sys.argv[3], int(sys.argv[4])
 milvus.WRITE_BATCH = 8  # several inserts per run
@@ -218,7 +218,7 @@ def test_kill9_during_indexing_leaves_a_searchable_store_and_the_next_run_comple
 
 HOLD_SCRIPT = """
 import sys, time
-from kb.search import Searcher
+from kb.search.searcher import Searcher
 s = Searcher.load(sys.argv[1])
 print("open", flush=True)
 time.sleep(60)
@@ -298,7 +298,7 @@ def test_without_the_extra_the_message_names_the_install(monkeypatch, tmp_path):
 
 
 def test_cli_store_option_and_env(tmp_path, corpus, monkeypatch):
-    from kb.cli import cli
+    from kb.serve.cli import cli
 
     store = str(tmp_path / "kb.db")
     runner = CliRunner()
@@ -321,7 +321,7 @@ def test_page_and_api_serve_a_lite_store(tmp_path, corpus, monkeypatch, page_add
     from fastapi.testclient import TestClient
     from streamlit.testing.v1 import AppTest
 
-    from kb.api import create_app
+    from kb.serve.api import create_app
 
     store = str(tmp_path / "kb.db")
     build(corpus, store)
@@ -376,7 +376,7 @@ def test_healthz_on_a_lite_store_names_its_version(tmp_path, corpus):
     """Was 500 AttributeError: /healthz read the local searcher's generation folder."""
     from fastapi.testclient import TestClient
 
-    from kb.api import create_app
+    from kb.serve.api import create_app
 
     store = str(tmp_path / "kb.db")
     build(corpus, store)
@@ -396,7 +396,7 @@ def test_on_a_server_the_ocr_cache_is_not_the_pending_vectors_file(tmp_path, cor
     loc = milvus.Location.parse(store)
     assert loc.ocr_cache_path != loc.pending_path
     assert loc.ocr_cache_path.parent == loc.pending_path.parent
-    from kb.ocr import Line, OcrCache
+    from kb.read.ocr import Line, OcrCache
 
     build(corpus, store)
     cache = OcrCache(loc.ocr_cache_path)

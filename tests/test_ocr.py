@@ -15,14 +15,14 @@ import zlib
 
 import pytest
 
-from kb import ocr
-from kb.documents import ReadOptions, parse_document
 from kb.errors import DocumentError
-from kb.index import update_index
-from kb.locators import KEY, encode, locate
-from kb.ocr import Line, rejoin
-from kb.search import Searcher
-from kb.splitting import split_document
+from kb.index.indexer import update_index
+from kb.read import ocr
+from kb.read.documents import ReadOptions, parse_document
+from kb.read.locators import KEY, encode, locate
+from kb.read.ocr import Line, rejoin
+from kb.search.searcher import Searcher
+from kb.split.passages import split_document
 
 from .golden import NOTICE, OCR_INPUTS, rejoined
 from .scans import cjk_font, pdf_of, png_of, render_pages
@@ -67,7 +67,7 @@ def test_rejoined_paragraphs_match_their_golden_file(source):
 
 
 def test_golden_notice_keeps_headings_and_sub_points_for_the_splitter():
-    from kb.documents import parse_document as parse
+    from kb.read.documents import parse_document as parse
 
     text = (OCR_INPUTS / "notice_no_indent.txt").read_text(encoding="utf-8")
     assert text.splitlines()[1:] == NOTICE  # every paragraph back, none merged or split, no page number
@@ -291,7 +291,7 @@ def test_a_500_page_scan_is_capped_by_max_pages(count_ocr):
 
 @needs_font
 def test_scans_in_a_library_hits_cite_pages_and_the_cache_spares_a_reread(tmp_path, count_ocr, monkeypatch):
-    import kb.index as kbi
+    import kb.index.indexer as kbi
 
     corpus = tmp_path / "docs"
     corpus.mkdir()
@@ -313,7 +313,7 @@ def test_scans_in_a_library_hits_cite_pages_and_the_cache_spares_a_reread(tmp_pa
     assert note.locator == "" and not note.ocr
     from click.testing import CliRunner
 
-    from kb.cli import cli
+    from kb.serve.cli import cli
 
     out = CliRunner().invoke(cli, ["search", "督查检查", "-k", "1", "--mode", "lexical", "--index", str(index)]).output
     assert "[第2页 · OCR]" in out and "引用:" in out and out.rstrip().endswith("第2页.")

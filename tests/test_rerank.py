@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kb.embed.rerank import Reranker
 from kb.errors import KBError
-from kb.index import update_index
-from kb.rerank import Reranker
-from kb.search import Searcher
+from kb.index.indexer import update_index
+from kb.search.searcher import Searcher
 
 
 def test_cross_encoder_scores_are_0_to_1_and_deterministic(tiny_cross_encoder):

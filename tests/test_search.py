@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from kb.errors import EmptyQuery, KBError, UnknownPassage
-from kb.index import update_index
-from kb.search import Searcher, dedupe_families
+from kb.index.indexer import update_index
+from kb.search.searcher import Searcher, dedupe_families
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,16 @@ import pytest
 from click.testing import CliRunner
 from streamlit.testing.v1 import AppTest
 
-from kb.access import AccessDenied, check_exposure, confine, is_local_host, library_roots, redact_paths
-from kb.cli import cli
-from kb.documents import decode_bytes, parse_document
-from kb.embedding import HashEmbedder
+from kb.embed.embedders import HashEmbedder
 from kb.errors import KBError
-from kb.fusion import support
-from kb.index import _unchanged, update_index
-from kb.library import UPLOAD_SUFFIXES, save_upload
-from kb.render import highlight_html, terminal_text, text_html
-from kb.search import MAX_QUERY_CHARS, SUPPORT_FLOOR, Searcher, bound_query, confidence
+from kb.index.indexer import _unchanged, update_index
+from kb.present.render import highlight_html, terminal_text, text_html
+from kb.rank.fusion import support
+from kb.read.documents import decode_bytes, parse_document
+from kb.search.searcher import MAX_QUERY_CHARS, SUPPORT_FLOOR, Searcher, bound_query, confidence
+from kb.serve.access import AccessDenied, check_exposure, confine, is_local_host, library_roots, redact_paths
+from kb.serve.cli import cli
+from kb.serve.uploads import UPLOAD_SUFFIXES, save_upload
 
 from .conftest import ROOT, SAMPLE_DOC, library_with, run_page
 
@@ -325,7 +325,7 @@ def test_bad_invocations_give_one_line_never_a_traceback(tmp_path, setup, args, 
 
 def test_an_unwritable_index_folder_is_one_line(tmp_path, monkeypatch, corpus):
     """As root no folder is read-only, so the kernel's refusal is simulated where kb asks."""
-    import kb.store
+    import kb.store.local.layout
 
     real_open = os.open
 
@@ -334,7 +334,7 @@ def test_an_unwritable_index_folder_is_one_line(tmp_path, monkeypatch, corpus):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(kb.store.os, "open", refuse)
+    monkeypatch.setattr(kb.store.local.layout.os, "open", refuse)
     r = CliRunner().invoke(cli, ["index", str(corpus), "--index", str(tmp_path / "idx"), "--model", "hash:64"])
     assert r.exit_code == 1 and "cannot write the index folder" in r.output and "permission denied" in r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
@@ -370,10 +370,10 @@ def test_a_huge_query_reaches_the_encoder_and_tokenizer_cut(tmp_path, corpus, mo
     spy = SpyEmbedder()
     s = Searcher.load(index, embedder=spy)
     tokenized: list[int] = []
-    import kb.search
+    import kb.search.searcher
 
-    real = kb.search.tokenize
-    monkeypatch.setattr(kb.search, "tokenize", lambda text: tokenized.append(len(text)) or real(text))
+    real = kb.search.searcher.tokenize
+    monkeypatch.setattr(kb.search.searcher, "tokenize", lambda text: tokenized.append(len(text)) or real(text))
     hits = s.search("服务理念" * 25_000, k=5)  # 100,000 characters
     assert hits and max(len(t) for t in spy.seen) <= MAX_QUERY_CHARS and max(tokenized) <= MAX_QUERY_CHARS
     assert bound_query("问" * 100_000) == ("问" * MAX_QUERY_CHARS, True)

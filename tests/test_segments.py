@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kb.embedding import HashEmbedder
+from kb.embed.embedders import HashEmbedder
 from kb.errors import IndexBusy, KBError, OldFormat, UnknownPassage
-from kb.index import compact_index, plan_merge, update_index
-from kb.search import Searcher
-from kb.store import IndexDir, read_manifest
-from kb.textproc import sentence_spans
+from kb.index.indexer import compact_index, plan_merge, update_index
+from kb.search.searcher import Searcher
+from kb.store.local.layout import IndexDir, read_manifest
+from kb.text.process import sentence_spans
 
 from .conftest import FIXTURES, ROOT, SAMPLE_DOC
 
@@ -211,9 +211,9 @@ def test_a_killed_merge_leaves_every_segment_valid(tmp_path, monkeypatch):
     assert len(before.view.segments) == 11
     expected = [ranking(before, q) for q in QUERIES]
 
-    import kb.segments
+    import kb.store.local.segments
 
-    real = kb.segments.SegmentWriter.finish
+    real = kb.store.local.segments.SegmentWriter.finish
 
     class Killed(BaseException):
         pass
@@ -221,10 +221,10 @@ def test_a_killed_merge_leaves_every_segment_valid(tmp_path, monkeypatch):
     def die(self, *a, **k):
         raise Killed
 
-    monkeypatch.setattr(kb.segments.SegmentWriter, "finish", die)
+    monkeypatch.setattr(kb.store.local.segments.SegmentWriter, "finish", die)
     with pytest.raises(Killed):
         compact_index(index)
-    monkeypatch.setattr(kb.segments.SegmentWriter, "finish", real)
+    monkeypatch.setattr(kb.store.local.segments.SegmentWriter, "finish", real)
     after = Searcher.load(index)  # the previous generation, whole
     assert len(after.view.segments) == 11 and [ranking(after, q) for q in QUERIES] == expected
     lib.add()
@@ -235,7 +235,7 @@ def test_a_killed_merge_leaves_every_segment_valid(tmp_path, monkeypatch):
 
 KILL_MERGE = """
 import sys
-from kb.index import compact_index
+from kb.index.indexer import compact_index
 compact_index(sys.argv[1])
 """
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from kb.documents import parse_document, read_document
-from kb.splitting import HeadingStack, chunk_spans, find_points, heading_label, heading_match, split_document
+from kb.read.documents import parse_document, read_document
+from kb.split.passages import HeadingStack, chunk_spans, find_points, heading_label, heading_match, split_document
 
 from .conftest import SAMPLE_DOC
 from .golden import GOLDEN, SPLITTING_INPUTS, split_json

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from kb.textproc import OffsetMap, normalize, sentence_spans, split_sentences, tokenize
+from kb.text.process import OffsetMap, normalize, sentence_spans, split_sentences, tokenize
 
 
 def test_normalize_crlf_fullwidth_spaces_and_blank_runs():
@@ -58,7 +58,7 @@ import json, sys
 import jieba
 if sys.argv[1] == "cached":  # the dictionary must come from kb's pickle, not jieba's own start-up
     jieba.Tokenizer.initialize = lambda self, dictionary=None: sys.exit("jieba.initialize called")
-from kb.textproc import tokenize
+from kb.text.process import tokenize
 print(json.dumps(tokenize("组工干部要站在学习贯彻党的十九大精神的最前列，南京长江大桥")))
 """
 

@@ -1,0 +1,3 @@
+from kb.serve.cli import main
+
+main()

@@ -1,0 +1,248 @@
+"""Train the learned fusion (``kb/data/fusion.json``) on judged questions.
+
+Data: question sets in ``kb eval``'s format (``passages.jsonl`` + ``queries.jsonl`` with
+``positives``). Every question is asked of its set's index as ``kb eval`` asks it (the
+same candidates, 30 hits deep), each candidate described by :data:`kb.rank.fusion.FEATURES`
+and labelled by whether its passage is a positive. The model is linear and trained
+listwise: for each question, the softmax over its candidates should put its weight on the
+positives (L2-regularised, fitted by L-BFGS, deterministic). A logistic calibration on top
+turns scores into 0-1.
+
+Questions are split by article (the title of a question's first positive passage), 70/30
+by a hash with a fixed seed, so that no article has questions on both sides; the report
+gives the held-out MRR@10 of today's convex fusion and of the model fitted on the 70 %.
+The shipped file is then fitted on every question.
+
+    python -m kb.learn ../shared/eval/cmrc2018_trial ../shared/eval/drcd_test \\
+        ../shared/eval/dureader2_demo_train --out kb/data/fusion.json
+
+Prints one JSON object (the report) as its last line. Retrain on your own judged questions
+the same way, and point ``RankingConfig.model`` (or ``KB_FUSION_MODEL``) at the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kb.rank.fusion import FEATURES, FusionModel, features
+
+SEED = "kb-fusion-1"
+TRAIN_SHARE = 0.7
+L2 = 1e-2
+DEPTH = 30  # hits per question, as kb eval asks
+
+
+@dataclass
+class Question:
+    dataset: str
+    key: str  # the article: questions with one key are on one side of the split
+    x: np.ndarray  # candidates x features
+    y: np.ndarray  # 1.0 for a candidate from a positive passage
+    passage: list[str]  # the dataset passage of each candidate
+    positives: set[str]
+
+
+def article_of(query: dict, title_of: dict[str, str]) -> str:
+    pos = [str(p) for p in query.get("positives", [])]
+    title = title_of.get(pos[0], "") if pos else ""
+    return title or str(query.get("id", query["question"]))
+
+
+def in_train(key: str, seed: str = SEED, share: float = TRAIN_SHARE) -> bool:
+    """Which side of the split an article falls on: a hash, so it never depends on order."""
+    h = int.from_bytes(hashlib.sha1(f"{seed}\x00{key}".encode()).digest()[:8], "big")
+    return h / 2**64 < share
+
+
+def collect(dataset: str | Path, progress: bool = False, model: str | None = None) -> list[Question]:
+    """Every question of a set, with its candidates' features, asked of the set's cached index."""
+    from kb.eval.evaluate import QueryVectors, eval_cache, load_dataset, prepare_index
+    from kb.progress import progress_bar
+    from kb.search.searcher import Searcher
+    from kb.split.passages import DEFAULT_MAX_CHARS
+    from kb.text.process import tokenize
+
+    ds = load_dataset(dataset)
+    if ds.passages is None:
+        raise SystemExit(f"{dataset}: training needs passages.jsonl and queries with positives")
+    cache = eval_cache(ds, model)
+    index_dir, path_to_id, _ = prepare_index(ds, cache, model, DEFAULT_MAX_CHARS, progress)
+    searcher = Searcher.load(index_dir, model=model)
+    searcher.warm()
+    qvecs = QueryVectors(searcher, cache / "queries.npz")
+    title_of = ds.titles()
+    path_of = {d["doc_id"]: d["path"] for d in searcher.docs}
+    n = max(searcher.config.pool_min, 5 * DEPTH)
+    out = []
+    bar = progress_bar(progress, len(ds.queries), ds.name, unit="query")
+    for q in ds.queries:
+        if bar is not None:
+            bar.update(1)
+        question = q["question"].strip()
+        if not question:
+            continue
+        searcher.prime_query(question, qvecs.get(question)[0])
+        tokens = tokenize(question)
+        c = searcher.gather(question, tokens, n)
+        if c is None:
+            continue
+        pool = searcher.pool(tokens, c)
+        passage = [path_to_id.get(path_of[c.records[r]["doc_id"]], "") for r in c.rows]
+        positives = {str(p) for p in q.get("positives", [])}
+        out.append(Question(ds.name, article_of(q, title_of), features(pool, searcher.config),
+                            np.array([p in positives for p in passage], dtype=float), passage, positives))
+    if bar is not None:
+        bar.close()
+    qvecs.save()
+    return out
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def _stack(questions: Sequence[Question]):
+    x = np.vstack([q.x for q in questions])
+    seg = np.repeat(np.arange(len(questions)), [len(q.y) for q in questions])
+    return x, np.concatenate([q.y for q in questions]), seg
+
+
+def fit(questions: Sequence[Question], l2: float = L2, weights: Sequence[float] | None = None,
+        info: dict | None = None) -> FusionModel:
+    """The listwise linear model (and its calibration) fitted on ``questions``; those whose
+    candidates hold no positive teach nothing and are left out."""
+    from scipy.optimize import minimize
+
+    keep = [i for i, q in enumerate(questions) if q.y.any()]
+    if not keep:
+        raise SystemExit("no question finds one of its positives among its candidates: nothing to learn from")
+    qs = [questions[i] for i in keep]
+    qw = np.ones(len(qs)) if weights is None else np.asarray([weights[i] for i in keep], dtype=float)
+    qw = qw / qw.mean()
+    x, y, seg = _stack(qs)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = (x - mean) / scale
+    nq = len(qs)
+
+    def loss(w):
+        s = z @ w
+        top = np.full(nq, -np.inf)
+        np.maximum.at(top, seg, s)
+        e = np.exp(s - top[seg])
+        all_ = np.bincount(seg, e, nq)
+        pos = np.bincount(seg, e * y, nq)
+        value = float(np.sum(qw * (np.log(all_) - np.log(pos)))) / nq + l2 * float(w @ w)
+        p_all, p_pos = e / all_[seg], e * y / pos[seg]
+        grad = ((qw[seg] * (p_all - p_pos)) @ z) / nq + 2 * l2 * w
+        return value, grad
+
+    res = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    w = res.x
+    raw = z @ w
+    calibration = _calibrate(raw, y)
+    return FusionModel(FEATURES, mean, scale, w, calibration, info or {})
+
+
+def _calibrate(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``(a, b)`` of the logistic p(relevant) = 1 / (1 + exp(-(a * raw + b)))."""
+    from scipy.optimize import minimize
+
+    def loss(p):
+        t = p[0] * raw + p[1]
+        value = float(np.mean(np.logaddexp(0, t) - y * t))
+        g = 1 / (1 + np.exp(-t)) - y
+        return value, np.array([np.mean(g * raw), np.mean(g)])
+
+    res = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
+    return float(res.x[0]), float(res.x[1])
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def mrr(scores: np.ndarray, q: Question, k: int = 10) -> tuple[float, float]:
+    """MRR@k and hit@1 of a question when its candidates are ranked by ``scores``
+    (ties by position), each dataset passage counted at its best candidate."""
+    seen: list[str] = []
+    for i in np.argsort(-scores, kind="stable"):
+        p = q.passage[i]
+        if p not in seen:
+            seen.append(p)
+            if p in q.positives:
+                rank = len(seen)
+                return (1.0 / rank if rank <= k else 0.0), float(rank == 1)
+            if len(seen) >= k:
+                break
+    return 0.0, 0.0
+
+
+CONVEX = FEATURES.index("convex")
+
+
+def report(questions: Sequence[Question], model: FusionModel | None) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted({q.dataset for q in questions}):
+        qs = [q for q in questions if q.dataset == name]
+        conv = np.array([mrr(q.x[:, CONVEX], q) for q in qs])
+        row = {"questions": len(qs), "convex_mrr@10": round(float(conv[:, 0].mean()), 4),
+               "convex_hit@1": round(float(conv[:, 1].mean()), 4)}
+        if model is not None:
+            lrn = np.array([mrr(model.raw(q.x), q) for q in qs])
+            row |= {"learned_mrr@10": round(float(lrn[:, 0].mean()), 4),
+                    "learned_hit@1": round(float(lrn[:, 1].mean()), 4)}
+        out[name] = row
+    return out
+
+
+def set_weights(questions: Sequence[Question]) -> list[float]:
+    """Each set weighs as much as the others whatever its size (DuReader has 95 questions,
+    DRCD 3,493): a question weighs 1 / sqrt(its set's size)."""
+    size: dict[str, int] = {}
+    for q in questions:
+        size[q.dataset] = size.get(q.dataset, 0) + 1
+    return [1.0 / np.sqrt(size[q.dataset]) for q in questions]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m kb.learn", description=__doc__.split("\n")[0])
+    ap.add_argument("datasets", nargs="+", help="question sets in kb eval's format")
+    ap.add_argument("--out", help="write the model fitted on every question here")
+    ap.add_argument("--held-out-model", metavar="PATH",
+                    help="also write the model fitted on the 70 %% split (benchmarks/tune_ranking.py --held-out "
+                         "measures it through the real search on the other 30 %%)")
+    ap.add_argument("--l2", type=float, default=L2)
+    ap.add_argument("--seed", default=SEED, help="the split's seed")
+    ap.add_argument("--model", help="embedding model (default: the bundled offline one)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    questions: list[Question] = []
+    for d in args.datasets:
+        questions += collect(d, progress=not args.no_progress, model=args.model)
+    train = [q for q in questions if in_train(q.key, args.seed)]
+    test = [q for q in questions if not in_train(q.key, args.seed)]
+    held = fit(train, args.l2, set_weights(train), {"split": args.seed, "side": "train"}) if train else None
+    if args.held_out_model and held is not None:
+        held.save(args.held_out_model)
+    result = {"split": {"seed": args.seed, "train": len(train), "held_out": len(test)},
+              "held_out": report(test, held), "train": report(train, held)}
+    if args.out:
+        info = {"trained_on": sorted({q.dataset for q in questions}), "questions": len(questions),
+                "l2": args.l2, "command": "python -m kb.learn " + " ".join(args.datasets) + f" --out {args.out}",
+                "held_out": result["held_out"]}
+        model = fit(questions, args.l2, set_weights(questions), info)
+        model.save(args.out)
+        result["weights"] = dict(zip(FEATURES, model.weights.round(4).tolist()))
+        result["out"] = args.out
+    print(json.dumps(result, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

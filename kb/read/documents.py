@@ -1,0 +1,922 @@
+"""Files -> Documents: a reader per suffix, encoding detection, metadata from the text.
+
+Every failure is a :class:`DocumentError` whose message names the problem in one
+sentence; the indexer turns it into one warning line and carries on.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from kb.errors import DocumentError, UnsupportedFormat
+from kb.read import locators
+from kb.records import Document
+from kb.text.process import normalize
+from kb.text.structure import PAGE_NUMBER, glue, header_line_count, heading_match
+
+if TYPE_CHECKING:
+    from kb.read.ocr import OcrCache
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+# Scans are limited by pages (--max-pages) and pixels, not by bytes: a PDF or an image may
+# be this large whatever --max-file-mb says (a 100-page scan is easily 50 MB).
+MAX_SCAN_BYTES = 1024 * 1024 * 1024
+DEFAULT_MAX_PAGES = 200
+OCR_MODES = ("auto", "always", "never")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+SCAN_SUFFIXES = (".pdf",) + IMAGE_SUFFIXES  # what --ocr and --max-pages change
+
+
+def byte_limit(name: str, max_bytes: int) -> int:
+    """The size limit of a file: ``max_bytes``, or :data:`MAX_SCAN_BYTES` for scans."""
+    return max(max_bytes, MAX_SCAN_BYTES) if Path(name).suffix.lower() in SCAN_SUFFIXES else max_bytes
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How scans are read. ``ocr``: ``auto`` (pages without a text layer, and images),
+    ``always`` (every PDF page, the text layer ignored) or ``never``; ``max_pages``: pages
+    read per document; ``cache``: OCR results by page image; ``on_page(done, total)``
+    after each OCR'd page (progress)."""
+
+    ocr: str = "auto"
+    max_pages: int = DEFAULT_MAX_PAGES
+    cache: OcrCache | None = None
+    on_page: Callable[[int, int], None] | None = None
+
+    def settings(self) -> dict:
+        """What changes how a scan reads: part of the index's pipeline settings."""
+        from kb.read.ocr import DPI, ENGINE
+
+        return {"ocr": self.ocr, "max_pages": self.max_pages, "engine": ENGINE, "dpi": DPI}
+
+
+DEFAULT_READ = ReadOptions()
+
+# --------------------------------------------------------------------------- encodings
+
+_BOMS = [
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+]
+
+
+def _plausible(text: str) -> bool:
+    """True when decoded text looks like Chinese or Western prose rather than mojibake:
+    nearly every character is CJK, CJK punctuation, ASCII or whitespace."""
+    if not text:
+        return True
+    sample = text[:20000]
+    good = 0
+    for ch in sample:
+        o = ord(ch)
+        if (
+            (32 <= o < 127)
+            or ch in "\n\r\t"
+            or 0x4E00 <= o <= 0x9FFF
+            or 0x3000 <= o <= 0x303F
+            or 0xFF00 <= o <= 0xFFEF
+            or 0x2010 <= o <= 0x206F
+            or 0x3400 <= o <= 0x4DBF
+        ):
+            good += 1
+    return good / len(sample) >= 0.9
+
+
+def _control_ratio(text: str) -> float:
+    sample = text[:20000]
+    if not sample:
+        return 0.0
+    bad = sum(1 for ch in sample if (ord(ch) < 32 and ch not in "\n\r\t\f") or 0xFFF0 <= ord(ch) <= 0xFFFF)
+    return bad / len(sample)
+
+
+def _utf16_without_bom(raw: bytes) -> str | None:
+    sample = raw[:4096]
+    if len(sample) < 4:
+        return None
+    even_zeros = sample[0::2].count(0)
+    odd_zeros = sample[1::2].count(0)
+    half = len(sample) / 2
+    if odd_zeros > 0.1 * half and even_zeros * 4 < odd_zeros:
+        return "utf-16-le"
+    if even_zeros > 0.1 * half and odd_zeros * 4 < even_zeros:
+        return "utf-16-be"
+    # CJK text in UTF-16 has few zero bytes (only its ASCII: line breaks, digits), so the
+    # pattern above misses it; accept a byte order only when it decodes strictly to prose.
+    # The wrong order turns 中 (4E2D) into U+2D4E and a line break into U+0A00: not prose.
+    if b"\x00" not in sample:
+        return None
+    for enc in ("utf-16-le", "utf-16-be"):
+        try:
+            text = codecs.getincrementaldecoder(enc)("strict").decode(sample, final=False)
+        except UnicodeDecodeError:
+            continue
+        if _plausible(text) and _control_ratio(text) <= 0.02:
+            return enc
+    return None
+
+
+def decode_bytes(raw: bytes, name: str = "file") -> tuple[str, str, list[str]]:
+    """Decode ``raw`` by detection, never assumption. Returns ``(text, encoding, warnings)``.
+
+    Order: BOM; UTF-16 by its zero-byte pattern; strict UTF-8; strict GB18030 (a superset
+    of GBK and GB2312) and Big5 when the result is plausible Chinese; charset-normalizer's
+    best guess when plausible; finally UTF-8 with replacement if under 1% of the text is
+    undecodable (with a warning). Anything else is not text.
+    """
+    for bom, enc in _BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw.decode(enc), enc.replace("-sig", "") + " (BOM)", []
+            except UnicodeDecodeError as e:
+                raise DocumentError(f"{name}: starts with a {enc} byte-order mark but does not decode ({e})")
+    enc16 = _utf16_without_bom(raw)
+    if enc16:
+        try:
+            text = raw.decode(enc16)
+            if _plausible(text):
+                return text, enc16, []
+        except UnicodeDecodeError:
+            pass
+    if b"\x00" in raw[:8192]:
+        raise DocumentError(f"{name}: looks binary (contains NUL bytes), not a text document")
+    try:
+        return raw.decode("utf-8"), "utf-8", []
+    except UnicodeDecodeError:
+        pass
+    for enc in ("gb18030", "big5"):
+        try:
+            text = raw.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        if _plausible(text):
+            return text, enc, []
+    try:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(raw[: 1 << 20]).best()
+        if best is not None and best.encoding:
+            text = raw.decode(best.encoding, errors="strict")
+            if _plausible(text):
+                return text, best.encoding, []
+    except (UnicodeDecodeError, LookupError):
+        pass
+    text = raw.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    if bad <= 0.01 * max(len(text), 1) and _plausible(text.replace("\ufffd", "")):
+        return text, "utf-8", [f"{name}: {bad} undecodable byte sequence(s) replaced with U+FFFD"]
+    raise DocumentError(f"{name}: cannot be decoded as text in any known encoding (binary or corrupt?)")
+
+
+# --------------------------------------------------------------------------- readers
+
+
+class Read(NamedTuple):
+    """What a reader makes of a file's bytes."""
+
+    text: str
+    encoding: str
+    title: str | None = None
+    warnings: list[str] = []
+    meta: dict[str, str] = {}  # fields the format itself carries (an HTML page's canonical URL)
+    unit: str = ""  # what marks count: "page", "slide", "row" or "image" (kb.read.locators)
+    marks: list[tuple[int, int, bool]] = []  # (offset in text, number, read by OCR)
+
+
+class _Blocks:
+    """Text built block by block ("\n\n" between blocks), with locator marks at block starts."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.pos = 0
+        self.marks: list[tuple[int, int, bool]] = []
+
+    def add(self, block: str, mark: int | None = None, ocr: bool = False) -> None:
+        if self.parts:
+            self.pos += 2
+        if mark is not None:
+            self.marks.append((self.pos, mark, ocr))
+        self.parts.append(block)
+        self.pos += len(block)
+
+    def extend(self, piece: str, mark: int, ocr: bool = False) -> None:
+        """Continue the last block with ``piece`` (a paragraph running over a page break),
+        marking where ``piece`` starts."""
+        joined = glue(self.parts[-1], piece)
+        self.pos += len(joined) - len(self.parts[-1])
+        self.marks.append((self.pos - len(piece), mark, ocr))
+        self.parts[-1] = joined
+
+    def text(self) -> str:
+        return "\n\n".join(self.parts)
+
+
+def _read_text(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+    text, enc, warnings = decode_bytes(raw, name)
+    if _control_ratio(text) > 0.02:
+        raise DocumentError(f"{name}: looks binary (control characters), not a text document")
+    return Read(text, enc, None, warnings)
+
+
+_MD_HEADING = re.compile(r"^#{1,6}\s")
+
+
+def _read_markdown(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+    text, enc, _, warnings, *_ = _read_text(raw, name)
+    title = None
+    for line in text.splitlines():
+        if _MD_HEADING.match(line.strip()):
+            title = line.strip().lstrip("#").strip()
+            break
+        if line.strip():
+            break
+    return Read(text, enc, title, warnings)
+
+
+_HTML_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([\w-]+)""", re.I)
+_BLOCK_TAGS = {
+    "p", "div", "section", "article", "li", "tr", "br", "blockquote", "pre", "table", "ul", "ol",
+    "dd", "dt", "figcaption", "main", "td", "th",
+}
+
+
+def _read_html(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+    from bs4 import BeautifulSoup
+
+    m = _HTML_META_CHARSET.search(raw[:4096])
+    html = None
+    enc = ""
+    warnings: list[str] = []
+    if m:
+        try:
+            enc = m.group(1).decode("ascii").lower()
+            html = raw.decode(enc)
+        except (LookupError, UnicodeDecodeError):
+            html = None
+    if html is None:
+        html, enc, warnings = decode_bytes(raw, name)
+    try:
+        soup = BeautifulSoup(html, "html.parser")
+    except Exception as e:  # html.parser is lenient; this is a last resort
+        raise DocumentError(f"{name}: HTML could not be parsed ({e})") from e
+    for tag in soup(["script", "style", "noscript", "template", "svg", "iframe", "nav", "footer", "form"]):
+        tag.decompose()
+    title = None
+    if soup.title and soup.title.get_text(strip=True):
+        title = soup.title.get_text(strip=True)
+    meta = {}
+    link = soup.find("link", rel="canonical") or soup.find("meta", property="og:url")
+    url = first_url(str(link.get("href") or link.get("content") or "")) if link else None
+    if url:
+        meta["url"] = url
+    if soup.head:
+        soup.head.decompose()
+    for level in range(1, 7):
+        for h in soup.find_all(f"h{level}"):
+            h.insert_before("\n\n" + "#" * level + " ")
+            h.insert_after("\n\n")
+    for tag in soup.find_all(_BLOCK_TAGS):
+        tag.insert_before("\n")
+        tag.insert_after("\n")
+    text = soup.get_text()
+    if title is None:
+        h1 = re.search(r"^# (.+)$", text, re.M)
+        title = h1.group(1).strip() if h1 else None
+    return Read(text, enc, title, warnings, meta)
+
+
+# Office files and EPUBs are zip archives: refuse one that would unpack to more than this
+# (a zip bomb) before any library decompresses it.
+MAX_UNZIPPED_BYTES = 512 * 1024 * 1024
+
+
+@contextmanager
+def _reading(name: str, kind: str):
+    """Any failure of a format library inside becomes the one-line "not a readable …" error."""
+    try:
+        yield
+    except DocumentError:
+        raise
+    except Exception as e:  # libraries raise anything on a corrupt file; each is one message here
+        raise DocumentError(f"{name}: not a readable {kind} file ({type(e).__name__}: {e})") from e
+
+
+def _check_zip(raw: bytes, name: str, kind: str) -> None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            total = sum(info.file_size for info in z.infolist())
+    except Exception as e:  # BadZipFile, NotImplementedError (zip version), ...: all mean "not readable"
+        raise DocumentError(f"{name}: not a readable {kind} file ({type(e).__name__}: {e})") from e
+    if total > MAX_UNZIPPED_BYTES:
+        raise DocumentError(f"{name}: unpacks to {total / 1048576:.0f} MB, over the "
+                            f"{MAX_UNZIPPED_BYTES / 1048576:.0f} MB limit for {kind} files")
+
+
+def _read_docx(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+    _check_zip(raw, name, "DOCX")
+    try:
+        import docx
+
+        d = docx.Document(io.BytesIO(raw))
+    except Exception as e:
+        raise DocumentError(f"{name}: not a readable DOCX file ({type(e).__name__}: {e})") from e
+    lines = []
+    for p in d.paragraphs:
+        text = p.text.strip()
+        if not text:
+            continue
+        style = (p.style.name if p.style is not None else "") or ""
+        m = re.match(r"(?:Heading|标题)\s*(\d)", style)
+        lines.append("#" * int(m.group(1)) + " " + text if m else text)
+    for table in d.tables:
+        for row in table.rows:
+            cells = [c.text.strip() for c in row.cells if c.text.strip()]
+            if cells:
+                lines.append(" | ".join(cells))
+    title = (d.core_properties.title or "").strip() or None
+    return Read("\n\n".join(lines), "docx", title)
+
+
+MIN_TEXT_LAYER_CHARS = 10  # a page with fewer characters in its text layer is a scan (auto OCR)
+
+
+def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+    """Page by page: the text layer, or OCR for pages without one (``opts.ocr``); at
+    most ``opts.max_pages`` pages. Each page is a locator mark (``第3页``); a paragraph
+    that runs over a page break is joined back together."""
+    warnings: list[str] = []
+    try:
+        from pypdf import PdfReader
+
+        reader = PdfReader(io.BytesIO(raw))
+        if reader.is_encrypted:
+            try:
+                reader.decrypt("")
+                reader.pages[0]
+            except Exception as e:
+                raise DocumentError(f"{name}: PDF is encrypted (password-protected)") from e
+        total = len(reader.pages)
+        n = min(total, opts.max_pages)
+        if total > n:
+            warnings.append(f"{name}: read the first {n} of {total} pages (raise it with --max-pages)")
+        pages = [(reader.pages[i].extract_text() or "") if opts.ocr != "always" else "" for i in range(n)]
+        title = None
+        if reader.metadata and reader.metadata.title:
+            title = str(reader.metadata.title).strip() or None
+    except DocumentError:
+        raise
+    except Exception as e:
+        raise DocumentError(f"{name}: not a readable PDF file ({type(e).__name__}: {e})") from e
+    texts = [_drop_page_number(_unwrap_pdf_lines(p)) for p in pages]
+    scanned = [i for i, t in enumerate(texts) if len("".join(t.split())) < MIN_TEXT_LAYER_CHARS]
+    ocred: set[int] = set()
+    if scanned and opts.ocr != "never":
+        ocred = _ocr_pdf_pages(raw, name, scanned, opts, texts, warnings)
+    blocks = _Blocks()
+    for i, t in enumerate(texts):
+        t = t.strip()
+        if not t:
+            continue
+        prev = blocks.parts[-1] if blocks.parts else ""
+        if prev and not prev.endswith(tuple(_SENT_END_CHARS + ".")) and not heading_match(t) \
+                and heading_match(prev.rsplit("\n", 1)[-1]) is None:
+            # the paragraph goes on over the page break: join the page's first line to it
+            head, _, rest = t.partition("\n")
+            blocks.extend(head, i + 1, i in ocred)
+            if rest:
+                blocks.add(rest)
+            continue
+        blocks.add(t, i + 1, i in ocred)
+    text = blocks.text()
+    if not text.strip():
+        if scanned and opts.ocr == "never":
+            raise DocumentError(f"{name}: PDF has no text layer (a scan? OCR is off: --ocr never)")
+        raise DocumentError(f"{name}: no text found in the PDF" + (" (OCR found none either)" if ocred else ""))
+    return Read(text, "pdf", title, warnings, {}, "page", blocks.marks)
+
+
+def _ocr_pdf_pages(raw: bytes, name: str, pages: list[int], opts: ReadOptions, texts: list[str],
+                   warnings: list[str]) -> set[int]:
+    """OCR ``pages`` (0-based) of the PDF into ``texts``; returns those read."""
+    try:
+        import pypdfium2 as pdfium
+
+        from kb.read import ocr
+    except ImportError:
+        warnings.append(f"{name}: {len(pages)} page(s) without a text layer were not read: OCR is not installed "
+                        "(pip install rapidocr onnxruntime pypdfium2)")
+        return set()
+    done: set[int] = set()
+    with _reading(name, "PDF"):
+        pdf = pdfium.PdfDocument(raw)
+    try:
+        for k, i in enumerate(pages, 1):
+            try:
+                page = pdf[i]
+                try:
+                    w, h = page.get_size()
+                    scale = ocr.DPI / 72
+                    pixels = max(w, 1.0) * max(h, 1.0) * scale * scale
+                    if pixels > ocr.MAX_PAGE_PIXELS:
+                        scale *= (ocr.MAX_PAGE_PIXELS / pixels) ** 0.5
+                    image = page.render(scale=scale, grayscale=True).to_pil()
+                finally:
+                    page.close()
+                lines = ocr.read_page(image, opts.cache)
+                texts[i] = ocr.rejoin(lines, image.size[1])
+                done.add(i)
+            except DocumentError as e:  # OCR cannot run at all: say it once
+                warnings.append(f"{name}: {len(pages) - k + 1} page(s) without a text layer were not read ({e})")
+                break
+            except Exception as e:  # one bad page does not lose the document
+                warnings.append(f"{name}: page {i + 1} could not be read by OCR ({type(e).__name__}: {e})")
+            if opts.on_page:
+                opts.on_page(k, len(pages))
+    finally:
+        pdf.close()
+    return done
+
+
+def _drop_page_number(page: str) -> str:
+    """A page's text without a first or last line that is only its page number."""
+    lines = page.strip().split("\n")
+    if lines and PAGE_NUMBER.match(lines[-1]):
+        lines.pop()
+    if lines and PAGE_NUMBER.match(lines[0]):
+        lines.pop(0)
+    return "\n".join(lines)
+
+
+@contextmanager
+def warnings_off():
+    """Pillow warns of large images on stderr; kb checks the size itself."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _read_image(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+    """A photo or scan, read by OCR: its size is checked from the header before any pixel
+    is decoded; a multi-page TIFF is read page by page (at most ``opts.max_pages``)."""
+    if opts.ocr == "never":
+        raise DocumentError(f"{name}: images are read by OCR, and OCR is off (--ocr never)")
+    try:
+        from kb.read import ocr
+    except ImportError as e:  # pragma: no cover - kb.read.ocr imports nothing optional at module level
+        raise DocumentError(f"{name}: OCR is not installed") from e
+    from PIL import Image
+
+    warnings: list[str] = []
+    blocks = _Blocks()
+    with _reading(name, "image"):
+        try:
+            with warnings_off():
+                im = Image.open(io.BytesIO(raw))
+        except Image.UnidentifiedImageError as e:
+            raise DocumentError(f"{name}: not a readable image file (not an image, or corrupt)") from e
+        except Image.DecompressionBombError as e:  # Pillow's own check, on the header, at twice our limit
+            raise DocumentError(f"{name}: over the {ocr.MAX_IMAGE_PIXELS // 1_000_000}-megapixel limit for images "
+                                "(a decompression bomb?)") from e
+        frames = int(getattr(im, "n_frames", 1) or 1)
+        n = min(frames, opts.max_pages)
+        if frames > n:
+            warnings.append(f"{name}: read the first {n} of {frames} pages (raise it with --max-pages)")
+        for k in range(n):
+            if k:
+                im.seek(k)
+            w, h = im.size
+            if w * h > ocr.MAX_IMAGE_PIXELS:
+                raise DocumentError(f"{name}: {w}×{h} pixels is over the {ocr.MAX_IMAGE_PIXELS // 1_000_000}-megapixel"
+                                    " limit for images")
+            if im.format == "JPEG":
+                im.draft("RGB", (ocr.OCR_MAX_SIDE, ocr.OCR_MAX_SIDE))  # decode big photos at a fraction
+            page = im.convert("RGB")
+            text = ocr.rejoin(ocr.read_page(page, opts.cache), page.size[1])
+            blocks.add(text.strip(), k + 1, True)
+            if opts.on_page:
+                opts.on_page(k + 1, n)
+    text = blocks.text()
+    if not text.strip():
+        raise DocumentError(f"{name}: no text found in the image (OCR)")
+    return Read(text, "ocr", None, warnings, {}, "page" if frames > 1 else "image", blocks.marks)
+
+
+_SENT_END_CHARS = "。！？!?；;：:”’」』）)"
+
+
+def _unwrap_pdf_lines(page: str) -> str:
+    """PDF text comes as visual lines; join a line to the next unless it ends a sentence
+    or the next one starts a heading, so that paragraphs survive."""
+    out: list[str] = []
+    for line in page.splitlines():
+        line = line.strip()
+        if not line:
+            out.append("")
+            continue
+        if out and out[-1] and not out[-1].endswith(tuple(_SENT_END_CHARS)) and not heading_match(line):
+            if heading_match(out[-1]) is None:
+                sep = " " if out[-1][-1].isascii() and line[0].isascii() else ""
+                out[-1] = out[-1] + sep + line
+                continue
+        out.append(line)
+    return "\n".join(out)
+
+
+Reader = Callable[[bytes, str, ReadOptions], Read]
+
+
+def _titled(title: str, blocks: list[str]) -> str:
+    """The document's title as its first line, so that the first slide, sheet or chapter
+    heading is read as a heading and not as the title."""
+    return "\n\n".join([title] + blocks)
+
+
+def _titled_marked(title: str, blocks: list[tuple[str, int | None]]) -> tuple[str, list[tuple[int, int, bool]]]:
+    """:func:`_titled` for blocks with locator marks (``(block, number or None)``)."""
+    out = _Blocks()
+    out.add(title)
+    for block, mark in blocks:
+        out.add(block, mark)
+    return out.text(), out.marks
+
+
+def _lines(text: str) -> list[str]:
+    return [ln.strip() for ln in (text or "").replace("\x0b", "\n").splitlines() if ln.strip()]
+
+
+def _read_pptx(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+    """One heading per slide (``## 第3张幻灯片：标题``, so the slide number is in every
+    passage's section path and citation), its text, tables, then its speaker notes."""
+    _check_zip(raw, name, "PPTX")
+    with _reading(name, "PPTX"):
+        from pptx import Presentation
+
+        deck = Presentation(io.BytesIO(raw))
+        out: list[tuple[str, int | None]] = []
+        first_title = None
+        for n, slide in enumerate(deck.slides, 1):
+            title_shape = slide.shapes.title
+            title = " ".join(_lines(title_shape.text_frame.text)) if title_shape is not None and \
+                title_shape.has_text_frame else ""
+            body: list[str] = []
+            for shape in slide.shapes:
+                if shape is title_shape:
+                    continue
+                if getattr(shape, "has_text_frame", False) and shape.has_text_frame:
+                    body.extend(_lines(shape.text_frame.text))
+                if getattr(shape, "has_table", False) and shape.has_table:
+                    for row in shape.table.rows:
+                        cells = [c.text.strip() for c in row.cells if c.text.strip()]
+                        if cells:
+                            body.append(" | ".join(cells))
+            if not title and body:
+                title = body.pop(0)[:40]
+            first_title = first_title or title
+            out.append((f"## 第{n}张幻灯片" + (f"：{title}" if title else ""), n))
+            out.extend((b, None) for b in body)
+            if slide.has_notes_slide:
+                notes = _lines(slide.notes_slide.notes_text_frame.text) if slide.notes_slide.notes_text_frame else []
+                if notes:
+                    out.append(("备注：" + " ".join(notes), None))
+        core_title = (deck.core_properties.title or "").strip()
+    if not any(mark is None for _, mark in out):
+        raise DocumentError(f"{name}: no text on any slide (pictures only?)")
+    text, marks = _titled_marked(core_title or first_title or Path(name).stem, out)
+    return Read(text, "pptx", core_title or first_title, [], {}, "slide", marks)
+
+
+MAX_SHEET_ROWS = 100_000  # per workbook; a sheet of a million empty rows is not read to its end
+MAX_EMPTY_ROWS = 1_000  # this many empty rows in a row end a sheet
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _read_xlsx(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+    """One heading per sheet (``## 工作表：名称``); every row a line ``列名：值；列名：值``
+    with the sheet's first non-empty row as the header; formulas as their cached values."""
+    _check_zip(raw, name, "XLSX")
+    with _reading(name, "XLSX"):
+        from openpyxl import load_workbook
+
+        wb = load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
+        out: list[tuple[str, int | None]] = []
+        rows_read = 0
+        for ws in wb.worksheets:
+            header: list[str] | None = None
+            header_row = 0
+            lines: list[tuple[str, int]] = []
+            empty = 0
+            for r, row in enumerate(ws.iter_rows(values_only=True), start=ws.min_row or 1):
+                rows_read += 1
+                cells = [_cell(v) for v in row]
+                if not any(cells):
+                    empty += 1
+                    if empty >= MAX_EMPTY_ROWS:
+                        break
+                    continue
+                empty = 0
+                if header is None:
+                    header, header_row = cells, r
+                    continue
+                pairs = [f"{header[i] if i < len(header) and header[i] else f'列{i + 1}'}：{v}"
+                         for i, v in enumerate(cells) if v]
+                lines.append(("；".join(pairs), r))
+                if rows_read >= MAX_SHEET_ROWS:
+                    break
+            if header is not None:
+                out.append((f"## 工作表：{ws.title}", header_row))
+                out.append(("列：" + "、".join(h for h in header if h), header_row))
+                out.extend(lines)
+            if rows_read >= MAX_SHEET_ROWS:
+                break
+        wb.close()
+    if not out:
+        raise DocumentError(f"{name}: no cells with values")
+    text, marks = _titled_marked(Path(name).stem, out)
+    return Read(text, "xlsx", None, [], {}, "row", marks)
+
+
+def _read_epub(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+    """Chapters in reading order, each under its own heading."""
+    _check_zip(raw, name, "EPUB")
+    with _reading(name, "EPUB"):
+        import tempfile
+
+        import ebooklib
+        from ebooklib import epub
+
+        with tempfile.NamedTemporaryFile(suffix=".epub") as f:  # ebooklib reads from a path
+            f.write(raw)
+            f.flush()
+            book = epub.read_epub(f.name, options={"ignore_ncx": True})
+        out: list[str] = []
+        for item_id, _ in book.spine:
+            item = book.get_item_with_id(item_id)
+            if item is None or item.get_type() != ebooklib.ITEM_DOCUMENT:
+                continue
+            chapter = _read_html(item.get_content(), f"{name}:{item.get_name()}")
+            text = chapter.text.strip()
+            if not text:
+                continue
+            if chapter.title and not text.lstrip("# ").startswith(chapter.title):
+                out.append(f"# {chapter.title}")
+            out.append(text)
+        titles = book.get_metadata("DC", "title")
+        title = str(titles[0][0]).strip() if titles else None
+    if not out:
+        raise DocumentError(f"{name}: no text in any chapter")
+    return Read(_titled(title or Path(name).stem, out), "epub", title)
+
+
+READERS: dict[str, tuple[str, Reader]] = {
+    ".txt": ("txt", _read_text),
+    ".text": ("txt", _read_text),
+    ".md": ("md", _read_markdown),
+    ".markdown": ("md", _read_markdown),
+    ".html": ("html", _read_html),
+    ".htm": ("html", _read_html),
+    ".docx": ("docx", _read_docx),
+    ".pdf": ("pdf", _read_pdf),
+    ".pptx": ("pptx", _read_pptx),
+    ".xlsx": ("xlsx", _read_xlsx),
+    ".epub": ("epub", _read_epub),
+    **{suffix: ("image", _read_image) for suffix in IMAGE_SUFFIXES},
+}
+
+SUPPORTED_SUFFIXES = tuple(READERS)
+
+
+def is_supported(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in READERS
+
+
+# --------------------------------------------------------------------------- metadata
+
+_DATE = re.compile(
+    r"(\d{4})\s*[-/年.]\s*(\d{1,2})\s*[-/月.]\s*(\d{1,2})\s*日?(?:\s*(\d{1,2}:\d{2}(?::\d{2})?))?"
+)
+_FIELD = {
+    "source": re.compile(r"(?:来源|出处|稿源)\s*[:：]\s*(?!https?://)([^\s|｜]+)"),
+    "editor": re.compile(r"(?:责任编辑|编辑|责编)\s*[:：]\s*([^\s|｜]+)"),
+    "author": re.compile(r"(?:作者|撰文|文)\s*[:：/]\s*([^\s|｜]+)"),
+    "date_field": re.compile(r"(?:发布时间|发表时间|发布日期|时间|日期)\s*[:：]\s*([^|｜]+)"),
+}
+_ROLE_END = (
+    "长", "记", "员", "任", "委", "授", "者", "师", "席", "理", "官", "编", "部", "处", "局", "厅", "院", "所",
+    "校", "会", "办", "司", "社", "站", "队", "组", "室", "生", "家", "人",
+)
+_AUTHOR_LINE = re.compile(r"^(?P<position>\S.{1,60}?)\s+(?P<name>[\u4e00-\u9fff·]{2,4})$")
+
+
+_URL = re.compile(r"https?://[^\s<>\"'“”‘’（）()【】\[\]，。；、]+", re.I)
+_URL_LINE = re.compile(r"(?:原文|原文链接|原文地址|链接|网址|来源|出处|URL|url|Source|source)\s*[:：]")
+
+
+def first_url(text: str) -> str | None:
+    """The first http(s) URL in ``text``, without trailing punctuation."""
+    m = _URL.search(text)
+    return m.group(0).rstrip(".,;:!?") if m else None
+
+
+def extract_meta(header_lines: list[str], tail: list[str] = ()) -> dict[str, str]:
+    """Metadata found in the header block: source, editor, author, author position, date,
+    and the document's URL (from a 来源/原文/链接 line of the header, or of the last lines)."""
+    meta: dict[str, str] = {}
+    for line in list(header_lines) + list(tail):
+        if "url" not in meta and _URL_LINE.search(line) and first_url(line):
+            meta["url"] = first_url(line)
+    for line in header_lines:
+        for key, rx in _FIELD.items():
+            m = rx.search(line)
+            if m and key not in meta:
+                meta[key] = m.group(1).strip()
+    raw_date = meta.pop("date_field", None)
+    for candidate in [raw_date] + header_lines:
+        if not candidate:
+            continue
+        m = _DATE.search(candidate)
+        if m:
+            y, mo, d, t = m.groups()
+            meta["date"] = f"{int(y):04d}-{int(mo):02d}-{int(d):02d}"
+            if t:
+                meta["time"] = t
+            break
+    if "author" not in meta:
+        for line in header_lines[1:]:
+            s = line.strip()
+            if ":" in s or "：" in s:
+                continue
+            m = _AUTHOR_LINE.match(s)
+            if m and m.group("position").rstrip().endswith(_ROLE_END):
+                meta["author"] = m.group("name")
+                meta["author_position"] = m.group("position").strip()
+                break
+    return meta
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def too_large(name: str, size: int, limit: int, hint: str = " (raise it with --max-file-mb)") -> DocumentError:
+    """The one message for a file over the size limit."""
+    return DocumentError(f"{name}: {size / 1048576:.1f} MB is over the {limit / 1048576:.0f} MB limit{hint}")
+
+
+def doc_id_for(relpath: str) -> str:
+    """Stable id of a document: from its path relative to the corpus root."""
+    return hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:12]
+
+
+def content_hash(raw: bytes) -> str:
+    return hashlib.sha1(raw).hexdigest()
+
+
+def read_document(
+    path: str | Path, root: str | Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+    raw: bytes | None = None, opts: ReadOptions = DEFAULT_READ,
+) -> Document:
+    """Read one file into a :class:`Document`. Raises :class:`UnsupportedFormat` or
+    :class:`DocumentError` with a one-sentence message naming the file."""
+    path = Path(path)
+    rel = path.relative_to(root).as_posix() if root else path.name
+    suffix = path.suffix.lower()
+    if suffix not in READERS:
+        raise UnsupportedFormat(
+            f"{rel}: unsupported file type {suffix or '(none)'} (supported: {', '.join(SUPPORTED_SUFFIXES)})"
+        )
+    if raw is None:
+        try:
+            size = path.stat().st_size
+            if size > byte_limit(rel, max_bytes):
+                raise too_large(rel, size, max_bytes)
+            raw = path.read_bytes()
+        except OSError as e:
+            raise DocumentError(f"{rel}: cannot be read ({e.strerror or e})") from e
+    return parse_document(raw, rel, max_bytes=max_bytes, opts=opts)
+
+
+def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES,
+                   opts: ReadOptions = DEFAULT_READ) -> Document:
+    suffix = Path(rel).suffix.lower()
+    if suffix not in READERS:
+        raise UnsupportedFormat(f"{rel}: unsupported file type {suffix or '(none)'}")
+    if len(raw) > byte_limit(rel, max_bytes):
+        raise too_large(rel, len(raw), max_bytes)
+    if not raw.strip():
+        raise DocumentError(f"{rel}: empty file")
+    fmt, reader = READERS[suffix]
+    read = reader(raw, rel, opts)
+    original, encoding, title, warnings, format_meta = read.text, read.encoding, read.title, read.warnings, read.meta
+    text, offsets = normalize(original)
+    if not text.strip():
+        raise DocumentError(f"{rel}: no text found")
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    first = lines[0].lstrip("#").strip() if lines else ""
+    if not title:
+        title = first if 0 < len(first) <= 80 else Path(rel).stem
+    meta = extract_meta(lines[: header_line_count(lines)], tail=lines[-5:])
+    meta.update(format_meta)
+    if read.marks:
+        meta[locators.KEY] = locators.encode(read.unit, [(offsets.to_normalized(o), n, ocr)
+                                                         for o, n, ocr in read.marks])
+    return Document(
+        doc_id=doc_id_for(rel),
+        path=rel,
+        title=title,
+        text=text,
+        original=original,
+        offsets=offsets,
+        meta=meta,
+        content_hash=content_hash(raw),
+        encoding=encoding,
+        format=fmt,
+        warnings=list(warnings),
+    )
+
+
+def walk_files(root: str | Path, unreadable: list[str] | None = None) -> list[tuple[str, str, object]]:
+    """``(relative POSIX path, full path, os.stat_result or the OSError of stat)`` of every
+    file under ``root``, sorted by the relative path, as :func:`iter_files` finds them:
+    one pass of ``os.scandir`` with plain strings (a scan of a library of 50,000 files
+    should not spend its time building path objects)."""
+    base = os.fspath(root)
+    found: list[tuple[str, str, object]] = []
+    stack: list[tuple[str, str]] = [(base, "")]
+    while stack:
+        folder, rel_dir = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            if unreadable is not None:
+                unreadable.append(rel_dir or ".")
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            try:
+                is_dir = entry.is_dir()
+                if is_dir and entry.is_symlink():
+                    continue  # as os.walk: a linked folder is not followed (no loops)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append((entry.path, rel))
+                continue
+            try:
+                st: object = entry.stat()
+            except OSError as e:  # a link whose target is gone, a file that vanished
+                st = e
+            found.append((rel, entry.path, st))
+    found.sort(key=lambda f: f[0])
+    return found
+
+
+def iter_files(root: str | Path, unreadable: list[str] | None = None) -> Iterator[Path]:
+    """Every file under ``root``, recursively, sorted, skipping hidden files and folders.
+
+    Entries that are not folders are all yielded, including links whose target is gone,
+    so that the caller can tell "cannot be read" from "removed". Folders that cannot be
+    listed are appended to ``unreadable`` (relative POSIX paths, ``"."`` for the root)."""
+    root = Path(root)
+    found: list[Path] = []
+
+    def onerror(e: OSError) -> None:
+        if unreadable is not None:
+            where = Path(e.filename) if e.filename else root
+            try:
+                rel = where.relative_to(root).as_posix()
+            except ValueError:
+                rel = "."
+            unreadable.append(rel)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        here = Path(dirpath)
+        found.extend(here / name for name in filenames if not name.startswith("."))
+    yield from sorted(found)

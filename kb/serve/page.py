@@ -1,0 +1,547 @@
+"""kb — the search page.  kb page --index DIR, or streamlit run app.py -- --index DIR (KB_INDEX=DIR)
+
+Presentation only: searching, views and citations come from kb.search and kb.present.
+Every piece of text that comes from a document, a file name or an error goes through
+kb.present.render.text_html (inert as HTML *and* as markdown) before it reaches the page, and
+errors lose their server paths (kb.serve.access.redact_paths). Who may use the page and which
+folders it may index are decided by kb.serve.access.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from kb.embed.embedders import embedder_from_spec
+from kb.errors import KBError
+from kb.index.indexer import update_index
+from kb.present.cite import Reference, cite, export
+from kb.present.render import document_html, highlight_html, meta_line, text_html
+from kb.records import SEARCH_MODES
+from kb.search.searcher import MAX_QUERY_CHARS, Searcher, bound_query, confidence, current_version, index_embedder
+from kb.serve.access import check_exposure, confine, library_roots, redact_paths, token_matches
+from kb.serve.uploads import UPLOAD_SUFFIXES, remove_document, save_upload
+from kb.store.milvus.library import is_milvus
+
+SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "corpus"  # in a checkout of kb
+UPLOAD_LIMIT_MB = 20  # per file
+UPLOAD_TOTAL_MB = 100  # per upload
+UPLOAD_MAX_FILES = 50
+WEAK_SHOWN = 3  # hits shown, marked, when nothing matches well
+MODE_LABELS = {"hybrid": "混合", "dense": "语义", "lexical": "关键词"}
+MODES = {MODE_LABELS[m]: m for m in SEARCH_MODES}
+CITE_STYLES = {"简短（含章节）": "short", "GB/T 7714-2015": "gbt7714", "APA 第7版": "apa"}
+CITE_LABELS = list(CITE_STYLES)
+STAGES = {"reading": "读取文档", "ocr": "识别扫描页", "embedding": "生成向量"}
+
+CSS = """
+<style>
+html, body, [class*="css"], .stMarkdown, .stTextInput input {
+  font-family: "PingFang SC", "Hiragino Sans GB", "Noto Sans CJK SC", "Source Han Sans SC",
+               "WenQuanYi Zen Hei", "Microsoft YaHei", system-ui, sans-serif;
+}
+.block-container { max-width: 60rem; padding-top: 2.2rem; }
+.kb-card { border: 1px solid #e3e6eb; border-radius: 10px; padding: 14px 18px 10px; margin: 10px 0 4px;
+           background: #ffffff; box-shadow: 0 1px 2px rgba(15, 23, 42, 0.04); }
+.kb-crumb { color: #5b6472; font-size: 0.86rem; line-height: 1.6; margin-bottom: 6px; }
+.kb-crumb .kb-doc { color: #1d2b3a; font-weight: 600; }
+.kb-crumb .kb-sep { color: #a3acb9; margin: 0 0.35em; }
+.kb-text { font-size: 1.02rem; line-height: 1.9; letter-spacing: 0.02em; color: #1f2328; text-align: justify;
+           max-width: 46em; white-space: pre-wrap; }
+.kb-text mark.kb-term { background: #ffeb8a; color: inherit; padding: 0 1px; border-radius: 2px; }
+.kb-text .kb-best { background: #eaf2fd; border-radius: 2px; }
+.kb-meta { color: #6b7480; font-size: 0.82rem; margin-top: 8px; line-height: 1.7; }
+.kb-score { display: inline-block; background: #1f6feb; color: #fff; border-radius: 10px; padding: 0 9px;
+            font-weight: 600; cursor: help; }
+.kb-summary { color: #6b7480; font-size: 0.85rem; margin: 0.2rem 0 0.4rem; }
+.kb-rank { color: #9aa3ad; font-weight: 600; margin-right: 0.4em; }
+.kb-context { color: #5f6875; font-size: 0.95rem; line-height: 1.85; border-left: 3px solid #e3e6eb;
+              padding: 2px 0 2px 12px; margin: 8px 0; white-space: pre-wrap; }
+.kb-focus { background: #fff4c2; border-left: 4px solid #f5b400; padding: 8px 12px; border-radius: 4px;
+            display: block; white-space: pre-wrap; }
+.kb-doc-meta { color: #4b5563; font-size: 0.92rem; line-height: 1.8; }
+.kb-fulltext { font-size: 1rem; line-height: 1.95; letter-spacing: 0.02em; max-width: 46em; color: #1f2328; }
+.kb-fulltext p { margin: 0 0 0.7em; text-align: justify; }
+.kb-fulltext p.kb-heading { font-weight: 600; margin-top: 1.1em; }
+.kb-fulltext mark.kb-focus-inline { background: #fff1a8; padding: 2px 0; }
+[data-testid="stCode"] pre, [data-testid="stCode"] code { font-size: 0.78rem !important; line-height: 1.6 !important;
+  font-family: "Noto Sans CJK SC", "WenQuanYi Zen Hei", "PingFang SC", "Microsoft YaHei", monospace !important; }
+[data-testid="stCode"] { margin-top: -0.4rem; }
+.kb-loc, .kb-ocr { display: inline-block; margin-left: 8px; border-radius: 10px; padding: 0 8px; font-size: 0.8rem;
+  background: #eef2ff; color: #3730a3; }
+.kb-ocr { background: #fef3c7; color: #92400e; }
+.kb-weak { display: inline-block; background: #f3f4f6; color: #6b7280; border-radius: 10px; padding: 0 8px;
+           margin-left: 6px; font-size: 0.8rem; }
+.kb-title { font-size: 1.7rem; font-weight: 600; line-height: 1.4; margin: 0.6rem 0 0.4rem; color: #1f2328; }
+/* Streamlit's uploader texts are English and not configurable: replace them. */
+[data-testid="stFileUploaderDropzoneInstructions"] > div > span { display: none; }
+[data-testid="stFileUploaderDropzoneInstructions"] > div::before { content: "把文件拖到这里，每个不超过 20 MB";
+  font-size: 0.85rem; }
+[data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"] p { font-size: 0; }
+[data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"] p::after { content: "选择文件";
+  font-size: 0.9rem; }
+</style>
+"""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def index_dir_from_args() -> Path | str:
+    """The index folder, or a Milvus store (a .db path or a URI: kept as a string)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--index")
+    parser.add_argument("--store")
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    where = args.store or os.environ.get("KB_STORE") or args.index or os.environ.get("KB_INDEX") or "index"
+    return where if is_milvus(where) else Path(where)
+
+
+def say(kind: str, message: str, where=st) -> None:
+    """An alert whose text is shown as text: markup and server paths removed."""
+    getattr(where, kind)(text_html(redact_paths(message)))
+
+
+def note(kind: str, message: str) -> None:
+    """A message that outlives the rerun that follows an action, until dismissed."""
+    st.session_state.setdefault("notices", []).append((kind, message))
+
+
+def show_notices(where) -> None:
+    notices = st.session_state.get("notices") or []
+    for kind, message in notices:
+        say(kind, message, where)
+    if notices and where.button("知道了", key="dismiss_notices", help="关闭这些消息"):
+        st.session_state["notices"] = []
+        st.rerun()
+
+
+def access_granted() -> bool:
+    """The page's door: served beyond this machine only with an access token, which each
+    visitor types once per session (compared in constant time)."""
+    try:
+        token = check_exposure(st.get_option("server.address"))
+    except KBError as e:
+        st.title("kb 知识库检索")
+        st.error("这个页面在网络上公开，但没有设置访问口令，所以不提供服务。管理员请设置环境变量 "
+                 "KB_ACCESS_TOKEN 后重新启动，或者只在本机（127.0.0.1）上运行。")
+        st.caption(text_html(str(e)))
+        return False
+    if token is None or st.session_state.get("kb_authorized"):
+        return True
+    st.title("kb 知识库检索")
+    with st.form("login"):
+        given = st.text_input("访问口令", type="password", max_chars=256)
+        if st.form_submit_button("进入", type="primary"):
+            if token_matches(given, token):
+                st.session_state["kb_authorized"] = True
+                st.rerun()
+            st.error("口令不对。")
+    return False
+
+
+@st.cache_resource(show_spinner=False)
+def load_embedder(spec_json: str):
+    """One embedder per server and model, shared by every session and index generation."""
+    return embedder_from_spec(json.loads(spec_json))
+
+
+@st.cache_resource(show_spinner="正在加载索引…", max_entries=2)
+def load_searcher(index_dir: str, generation: str) -> Searcher:
+    """One loaded index per server and generation: a re-index publishes a new
+    generation, which is loaded once on the next run. Generations share the readers
+    of the segments they have in common (kb.store.local.segments.open_segment), so loading the
+    generation after a one-document update opens only its new small segment; two are
+    kept, the live one and the one a session may still be reading."""
+    embedder = load_embedder(json.dumps(index_embedder(index_dir), sort_keys=True))
+    searcher = Searcher.load(index_dir, embedder=embedder)
+    searcher.warm()  # tokenizer and model now, not on the first query
+    return searcher
+
+
+# --------------------------------------------------------------------------- navigation
+
+
+def go(**params) -> None:
+    """Switch view through the URL, so every view can be shared and reloaded."""
+    q = st.query_params.get("q", "")
+    st.query_params.clear()
+    new = {"q": q, **params} if q and "q" not in params else params
+    for key, value in new.items():
+        if value:
+            st.query_params[key] = value
+
+
+def on_query_change() -> None:
+    q, _ = bound_query(st.session_state.get("q_input", ""))
+    st.query_params.clear()
+    if q:
+        st.query_params["q"] = q
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def crumb_html(title: str, heading_path: list[str], place: str = "", ocr: bool = False) -> str:
+    parts = [f'<span class="kb-doc">{text_html(title)}</span>']
+    parts += [text_html(h) for h in heading_path[1:]]
+    badges = (f'<span class="kb-loc">{text_html(place)}</span>' if place else "") + (
+        '<span class="kb-ocr" title="这段文字由扫描件识别（OCR）得到，可能有错字">OCR</span>' if ocr else "")
+    return '<span class="kb-sep">›</span>'.join(parts) + badges
+
+
+def meta_html(meta: dict) -> str:
+    return text_html(meta_line(meta))
+
+
+def hit_card(rank: int | None, hit, weak: bool = False) -> str:
+    dense, lexical = hit.scores.get("dense", 0.0), hit.scores.get("lexical", 0.0)
+    explain = f"语义相似度 {dense:.2f} · 关键词得分 {lexical:.2f}"
+    detail = [f'<span class="kb-score" title="{text_html(explain)}">相关度 {hit.score:.2f}</span>',
+              f"语义 {dense:.2f}", f"关键词 {lexical:.2f}"]
+    if weak:
+        detail[0] += '<span class="kb-weak">相关度低</span>'
+    if hit.matched_terms:
+        detail.append("命中 " + "、".join(text_html(t) for t in hit.matched_terms[:8]))
+    source = meta_html(hit.meta)
+    if source:
+        detail.append(source)
+    rank_html = f'<span class="kb-rank">{rank}</span>' if rank else ""
+    return (
+        f'<div class="kb-card"><div class="kb-crumb">{rank_html}'
+        f'{crumb_html(hit.title, hit.heading_path, hit.locator, hit.ocr)}</div>'
+        f'<div class="kb-text">{highlight_html(hit.text, hit.matched_terms, hit.best_sentence)}</div>'
+        f'<div class="kb-meta">{" · ".join(detail)}</div></div>'
+    )
+
+
+def citation_style() -> str:
+    return CITE_STYLES[st.session_state.get("cite_style", CITE_LABELS[0])]
+
+
+def hit_actions(hit, key: str, related: bool = True, select: bool = False) -> None:
+    # st.code has a copy button: the citation is copied with one click, in the chosen style
+    st.code(hit.cited(citation_style()).citation, language=None, wrap_lines=True)
+    cols = st.columns([1, 1, 1, 2])
+    if related:
+        cols[0].button("相关段落", key=f"rel-{key}", on_click=go, kwargs={"p": hit.id},
+                       help="与这一段内容相近的其他段落")
+    cols[1].button("查看全文", key=f"doc-{key}", on_click=go, kwargs={"doc": hit.doc_id, "p": hit.id},
+                   help="打开整篇文档并定位到这一段")
+    if select:
+        cols[2].checkbox("选中", key=f"sel-{hit.id}", help="选中的结果可以导出为 BibTeX 或 RIS")
+
+
+def citation_bar(hits) -> None:
+    """The citation style for every card, and export of the selected hits (all of them
+    when none is selected) for reference managers."""
+    cols = st.columns([2, 1, 1])
+    cols[0].selectbox("引用格式", CITE_LABELS, key="cite_style", label_visibility="collapsed",
+                      help="复制按钮复制的引用格式")
+    chosen = [h for h in hits if st.session_state.get(f"sel-{h.id}")] or hits
+    refs = [h.reference for h in chosen]
+    what = f"导出 {len(chosen)} 条" if len(chosen) < len(hits) else "全部导出"
+    cols[1].download_button(f"{what} BibTeX", export(refs, "bibtex"), file_name="kb-citations.bib",
+                            mime="application/x-bibtex", key="export_bib")
+    cols[2].download_button(f"{what} RIS", export(refs, "ris"), file_name="kb-citations.ris",
+                            mime="application/x-research-info-systems", key="export_ris")
+
+
+# --------------------------------------------------------------------------- views
+
+
+def view_no_index(index_dir: Path) -> None:
+    st.title("kb 知识库检索")
+    st.info("还没有索引。先把文档建成索引，然后就可以提问了。")
+    show_notices(st)
+    roots = library_roots()
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**用示例语料**")
+        st.caption("kb 自带的一篇示例文章")
+        if st.button("用示例语料建立索引", type="primary", disabled=not SAMPLE_CORPUS.is_dir()):
+            build_index(SAMPLE_CORPUS, index_dir)
+    with c2:
+        st.markdown("**用自己的文件夹**")
+        if not roots:
+            st.caption("管理员没有开放任何文件夹（环境变量 KB_LIBRARY_ROOTS）。也可以在命令行运行 kb index 文件夹。")
+        folder = st.text_input("文件夹路径", placeholder="/path/to/docs", key="folder_input", max_chars=1024,
+                               disabled=not roots)
+        if st.button("建立索引", disabled=not (folder and roots)):
+            try:
+                target = confine(folder, roots)
+            except KBError as e:
+                say("error", f"不能索引这个文件夹：{e}")
+                return
+            build_index(target, index_dir)
+
+
+def build_index(folder: Path, index_dir: Path, **kw) -> bool:
+    bar = st.progress(0.0, text="准备中…")
+    warnings: list[str] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{STAGES.get(stage, stage)} {done}/{total}")
+
+    try:
+        report = update_index(folder, index_dir, progress=False, warn=warnings.append, on_progress=progress, **kw)
+    except KBError as e:
+        bar.empty()
+        note("error", f"索引失败：{e}")
+        st.rerun()
+        return False
+    bar.progress(1.0, text="完成")
+    note("success", report.summary())
+    for w in warnings:
+        note("warning", f"未能读取：{w}")
+    st.rerun()
+    return True
+
+
+def view_search(searcher: Searcher, settings: dict) -> None:
+    st.title("kb 知识库检索")
+    st.text_input("问题", key="q_input", on_change=on_query_change, label_visibility="collapsed",
+                  placeholder="输入问题，按回车搜索，例如：如何转变服务理念", max_chars=MAX_QUERY_CHARS)
+    query, cut = bound_query(st.query_params.get("q", ""))
+    if not query:
+        st.caption("输入一个问题或几个关键词，按回车。结果按相关度排列，每条都注明出处，可以复制引用、查看相关段落或打开全文。")
+        return
+    if cut:
+        st.caption(f"问题太长，只用了前 {MAX_QUERY_CHARS} 个字。")
+    t0 = time.perf_counter()
+    try:
+        hits = searcher.search(query, k=settings["k"], mode=settings["mode"], doc_ids=settings["doc_ids"],
+                               sources=settings["sources"])
+    except KBError as e:
+        say("error", str(e))
+        return
+    ms = (time.perf_counter() - t0) * 1000
+    if not hits:
+        st.info("没有找到相关段落。试试换个说法、减少关键词，或取消左侧的筛选条件。")
+        return
+    weak = confidence(hits) == "low"
+    if weak:
+        hits = hits[:WEAK_SHOWN]
+        st.warning("没有足够相关的段落。下面是最接近的几条，相关度低，仅供参考；试试换个说法。")
+    st.markdown(f'<p class="kb-summary" data-q="{text_html(query)}">找到 {len(hits)} 条结果 · {ms:.0f} 毫秒</p>',
+                unsafe_allow_html=True)
+    citation_bar(hits)
+    for i, hit in enumerate(hits, 1):
+        st.markdown(hit_card(i, hit, weak=weak), unsafe_allow_html=True)
+        hit_actions(hit, key=f"{i}-{hit.id}", select=True)
+
+
+def view_passage(searcher: Searcher, passage_id: str) -> None:
+    st.button("← 返回搜索结果", on_click=go, kwargs={})
+    try:
+        view = searcher.show(passage_id, context=0)
+        related = searcher.related(passage_id, k=6)
+        hit = searcher.passage_hit(passage_id)
+    except KBError as e:
+        say("error", str(e))
+        return
+    p, doc = view["passage"], view["document"]
+    st.subheader("段落")
+    st.markdown(
+        f'<div class="kb-card"><div class="kb-crumb">'
+        f'{crumb_html(doc.title, p["heading_path"], view.get("locator", ""), view.get("ocr", False))}</div>'
+        f'<div class="kb-text">{text_html(p["text"])}</div>'
+        f'<div class="kb-meta">{meta_html(doc.meta)}</div></div>', unsafe_allow_html=True)
+    hit_actions(hit, key=f"focus-{p['id']}", related=False)
+    st.subheader("相关段落")
+    if not related:
+        st.info("没有找到相关段落。")
+    for i, r in enumerate(related, 1):
+        st.markdown(hit_card(i, r), unsafe_allow_html=True)
+        hit_actions(r, key=f"r{i}-{r.id}")
+
+
+def view_document(searcher: Searcher, doc_id: str, passage_id: str | None) -> None:
+    st.button("← 返回搜索结果", on_click=go, kwargs={})
+    try:
+        full_doc = searcher.document(doc_id)
+        view = searcher.show(passage_id, context=1) if passage_id else None
+    except KBError as e:
+        say("error", str(e))
+        return
+    doc = full_doc["document"]
+    st.markdown(f'<div class="kb-title">{text_html(doc.title)}</div>', unsafe_allow_html=True)
+    meta = doc.meta
+    lines = []
+    if meta.get("author"):
+        position = f"（{meta['author_position']}）" if meta.get("author_position") else ""
+        lines.append("作者：" + meta["author"] + position)
+    for key, label in (("source", "来源"), ("editor", "编辑"), ("date", "日期")):
+        if meta.get(key):
+            lines.append(f"{label}：{meta[key]}" + (f" {meta['time']}" if key == "date" and meta.get("time") else ""))
+    if meta.get("url"):
+        lines.append("原文：" + meta["url"])
+    lines.append(f"文件：{doc.path} · {doc.n_passages} 个段落")
+    st.markdown('<div class="kb-doc-meta">' + "<br>".join(text_html(x) for x in lines) + "</div>",
+                unsafe_allow_html=True)
+    text = full_doc["text"]
+    if view:
+        p = view["passage"]
+        crumb = crumb_html(doc.title, p["heading_path"], view.get("locator", ""), view.get("ocr", False))
+        st.markdown(f'<div class="kb-crumb" style="margin-top:1rem">{crumb}</div>', unsafe_allow_html=True)
+        parts = [f'<div class="kb-context">{text_html(b["text"])}</div>' for b in view["before"]]
+        parts.append(f'<div class="kb-text"><span class="kb-focus">{text_html(p["text"])}</span></div>')
+        parts += [f'<div class="kb-context">{text_html(a["text"])}</div>' for a in view["after"]]
+        st.markdown("".join(parts), unsafe_allow_html=True)
+        st.code(cite(Reference.of(doc.title, meta, p["heading_path"], doc.path, place=view.get("locator", "")),
+                     citation_style()), language=None, wrap_lines=True)
+        full = document_html(text, (p["start"], p["end"]))
+    else:
+        full = document_html(text)
+    st.subheader("全文")
+    st.markdown(f'<div class="kb-fulltext">{full}</div>', unsafe_allow_html=True)
+
+
+# --------------------------------------------------------------------------- sidebar
+
+
+def sidebar(searcher: Searcher, index_dir: Path) -> dict:
+    sb = st.sidebar
+    stats = searcher.stats()
+    sb.markdown("### 知识库")
+    emb = stats["embedder"]
+    sb.markdown(
+        f"文档 **{stats['documents']}** · 段落 **{stats['passages']}**  \n"
+        f"模型 {text_html(redact_paths(str(emb['model'])))}（{emb['dim']} 维）  \n"
+        f"更新于 {text_html(str(stats['created'])[:16].replace('T', ' '))}"
+    )
+    show_notices(sb)
+
+    sb.markdown("### 检索设置")
+    mode_label = sb.radio("方式", list(MODES), horizontal=True, key="mode",
+                          help="混合 = 语义 + 关键词；语义 = 按意思；关键词 = 按词语")
+    k = sb.slider("结果数量", 3, 30, 10, key="k")
+    titles = {d.doc_id: d.title for d in searcher.documents()}
+    docs = sb.multiselect("只看这些文档", list(titles), format_func=lambda i: titles[i], key="docs",
+                          placeholder="全部文档")
+    sources = sorted(stats["sources"])
+    chosen_sources = sb.multiselect("只看这些来源", sources, key="sources", placeholder="全部来源") if sources else []
+
+    corpus = Path(searcher.manifest.get("corpus", ""))
+    sb.markdown("### 管理文档")
+    with sb.form("upload", clear_on_submit=True):
+        files = st.file_uploader(
+            f"添加文档（{' '.join(s.lstrip('.') for s in UPLOAD_SUFFIXES)}；每个不超过 {UPLOAD_LIMIT_MB} MB，"
+            f"一次最多 {UPLOAD_MAX_FILES} 个、共 {UPLOAD_TOTAL_MB} MB）",
+            type=list(UPLOAD_SUFFIXES), accept_multiple_files=True, key="uploads")
+        submitted = st.form_submit_button("添加并建立索引")
+    if submitted and files:
+        add_files(files, corpus, index_dir)
+    if titles:
+        with sb.expander("移出文档"):
+            target = st.selectbox("文档", list(titles), format_func=lambda i: titles[i], key="remove_doc")
+            confirm = st.checkbox("确认移出（文件移到知识库的 .kb-trash 文件夹，不会删除）", key="remove_confirm")
+            if st.button("移出知识库", disabled=not confirm, key="remove_btn"):
+                remove(searcher, target, corpus, index_dir)
+    return {"mode": MODES[mode_label], "k": k, "doc_ids": set(docs) or None, "sources": set(chosen_sources) or None}
+
+
+def library_folder(corpus: Path) -> Path | None:
+    """The folder uploads go to and removals act in: the index's own folder, and only
+    while it lies inside the library roots."""
+    try:
+        folder = confine(corpus, library_roots(corpus))
+    except KBError as e:
+        note("error", f"不能修改知识库文件夹：{e}")
+        return None
+    if not folder.is_dir():
+        note("error", "知识库文件夹不存在了，无法添加或移出文档。")
+        return None
+    return folder
+
+
+def add_files(files, corpus: Path, index_dir: Path) -> None:
+    folder = library_folder(corpus)
+    if folder is None:
+        st.rerun()
+        return
+    total = 0
+    added = 0
+    for n, f in enumerate(files):
+        if n >= UPLOAD_MAX_FILES:
+            note("warning", f"一次最多添加 {UPLOAD_MAX_FILES} 个文件，其余 {len(files) - n} 个没有添加。")
+            break
+        total += f.size
+        if total > UPLOAD_TOTAL_MB * 1024 * 1024:
+            note("warning", f"未添加：{f.name}：这次上传超过了总共 {UPLOAD_TOTAL_MB} MB 的限制。")
+            continue
+        try:
+            save_upload(folder, f.name, f.getvalue(), max_bytes=UPLOAD_LIMIT_MB * 1024 * 1024,
+                        suffixes=UPLOAD_SUFFIXES)
+            added += 1
+        except KBError as e:
+            note("warning", f"未添加：{e}")
+    if not added:
+        st.rerun()
+        return
+    with st.sidebar:
+        build_index(folder, index_dir)
+
+
+def remove(searcher: Searcher, doc_id: str, corpus: Path, index_dir: Path) -> None:
+    folder = library_folder(corpus)
+    if folder is None:  # library_folder has said why
+        st.rerun()
+        return
+    try:
+        remove_document(folder, searcher.document_info(doc_id).path)
+    except KBError as e:
+        note("error", f"未能移出：{e}")
+        st.rerun()
+        return
+    with st.sidebar:
+        build_index(folder, index_dir, prune=True)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    st.set_page_config(page_title="kb · 知识库检索", page_icon="📚", layout="centered")
+    st.markdown(CSS, unsafe_allow_html=True)
+    if not access_granted():
+        return
+    index_dir = index_dir_from_args()
+    try:
+        live = current_version(index_dir)
+        if live is None:
+            view_no_index(index_dir)
+            return
+        searcher = load_searcher(str(index_dir), live)
+    except KBError as e:
+        say("error", f"无法打开索引：{e}")
+        return
+    if "q_input" not in st.session_state:
+        st.session_state["q_input"] = bound_query(st.query_params.get("q", ""))[0]
+    settings = sidebar(searcher, index_dir)
+    params = st.query_params
+    if params.get("doc"):
+        view_document(searcher, params["doc"], params.get("p"))
+    elif params.get("p"):
+        view_passage(searcher, params["p"])
+    else:
+        view_search(searcher, settings)
+
+
+def run_page() -> None:
+    """main() with a last guard: a bug shows one sentence, never a traceback or a path."""
+    try:
+        main()
+    except Exception as e:  # st.rerun()/st.stop() raise BaseException subclasses: they pass through
+        st.error("页面出错了，请刷新后重试。如果问题一直出现，请告诉管理员（错误类型："
+                 + text_html(type(e).__name__) + "）。")
+
+
+if __name__ == "__main__":  # `streamlit run kb/serve/page.py` (what `kb page` does)
+    run_page()

@@ -1,0 +1,88 @@
+"""Changes to the knowledge-base folder made from the page: adding uploaded files and
+removing documents. Every path is checked to stay inside the folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import unicodedata
+from pathlib import Path
+
+from kb.errors import DocumentError, KBError, UnsupportedFormat
+from kb.read.documents import DEFAULT_MAX_BYTES, READERS, SUPPORTED_SUFFIXES, too_large
+
+TRASH = ".kb-trash"  # hidden: the indexer skips it, and nothing removed is lost
+# What the page accepts, by extension and nothing else (no MIME families like "text").
+UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".docx", ".pdf", ".pptx", ".xlsx", ".epub", ".png",
+                   ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+_UNSAFE = re.compile(r"[^\w\u4e00-\u9fff\u3400-\u4dbf .()（）\[\]【】+-]")
+
+
+def sanitize_filename(name: str) -> str:
+    """A safe file name from an uploaded one: no folders, no control or shell characters,
+    no leading dots, at most 120 characters, the suffix kept."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = name.replace("\\", "/").split("/")[-1]
+    name = "".join(ch for ch in name if ch.isprintable())
+    stem, dot, suffix = name.rpartition(".")
+    if not dot:
+        stem, suffix = name, ""
+    stem = _UNSAFE.sub("_", stem).strip(" ._") or "document"
+    suffix = re.sub(r"[^A-Za-z0-9]", "", suffix).lower()
+    stem = stem[:120]
+    return f"{stem}.{suffix}" if suffix else stem
+
+
+def inside(folder: Path, path: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def save_upload(folder: str | Path, name: str, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES,
+                suffixes: tuple[str, ...] = SUPPORTED_SUFFIXES) -> Path:
+    """Write an uploaded file into ``folder`` under a sanitised, non-clobbering name.
+    Refuses types outside ``suffixes`` and files over ``max_bytes``; an identical file
+    already there is returned as it is."""
+    folder = Path(folder)
+    safe = sanitize_filename(name)
+    suffix = Path(safe).suffix.lower()
+    if suffix not in READERS or suffix not in suffixes:
+        raise UnsupportedFormat(f"{name}: unsupported file type {suffix or '(none)'} "
+                                f"(supported: {', '.join(suffixes)})")
+    if len(data) > max_bytes:
+        raise too_large(name, len(data), max_bytes, hint="")
+    if not data.strip():
+        raise DocumentError(f"{name}: empty file")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / safe
+    n = 2
+    while target.exists():
+        if target.read_bytes() == data:
+            return target
+        target = folder / f"{Path(safe).stem} ({n}){suffix}"
+        n += 1
+    if not inside(folder, target):  # pragma: no cover - sanitize_filename already prevents it
+        raise KBError(f"{name}: refusing to write outside {folder}")
+    tmp = target.with_name(f".{target.name}.uploading")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    return target
+
+
+def remove_document(folder: str | Path, relpath: str) -> Path:
+    """Move a document out of the knowledge base into ``folder/.kb-trash/`` (kept, not
+    deleted). Returns where it went."""
+    folder = Path(folder)
+    source = folder / relpath
+    if not inside(folder, source) or TRASH in Path(relpath).parts:
+        raise KBError(f"{relpath}: not a document of this knowledge base")
+    if not source.is_file():
+        raise KBError(f"{relpath}: no such file in {folder}")
+    dest = folder / TRASH / time.strftime("%Y%m%d-%H%M%S") / relpath
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, dest)
+    return dest

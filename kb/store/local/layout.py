@@ -1,0 +1,334 @@
+"""The index on disk.
+
+::
+
+    index/
+      CURRENT              name of the live generation, replaced atomically
+      gen-000007/          one generation: which segments, which of their documents are deleted
+        manifest.json      format version, kb version, embedder, counts, corpus root, segments
+        deleted/seg-N.npy  document numbers of seg-N deleted since it was written
+      segments/seg-000003/ immutable pieces of the library (see kb.store.local.segments)
+      pending.sqlite       vectors embedded by a run that has not finished yet
+      .lock                held by the one writer
+
+A writer builds a new segment (``seg-N.tmp/`` renamed) and ``gen-N.tmp/``, fsyncs them,
+renames the generation to ``gen-N/`` and only then replaces ``CURRENT``. A run killed at
+any moment leaves the previous generation live and complete; leftovers (unfinished
+segments, segments no live generation lists) are removed by the next run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kb import __version__
+from kb.errors import IndexBusy, IndexNotFound, KBError, OldFormat
+
+FORMAT_VERSION = 2  # 1: one monolithic generation (migrated by `kb index`); 2: segments
+
+SCHEMA = """
+CREATE TABLE documents (
+    doc_idx INTEGER PRIMARY KEY,
+    doc_id TEXT UNIQUE NOT NULL,
+    path TEXT NOT NULL,
+    title TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    encoding TEXT,
+    format TEXT,
+    size INTEGER,
+    mtime_ns INTEGER,
+    ctime_ns INTEGER,
+    n_passages INTEGER,
+    indexed_at TEXT,
+    meta TEXT NOT NULL,
+    offsets TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE TABLE passages (
+    row INTEGER PRIMARY KEY,
+    id TEXT UNIQUE NOT NULL,
+    doc_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    parent TEXT,
+    ordinal INTEGER,
+    start INTEGER, "end" INTEGER, orig_start INTEGER, orig_end INTEGER,
+    vkey TEXT NOT NULL,
+    heading_path TEXT NOT NULL,
+    text TEXT NOT NULL,
+    tokens TEXT NOT NULL
+);
+"""
+# Short columns first: a scan of sizes and times, or of kinds, then never reads through a
+# document's text (SQLite keeps long values in overflow pages, read only when reached).
+# Indexes (by document, parent and vector key) are created once a segment's rows are in.
+
+DOC_COLUMNS = ("doc_idx", "doc_id", "path", "title", "meta", "text", "offsets", "content_hash", "encoding",
+               "format", "size", "mtime_ns", "ctime_ns", "n_passages", "indexed_at")
+PASSAGE_COLUMNS = ("row", "id", "doc_id", "kind", "heading_path", "text", "start", "end", "orig_start",
+                   "orig_end", "parent", "ordinal", "vkey", "tokens")
+
+
+@contextmanager
+def durable(path: Path, mode: str = "wb", **kwargs):
+    """Open ``path`` for writing; when the block ends, its bytes are on the disk (fsync)."""
+    with open(path, mode, **kwargs) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file written by someone else (FAISS) to the disk."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def save_array(path: Path, arr: np.ndarray) -> None:
+    with durable(path) as f:
+        np.save(f, arr)
+
+
+def save_json(path: Path, obj: Any, indent: int | None = None) -> None:
+    with durable(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=indent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class IndexDir:
+    """Paths and atomic switching for one index folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def current_file(self) -> Path:
+        return self.root / "CURRENT"
+
+    def check_folder(self) -> None:
+        """A one-line error when the index path cannot be an index folder."""
+        if self.root.exists() and not self.root.is_dir():
+            raise KBError(f"{self.root} is a file, not an index folder — give --index a folder")
+
+    def current(self) -> Path | None:
+        self.check_folder()
+        try:
+            name = self.current_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as e:
+            raise KBError(f"cannot read the index at {self.root}/ ({_reason(e)})") from e
+        if not name.startswith("gen-") or "/" in name or "\\" in name:
+            raise KBError(f"index at {self.root}/ is damaged (CURRENT names {name[:40]!r}) — "
+                          "rebuild it with `kb index FOLDER --rebuild`")
+        gen = self.root / name
+        return gen if (gen / "manifest.json").exists() else None
+
+    def require_current(self) -> Path:
+        gen = self.current()
+        if gen is None:
+            raise IndexNotFound(f"no index at {self.root}/ — run `kb index FOLDER` first")
+        return gen
+
+    @property
+    def segments_dir(self) -> Path:
+        return self.root / "segments"
+
+    def next_segment(self) -> Path:
+        self.segments_dir.mkdir(parents=True, exist_ok=True)
+        numbers = [int(p.name[4:].split(".")[0]) for p in self.segments_dir.iterdir()
+                   if p.name.startswith("seg-") and p.name[4:].split(".")[0].isdigit()]
+        return self.segments_dir / f"seg-{max(numbers, default=0) + 1:06d}"
+
+    def generations(self) -> list[Path]:
+        if not self.root.exists():
+            return []
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("gen-"))
+
+    def next_generation(self) -> Path:
+        numbers = [int(p.name.split("-")[1].split(".")[0]) for p in self.generations()
+                   if p.name.split("-")[1].split(".")[0].isdigit()]
+        n = max(numbers, default=0) + 1
+        return self.root / f"gen-{n:06d}"
+
+    @contextmanager
+    def writer_lock(self):
+        self.check_folder()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            if not os.access(self.root, os.W_OK):
+                os.close(fd)
+                raise PermissionError(13, "Permission denied")
+        except OSError as e:
+            raise KBError(f"cannot write the index folder {self.root}/ ({_reason(e)}) — "
+                          "choose another with --index") from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as e:
+                raise IndexBusy(f"another `kb index` is writing {self.root}/ — wait for it to finish") from e
+            yield
+        finally:
+            os.close(fd)
+
+    def publish(self, tmp: Path) -> Path:
+        """Make the complete generation in ``tmp`` (named ``gen-N.tmp``) the live one."""
+        final = tmp.with_name(tmp.name[: -len(".tmp")])
+        _fsync_dir(tmp)
+        os.rename(tmp, final)
+        _fsync_dir(self.root)
+        pointer = self.root / "CURRENT.tmp"
+        with durable(pointer, "w", encoding="utf-8") as f:
+            f.write(final.name + "\n")
+        os.replace(pointer, self.current_file)
+        _fsync_dir(self.root)
+        return final
+
+    def clean(self, keep_previous: Path | None = None) -> None:
+        """Remove unfinished and superseded generations, and segments that neither the
+        live generation nor ``keep_previous`` lists. Readers that still hold an old
+        generation open keep working (files stay alive while open)."""
+        live = self.current()
+        keep_segments: set[str] = set()
+        for gen in (live, keep_previous):
+            if gen is not None:
+                keep_segments |= set(segment_names(gen))
+        for gen in self.generations():
+            if gen == live or gen == keep_previous:
+                continue
+            shutil.rmtree(gen, ignore_errors=True)
+        if self.segments_dir.is_dir():
+            for seg in self.segments_dir.iterdir():
+                if seg.name not in keep_segments:
+                    shutil.rmtree(seg, ignore_errors=True)
+        try:
+            (self.root / "CURRENT.tmp").unlink()
+        except FileNotFoundError:
+            pass
+
+
+def segment_names(gen: Path) -> list[str]:
+    """The segments a generation lists (none for an unreadable or format-1 one)."""
+    try:
+        data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+        return [str(e["name"]) for e in data.get("segments", [])]
+    except (OSError, ValueError, TypeError, KeyError):
+        return []
+
+
+def _reason(e: BaseException) -> str:
+    """An OS or library error as a short phrase, without the path it names."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    return f"{type(e).__name__}: {e}"[:200]
+
+
+def damaged(where: Path, e: BaseException) -> KBError:
+    return KBError(f"index at {where}/ is damaged or unreadable ({_reason(e)}) — "
+                   "rebuild it with `kb index FOLDER --rebuild`")
+
+
+def read_manifest(gen: Path, legacy_ok: bool = False) -> dict[str, Any]:
+    """A generation's manifest; a format-1 one only with ``legacy_ok`` (for migration)."""
+    try:
+        data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("embedder"), dict):
+            raise ValueError("manifest.json is not a kb manifest")
+    except (OSError, ValueError) as e:
+        raise damaged(gen.parent, e) from e
+    version = data.get("format_version")
+    if version == 1 and legacy_ok:
+        return data
+    if version == 1:
+        raise OldFormat(f"index at {gen.parent}/ has format 1 (before segments) — run `kb index` once to "
+                        "migrate it (its vectors are reused, nothing is embedded again)")
+    if version != FORMAT_VERSION:
+        raise KBError(
+            f"index at {gen.parent}/ has format {version}, this kb reads format "
+            f"{FORMAT_VERSION} — rebuild it with `kb index FOLDER --rebuild`"
+        )
+    if not isinstance(data.get("segments"), list):
+        raise damaged(gen.parent, ValueError("manifest.json lists no segments"))
+    return data
+
+
+def write_manifest(gen: Path, data: dict[str, Any]) -> None:
+    save_json(gen / "manifest.json", {"format_version": FORMAT_VERSION, "kb_version": __version__, **data}, indent=2)
+
+
+def create_db(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(path)
+    con.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
+    return con
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    """Read-only connection, shareable across threads (callers serialise access)."""
+    con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+    con.row_factory = sqlite3.Row
+    return con
+
+
+class PendingVectors:
+    """Vectors embedded by a run in progress, committed every batch, so a killed run
+    does not have to embed them again. Cleared once a generation is published."""
+
+    def __init__(self, path: Path, embedder_key: str, dim: int) -> None:
+        self.path = path
+        self.dim = dim
+        self.con = sqlite3.connect(path)
+        self.con.execute("CREATE TABLE IF NOT EXISTS vec (key TEXT PRIMARY KEY, embedder TEXT, v BLOB)")
+        # Vectors of another embedder are useless here.
+        self.con.execute("DELETE FROM vec WHERE embedder != ?", (embedder_key,))
+        self.con.commit()
+        self.embedder_key = embedder_key
+
+    def get_many(self, keys: list[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i: i + 500]
+            q = f"SELECT key, v FROM vec WHERE key IN ({','.join('?' * len(chunk))})"
+            for key, blob in self.con.execute(q, chunk):
+                out[key] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def put_many(self, keys: list[str], vectors: np.ndarray) -> None:
+        self.con.executemany(
+            "INSERT OR REPLACE INTO vec VALUES (?, ?, ?)",
+            [(k, self.embedder_key, np.ascontiguousarray(v, dtype=np.float32).tobytes())
+             for k, v in zip(keys, vectors)],
+        )
+        self.con.commit()
+
+    def close(self) -> None:
+        self.con.close()
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        """Drop the pending vectors once a generation holding them is published."""
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            try:
+                os.unlink(str(path) + suffix)
+            except FileNotFoundError:
+                pass
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
