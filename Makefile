@@ -45,8 +45,9 @@ test: $(STAMP)  ## Run the whole test suite (offline)
 test-fast: $(STAMP)  ## Tests without the slow ones (real model, browser)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-lint: $(STAMP)  ## ruff
+lint: $(STAMP)  ## ruff, and the import contracts between stages (pyproject's [tool.importlinter])
 	$(BIN)/ruff check kb tests app.py benchmarks fuzz
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)  ## Run the benchmarks (prints JSON)
 	$(BIN)/python benchmarks/latency.py --passages 10000

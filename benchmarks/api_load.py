@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import synthetic  # noqa: E402
 
-from kb.index.indexer import update_index  # noqa: E402
+from kb.index import update_index  # noqa: E402
 from kb.search.searcher import Searcher, search_response  # noqa: E402
 from kb.store.local.layout import IndexDir  # noqa: E402
 

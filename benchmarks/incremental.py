@@ -47,7 +47,7 @@ import json, sys, time
 {PEAK}
 t0 = time.perf_counter()
 from kb.embed.embedders import HashEmbedder
-from kb.index.indexer import update_index
+from kb.index import update_index
 t1 = time.perf_counter()
 r = update_index(sys.argv[1], sys.argv[2], embedder=HashEmbedder(int(sys.argv[3])), progress=False,
                  warn=lambda m: None)
@@ -105,7 +105,7 @@ def p50_ms(searcher, questions) -> float:
 
 def one_size(n: int, work: Path, questions: list[str], compact: bool) -> dict:
     from kb.embed.embedders import HashEmbedder
-    from kb.index.indexer import compact_index
+    from kb.index import compact_index
     from kb.search.searcher import Searcher
 
     corpus, index = work / f"docs-{n}", work / f"index-{n}"
@@ -145,7 +145,7 @@ def one_size(n: int, work: Path, questions: list[str], compact: bool) -> dict:
     for rep in range(3):
         a.append(p50_ms(many, questions))
         b.append(p50_ms(one, questions))
-    out["query"] = {"segments": len(many.view.segments), "p50_ms_10_segments": round(statistics.median(a), 2),
+    out["query"] = {"segments": len(many.snapshot.segments), "p50_ms_10_segments": round(statistics.median(a), 2),
                     "p50_ms_1_segment": round(statistics.median(b), 2)}
     out["query"]["ratio"] = round(out["query"]["p50_ms_10_segments"] / out["query"]["p50_ms_1_segment"], 3)
     if compact:  # merge everything back into one segment: time, and the same answers as the 10 segments

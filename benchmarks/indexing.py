@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic  # noqa: E402
 
 from kb.embed.embedders import make_embedder  # noqa: E402
-from kb.index.indexer import embed_text, update_index  # noqa: E402
-from kb.read.documents import iter_files, read_document  # noqa: E402
+from kb.index import update_index
+from kb.index.indexer import embed_text  # noqa: E402
+from kb.read.documents import read_document, walk_files  # noqa: E402
 from kb.split.passages import split_document  # noqa: E402
 
 
@@ -46,7 +47,7 @@ def main() -> None:
         else:
             for f in (synthetic.ROOT / "corpus").glob("*.txt"):
                 shutil.copy(f, corpus / f.name)
-        chars = sum(len(read_document(f, corpus).text) for f in iter_files(corpus))
+        chars = sum(len(read_document(f, corpus).text) for _, f, _ in walk_files(corpus))
         embedder = make_embedder(args.model, device=args.device)
         embedder.embed_query("预热")
 
@@ -54,7 +55,7 @@ def main() -> None:
         report = update_index(corpus, Path(tmp) / "index", embedder=embedder, progress=False)
         pipeline_s = time.perf_counter() - t0
 
-        texts = list(dict.fromkeys(embed_text(p) for f in iter_files(corpus)
+        texts = list(dict.fromkeys(embed_text(p) for _, f, _ in walk_files(corpus)
                                    for p in split_document(read_document(f, corpus))))
         t0 = time.perf_counter()
         for i in range(0, len(texts), 64):  # the pipeline's own batching

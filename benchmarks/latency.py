@@ -110,15 +110,14 @@ def main() -> None:
             import faiss
 
             flat = faiss.IndexFlatIP(args.dim)
-            for seg in s.view.segments:
+            for seg in s.snapshot.segments:
                 flat.add(seg.vectors.all_vectors())
             result["faiss_flat"][key] = pct(timed(lambda v: flat.search(v.reshape(1, -1), 50), qvecs))
             del flat
             import bm25s
 
-            with s._lock:
-                corpus_tokens = [(r[0] or "").split(" ") for r in s._con.execute(
-                    "SELECT tokens FROM passages ORDER BY row")]
+            corpus_tokens = [(r[0] or "").split(" ") for seg in s.snapshot.segments
+                             for r in seg.store.con.execute("SELECT tokens FROM passages ORDER BY row")]
             ref = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
             ref.index(corpus_tokens, show_progress=False)
             del corpus_tokens

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import kb.search.searcher as search  # noqa: E402
-from kb.index.indexer import update_index  # noqa: E402
+from kb.index import update_index  # noqa: E402
 
 
 def timed(searcher, query: str) -> float:

@@ -27,20 +27,20 @@ import json, sys, numpy as np
 from kb.search.searcher import Searcher
 s = Searcher.load({index!r})
 qs = json.load(open({questions!r}, encoding="utf-8"))
-vs = np.random.default_rng(0).standard_normal((len(qs), s.view.dim)).astype(np.float32)
+vs = np.random.default_rng(0).standard_normal((len(qs), s.snapshot.dim)).astype(np.float32)
 vs /= np.linalg.norm(vs, axis=1, keepdims=True)
 for q, v in zip(qs, vs):
     s.prime_query(q, v)
     s.search(q, k=10)
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 text_bytes = sum(seg.store.con.execute("SELECT SUM(LENGTH(CAST(text AS BLOB))) FROM passages").fetchone()[0] or 0
-                 for seg in s.view.segments)
-print(json.dumps({{"peak_rss_mb": hwm / 1024, "text_bytes": text_bytes, "n": s.count, "dim": s.view.dim}}))
+                 for seg in s.snapshot.segments)
+print(json.dumps({{"peak_rss_mb": hwm / 1024, "text_bytes": text_bytes, "n": s.count, "dim": s.snapshot.dim}}))
 """
 
 INDEX = """
 import json, sys
-from kb.index.indexer import update_index
+from kb.index import update_index
 r = update_index({corpus!r}, {index!r}, progress=False, warn=lambda m: None)
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(json.dumps({{"peak_rss_mb": hwm / 1024, "passages": r.passages}}))

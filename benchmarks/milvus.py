@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import synthetic  # noqa: E402
 from kb import milvus  # noqa: E402
 from kb.embed.embedders import HashEmbedder  # noqa: E402
-from kb.index.indexer import compact_index, update_index  # noqa: E402
+from kb.index import compact_index, update_index  # noqa: E402
 from kb.search.searcher import Searcher  # noqa: E402
 
 DIM = 384

@@ -114,7 +114,7 @@ def main() -> None:
 
 def retrieval(seed_dir: Path) -> dict:
     from kb.eval.evaluate import evaluate
-    from kb.index.indexer import update_index
+    from kb.index import update_index
 
     title, paragraphs = sample_paragraphs()
     pages, _ = render_pages(paragraphs, title=title)

@@ -51,7 +51,7 @@ def main() -> None:
             s = Searcher.load(cache / "index")
         except KBError:  # none yet, or an older format (`kb eval` migrates it)
             continue
-        vecs += [seg.vectors.all_vectors() for seg in s.view.segments]
+        vecs += [seg.vectors.all_vectors() for seg in s.snapshot.segments]
         if (cache / "queries.npz").exists():
             queries.append(np.load(cache / "queries.npz")["vectors"])
     if vecs and queries:

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kb.eval.evaluate import QueryVectors, dataset_hash, load_dataset, prepare_index  # noqa: E402
-from kb.index.indexer import update_index  # noqa: E402
+from kb.index import update_index  # noqa: E402
 from kb.search.searcher import DENSE_FLOOR, SUPPORT_FLOOR, Searcher, confidence  # noqa: E402
 from kb.split.passages import DEFAULT_MAX_CHARS  # noqa: E402
 

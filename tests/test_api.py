@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
-from kb.index.indexer import update_index
+from kb.index import update_index
 from kb.search.searcher import MAX_QUERY_CHARS
 from kb.serve.api import create_app
 from kb.serve.cli import cli

@@ -51,7 +51,7 @@ playwright = _Playwright()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from kb.index.indexer import update_index
+    from kb.index import update_index
 
     from .conftest import SAMPLE_CORPUS
 

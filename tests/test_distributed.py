@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("ray")
 
-from kb.index.indexer import update_index  # noqa: E402
+from kb.index import update_index  # noqa: E402
 from kb.search.searcher import Searcher  # noqa: E402
 
 from .test_segments import QUERIES, quiet  # noqa: E402
@@ -29,7 +29,7 @@ def test_ray_embeds_what_a_plain_run_embeds_and_the_driver_writes_milvus(tmp_pat
         for q in QUERIES + ["农业科技推广"]:
             assert [h.id for h in x.search(q, k=10)] == [h.id for h in y.search(q, k=10)], q
         pid = x.search("农业科技推广", k=1)[0].id
-        vx, vy = x.view.vectors([x.passage(pid)["row"]]), y.view.vectors([y.passage(pid)["row"]])
+        vx, vy = x.snapshot.vectors([x.passage(pid)["row"]]), y.snapshot.vectors([y.passage(pid)["row"]])
         assert (abs(vx - vy) < 1e-6).all()
     finally:
         milvus.release(store)

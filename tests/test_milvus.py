@@ -22,7 +22,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from kb.embed.embedders import HashEmbedder  # noqa: E402
 from kb.errors import IndexBusy, IndexMismatch, IndexNotFound, KBError  # noqa: E402
-from kb.index.indexer import compact_index, update_index  # noqa: E402
+from kb.index import compact_index, update_index  # noqa: E402
 from kb.search.searcher import Searcher, current_version  # noqa: E402
 from kb.store.milvus import library as milvus  # noqa: E402
 
@@ -147,13 +147,12 @@ def test_unchanged_folder_writes_nothing_and_vectors_are_reused(tmp_path):
 KILL_SCRIPT = """
 import os, signal, sys
 from kb.store.milvus import library as milvus
-from kb.index.indexer import update_index
+from kb.index import update_index
 
 where, count = sys.argv[3], int(sys.argv[4])
 milvus.WRITE_BATCH = 8  # several inserts per run
-target = {"delete": milvus.MilvusLibrary, "insert": milvus.MilvusIndexer,
-          "stats": milvus.MilvusLibrary}[where]
-name = {"delete": "delete_docs", "insert": "_insert", "stats": "write_frequencies"}[where]
+target = milvus.MilvusLibrary
+name = {"delete": "delete_docs", "insert": "insert_documents", "stats": "write_frequencies"}[where]
 real = getattr(target, name)
 calls = [0]
 
@@ -207,10 +206,12 @@ def test_kill9_during_indexing_leaves_a_searchable_store_and_the_next_run_comple
     files = sorted(p.name for p in folder.glob("*.txt"))
     assert r.documents == len(files) and sorted(d["path"] for d in s.docs) == files
     assert s.count == sum(d["n_passages"] for d in s.docs) == s.manifest["passages"]
-    n, total, df = s.lib.recount()  # the statistics are exact again
-    assert (n, total) == (s.manifest["passages"], s.manifest["total_length"]) and df == s.view.df
+    n, total, df = s.snapshot.lib.recount()  # the statistics are exact again
+    assert (n, total) == (s.manifest["passages"], s.manifest["total_length"]) and df == s.snapshot.df
     for d in s.docs:  # no ghost: every document holds exactly its own passages, of its current version
-        texts = [p["text"] for p in s.view.store_of(d["doc_id"]).passages_of(d["doc_id"], "id, text")]
+        ids = [p["id"] for p in s.snapshot.outline(d["doc_id"])]
+        found = s.snapshot.by_ids(ids)
+        texts = [found[i]["text"] for i in ids]
         assert len(texts) == d["n_passages"]
         title = (folder / d["path"]).read_text(encoding="utf-8").split("\n")[0]
         assert all(title in t for t in texts[1:])
@@ -348,7 +349,7 @@ def test_a_milvus_server(tmp_path, corpus, monkeypatch):
         for q in QUERIES[:4]:
             assert overlap(s, Searcher.load(local), q) >= 0.9
     finally:
-        s.lib.drop()
+        s.snapshot.lib.drop()
 
 
 def test_a_writer_on_a_server_holds_a_lease(tmp_path, corpus, monkeypatch):

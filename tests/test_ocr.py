@@ -16,7 +16,7 @@ import zlib
 import pytest
 
 from kb.errors import DocumentError
-from kb.index.indexer import update_index
+from kb.index import update_index
 from kb.read import ocr
 from kb.read.documents import ReadOptions, parse_document
 from kb.read.locators import KEY, encode, locate

@@ -5,7 +5,7 @@ import pytest
 
 from kb.embed.rerank import Reranker
 from kb.errors import KBError
-from kb.index.indexer import update_index
+from kb.index import update_index
 from kb.search.searcher import Searcher
 
 

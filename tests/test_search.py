@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from kb.errors import EmptyQuery, KBError, UnknownPassage
-from kb.index.indexer import update_index
+from kb.index import update_index
 from kb.search.searcher import Searcher, dedupe_families
 
 

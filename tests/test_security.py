@@ -21,7 +21,8 @@ from streamlit.testing.v1 import AppTest
 
 from kb.embed.embedders import HashEmbedder
 from kb.errors import KBError
-from kb.index.indexer import _unchanged, update_index
+from kb.index import update_index
+from kb.index.indexer import _unchanged
 from kb.present.render import highlight_html, terminal_text, text_html
 from kb.rank.fusion import support
 from kb.read.documents import decode_bytes, parse_document

@@ -17,7 +17,8 @@ import pytest
 
 from kb.embed.embedders import HashEmbedder
 from kb.errors import IndexBusy, KBError, OldFormat, UnknownPassage
-from kb.index.indexer import compact_index, plan_merge, update_index
+from kb.index import compact_index, update_index
+from kb.index.indexer import plan_merge
 from kb.search.searcher import Searcher
 from kb.store.local.layout import IndexDir, read_manifest
 from kb.text.process import sentence_spans
@@ -121,7 +122,7 @@ def test_random_updates_rank_exactly_as_a_fresh_build(tmp_path):
         r = update_index(lib.folder, index, model="hash:64", progress=False, warn=quiet)
         merged += bool(r.merge)
         seg = Searcher.load(index)
-        seen_segments.add(len(seg.view.segments))
+        seen_segments.add(len(seg.snapshot.segments))
         for marker in lib.gone:  # deletions never resurface
             assert not [h for h in seg.search(marker, k=5, mode="lexical") if marker in h.text]
         for marker in list(lib.live.values())[:3]:
@@ -133,7 +134,7 @@ def test_random_updates_rank_exactly_as_a_fresh_build(tmp_path):
     before = [ranking(seg, q) for q in QUERIES]
     report = compact_index(index)
     one = Searcher.load(index)
-    assert report.segments == 1 and len(one.view.segments) == 1
+    assert report.segments == 1 and len(one.snapshot.segments) == 1
     assert [ranking(one, q) for q in QUERIES] == before
     assert_same_as_fresh(one, fresh_build(lib.folder, tmp_path / "fresh-final"))
 
@@ -208,7 +209,7 @@ def test_a_killed_merge_leaves_every_segment_valid(tmp_path, monkeypatch):
         lib.add()
         update_index(lib.folder, index, model="hash:64", progress=False, warn=quiet, merge=False)
     before = Searcher.load(index)
-    assert len(before.view.segments) == 11
+    assert len(before.snapshot.segments) == 11
     expected = [ranking(before, q) for q in QUERIES]
 
     import kb.store.local.segments
@@ -226,7 +227,7 @@ def test_a_killed_merge_leaves_every_segment_valid(tmp_path, monkeypatch):
         compact_index(index)
     monkeypatch.setattr(kb.store.local.segments.SegmentWriter, "finish", real)
     after = Searcher.load(index)  # the previous generation, whole
-    assert len(after.view.segments) == 11 and [ranking(after, q) for q in QUERIES] == expected
+    assert len(after.snapshot.segments) == 11 and [ranking(after, q) for q in QUERIES] == expected
     lib.add()
     r = update_index(lib.folder, index, model="hash:64", progress=False, warn=quiet)  # resumes, merges
     assert r.merge and r.segments < 11
@@ -235,7 +236,7 @@ def test_a_killed_merge_leaves_every_segment_valid(tmp_path, monkeypatch):
 
 KILL_MERGE = """
 import sys
-from kb.index.indexer import compact_index
+from kb.index import compact_index
 compact_index(sys.argv[1])
 """
 
@@ -282,7 +283,7 @@ def test_a_running_searcher_keeps_answering_and_readers_are_shared(tmp_path):
     update_index(lib.folder, index, model="hash:64", progress=False, warn=quiet)
     assert old.is_stale()
     new = Searcher.load(index)
-    assert new.view.segments[0] is old.view.segments[0]  # the unchanged segment is opened once
+    assert new.snapshot.segments[0] is old.snapshot.segments[0]  # the unchanged segment is opened once
     assert old.search("争做表率", k=3) and new.count > old.count
     compact_index(index)  # old segments are removed from disk; open readers keep serving
     assert old.search("争做表率", k=3) and new.search("争做表率", k=3)

@@ -129,7 +129,7 @@ def prepare_index(ds: Dataset, cache: Path, model: str | None, max_chars: int, p
                   log=None, store: str | None = None):
     """Write the dataset's passages as documents and index them (incrementally).
     Returns the index folder and ``{document path: dataset passage id}``."""
-    from kb.index.indexer import update_index
+    from kb.index import update_index
 
     corpus = cache / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
@@ -237,7 +237,7 @@ def evaluate(directory: str | Path, modes: Sequence[str] = MODES, k: int = 10, i
     else:
         path_to_id, report = {}, None
         if corpus is not None:
-            from kb.index.indexer import update_index
+            from kb.index import update_index
 
             cache = Path(index) if index else Path("index") / "eval" / f"{ds.name}-corpus"
             index_dir = store or cache / "index"

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.eval.evaluate import first_occurrences, hit_at, mrr_at
 from kb.rank.fusion import FEATURES, FusionModel, features
 
 SEED = "kb-fusion-1"
@@ -171,17 +172,8 @@ def _calibrate(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def mrr(scores: np.ndarray, q: Question, k: int = 10) -> tuple[float, float]:
     """MRR@k and hit@1 of a question when its candidates are ranked by ``scores``
     (ties by position), each dataset passage counted at its best candidate."""
-    seen: list[str] = []
-    for i in np.argsort(-scores, kind="stable"):
-        p = q.passage[i]
-        if p not in seen:
-            seen.append(p)
-            if p in q.positives:
-                rank = len(seen)
-                return (1.0 / rank if rank <= k else 0.0), float(rank == 1)
-            if len(seen) >= k:
-                break
-    return 0.0, 0.0
+    ranked = first_occurrences([q.passage[i] for i in np.argsort(-scores, kind="stable")])
+    return mrr_at(ranked, q.positives, k), hit_at(ranked, q.positives, 1)
 
 
 CONVEX = FEATURES.index("convex")

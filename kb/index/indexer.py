@@ -171,62 +171,8 @@ class IndexOptions:
             raise KBError("--max-pages must be at least 1")
 
 
-def update_index(
-    corpus: str | Path | None,
-    index_dir: str | Path = "index",
-    model: str | None = None,
-    device: str | None = None,
-    query_prompt: str | None = None,
-    passage_prompt: str | None = None,
-    rebuild: bool = False,
-    max_file_bytes: int = DEFAULT_MAX_BYTES,
-    max_chars: int = DEFAULT_MAX_CHARS,
-    progress: bool = True,
-    warn: Callable[[str], None] = _stderr_warn,
-    embedder: Embedder | None = None,
-    vector_kind: str = "auto",
-    on_progress: Callable[[str, int, int], None] | None = None,
-    prune: bool = False,
-    merge: bool = True,
-    reuse_vectors: str | Path | None = None,
-    ray: bool = False,
-    ray_address: str | None = None,
-    ocr: str = "auto",
-    max_pages: int = DEFAULT_MAX_PAGES,
-) -> IndexReport:
-    """Bring the index in ``index_dir`` in line with the folder ``corpus``.
-
-    ``corpus`` may be ``None`` to re-sync the folder the index was built from.
-    ``on_progress(stage, done, total)`` is called as work proceeds (the page's bar).
-    A folder that has become empty does not empty the index unless ``prune`` is set.
-    Changes are written as one new segment plus deletions; the merge policy may then
-    compact segments (reported in ``report.merge``). ``ocr`` and ``max_pages``: how
-    scanned PDFs and images are read (changing them re-reads those files only).
-    """
-    options = IndexOptions(model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
-                           rebuild=rebuild, max_file_bytes=max_file_bytes, max_chars=max_chars,
-                           vector_kind=vector_kind, prune=prune, merge=merge, progress=progress, ray=ray,
-                           ray_address=ray_address, ocr=ocr, max_pages=max_pages)
-    from kb.store.milvus.library import is_milvus
-
-    if is_milvus(index_dir):  # a .db path or a server URI: see kb.store.milvus
-        from kb.store.milvus.library import MilvusIndexer
-
-        return MilvusIndexer(str(index_dir), options, embedder=embedder, warn=warn, on_progress=on_progress,
-                             reuse_vectors=reuse_vectors).run(corpus)
-    if reuse_vectors is not None:
-        raise KBError("--reuse-vectors copies vectors into a Milvus store (--store); a local index reuses its own")
-    return Indexer(IndexDir(index_dir), options, embedder=embedder, warn=warn, on_progress=on_progress).run(corpus)
-
-
-def compact_index(index_dir: str | Path = "index", vector_kind: str = "auto") -> IndexReport:
+def compact_local(index_dir: str | Path, vector_kind: str = "auto") -> IndexReport:
     """Merge every segment of the live generation into one, purging deletions."""
-    from kb.store.milvus.library import is_milvus
-
-    if is_milvus(index_dir):
-        from kb.store.milvus.library import compact_milvus
-
-        return compact_milvus(str(index_dir))
     idx = IndexDir(index_dir)
     t0 = time.time()
     report = IndexReport()

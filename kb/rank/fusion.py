@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.store import bm25
+
 MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "fusion.json"
 
 
@@ -28,8 +30,8 @@ class RankingConfig:
     weights: Mapping[str, float] = field(default_factory=lambda: {"dense": 0.5, "lexical": 0.5})
     lexical_full_terms: int = 8  # keyword weight reaches its full value at this many query terms
     pool_min: int = 50  # candidates asked of each channel, at least
-    bm25_k1: float = 1.2  # BM25 term-frequency saturation
-    bm25_b: float = 0.75  # BM25 length normalisation
+    bm25_k1: float = bm25.K1  # BM25 term-frequency saturation
+    bm25_b: float = bm25.B  # BM25 length normalisation
     # related passages (kb related, the page's 相关段落): measured on DRCD's articles (README)
     related_terms: int = 20  # the passage's most telling words, its keyword query
     related_lexical: float = 0.3  # keyword share of the score (the rest: calibrated cosine)

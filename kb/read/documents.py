@@ -11,7 +11,7 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -709,10 +709,6 @@ READERS: dict[str, tuple[str, Reader]] = {
 SUPPORTED_SUFFIXES = tuple(READERS)
 
 
-def is_supported(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in READERS
-
-
 # --------------------------------------------------------------------------- metadata
 
 _DATE = re.compile(
@@ -859,9 +855,11 @@ def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES,
 
 def walk_files(root: str | Path, unreadable: list[str] | None = None) -> list[tuple[str, str, object]]:
     """``(relative POSIX path, full path, os.stat_result or the OSError of stat)`` of every
-    file under ``root``, sorted by the relative path, as :func:`iter_files` finds them:
-    one pass of ``os.scandir`` with plain strings (a scan of a library of 50,000 files
-    should not spend its time building path objects)."""
+    file under ``root``, sorted by the relative path, hidden files and folders skipped,
+    linked folders not followed; folders that cannot be listed are appended to ``unreadable``
+    (relative POSIX paths, ``"."`` for the root). One pass of ``os.scandir`` with plain
+    strings (a scan of a library of 50,000 files should not spend its time building path
+    objects)."""
     base = os.fspath(root)
     found: list[tuple[str, str, object]] = []
     stack: list[tuple[str, str]] = [(base, "")]
@@ -895,28 +893,3 @@ def walk_files(root: str | Path, unreadable: list[str] | None = None) -> list[tu
             found.append((rel, entry.path, st))
     found.sort(key=lambda f: f[0])
     return found
-
-
-def iter_files(root: str | Path, unreadable: list[str] | None = None) -> Iterator[Path]:
-    """Every file under ``root``, recursively, sorted, skipping hidden files and folders.
-
-    Entries that are not folders are all yielded, including links whose target is gone,
-    so that the caller can tell "cannot be read" from "removed". Folders that cannot be
-    listed are appended to ``unreadable`` (relative POSIX paths, ``"."`` for the root)."""
-    root = Path(root)
-    found: list[Path] = []
-
-    def onerror(e: OSError) -> None:
-        if unreadable is not None:
-            where = Path(e.filename) if e.filename else root
-            try:
-                rel = where.relative_to(root).as_posix()
-            except ValueError:
-                rel = "."
-            unreadable.append(rel)
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        here = Path(dirpath)
-        found.extend(here / name for name in filenames if not name.startswith("."))
-    yield from sorted(found)

@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-KEY = "_locators"
+from kb.records import LOCATORS_KEY
+
+KEY = LOCATORS_KEY
 UNITS = ("page", "slide", "row", "image")  # "image": a single picture, no number shown
 _LABEL = {"page": "第{}页", "slide": "第{}张幻灯片", "row": "第{}行"}
 

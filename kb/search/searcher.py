@@ -3,18 +3,16 @@ passage and document views."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kb.embed.embedders import Embedder, check_model, embedder_from_spec, mismatch, same_embedder
-from kb.errors import EmptyQuery, IndexMismatch, IndexNotFound, KBError, UnknownPassage
+from kb.errors import EmptyQuery, KBError, UnknownPassage
 from kb.present.cite import Reference, cite
 from kb.present.render import best_sentence, matched_terms
 from kb.present.views import DocumentView, Hit, SearchResponse
@@ -33,8 +31,8 @@ from kb.rank.fusion import (
 )
 from kb.read.locators import locate, public_meta
 from kb.records import SEARCH_MODES
-from kb.store.local.layout import IndexDir, damaged, read_manifest
-from kb.store.local.segments import GenerationView, load_deleted, open_segment
+from kb.store import open_store
+from kb.store.base import Allowed, Snapshot
 from kb.text.process import fold, tokenize
 
 MODES = SEARCH_MODES
@@ -99,25 +97,15 @@ def current_version(location: str | Path) -> str | None:
     """The live version of the index at ``location`` (a folder, a .db path or a Milvus
     URI); ``None`` when there is no index yet. A searcher whose :attr:`Searcher.version`
     differs is out of date. Cheap: a page or an API asks it on every request."""
-    from kb.store.milvus.library import is_milvus, live_manifest
-
-    if is_milvus(location):
-        m = live_manifest(str(location))
-        return None if m is None else str(m.get("generation"))
-    gen = IndexDir(location).current()
-    return None if gen is None else gen.name
+    return open_store(location).current_version()
 
 
 def index_embedder(location: str | Path) -> dict[str, Any]:
     """The embedder spec the live index at ``location`` was built with."""
-    from kb.store.milvus.library import is_milvus, live_manifest
-
-    if is_milvus(location):
-        m = live_manifest(str(location))
-        if m is None:
-            raise IndexNotFound(f"no index at {location} — run `kb index FOLDER --store {location}` first")
-        return m["embedder"]
-    return read_manifest(IndexDir(location).require_current())["embedder"]
+    store = open_store(location)
+    head = store.head()
+    store.release(head)
+    return head.manifest["embedder"]
 
 
 @dataclass
@@ -139,70 +127,56 @@ class Searcher:
 
     config = RankingConfig()  # replace it (dataclasses.replace) to try a variant; it is never mutated
 
-    def __init__(self, index_dir: Path, gen: Path, manifest: dict[str, Any], embedder: Embedder | None = None,
-                 device: str | None = None) -> None:
-        self.index_dir = index_dir
-        self.gen = gen
-        self.manifest = manifest
-        self.spec = manifest["embedder"]
+    def __init__(self, snapshot: Snapshot, embedder: Embedder | None = None, device: str | None = None) -> None:
+        self.snapshot = snapshot
+        self.manifest = snapshot.manifest
+        self.spec = snapshot.manifest["embedder"]
         self._embedder = embedder
         self._device = device
         self._lock = threading.RLock()
-        self.view = self._open_view()
-        self.docs = self.view.docs
-        self.doc_by_id = self.view.doc_by_id
+        self.docs = snapshot.docs
+        self.doc_by_id = snapshot.doc_by_id
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
-
-    def _open_view(self) -> GenerationView:
-        index_dir, manifest = self.index_dir, self.manifest
-        segments, deleted = [], []
-        for e in manifest["segments"]:
-            seg = open_segment(Path(index_dir) / "segments" / e["name"])
-            seg.open_all()  # damage shows now, not in the middle of a query
-            if int(seg.info["dim"]) != int(self.spec["dim"]) or seg.vectors.dim != int(self.spec["dim"]):
-                raise IndexMismatch(f"index at {index_dir}/ is inconsistent: {e['name']} holds "
-                                    f"{seg.vectors.dim}-d vectors, the manifest says {self.spec['dim']}-d — rebuild it")
-            segments.append(seg)
-            deleted.append(load_deleted(self.gen, e["name"]) if e.get("deleted_docs")
-                           else np.zeros(0, dtype=np.int64))
-        return GenerationView(segments, deleted)
+        if snapshot.bm25_written is not None:  # the store weighted its documents with these
+            k1, b = snapshot.bm25_written
+            self.config = replace(self.config, bm25_k1=k1, bm25_b=b)
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, index_dir: str | Path = "index", model: str | None = None, embedder: Embedder | None = None,
              device: str | None = None) -> Searcher:
-        from kb.store.milvus.library import is_milvus
-
-        if is_milvus(index_dir):
-            from kb.store.milvus.library import MilvusSearcher
-
-            return MilvusSearcher.open(str(index_dir), model=model, embedder=embedder, device=device)
-        idx = IndexDir(index_dir)
-        gen = idx.require_current()
-        manifest = read_manifest(gen)
-        check_model(model, manifest["embedder"], idx.root)
-        if embedder is not None and not same_embedder(embedder.spec(), manifest["embedder"]):
-            raise mismatch(idx.root, manifest["embedder"], embedder.describe(), "rebuild the index with that model")
+        """The live version of the library at ``index_dir`` (a folder, a .db path or a
+        Milvus URI); ``model`` or ``embedder``, when given, must be the one it was built with."""
+        store = open_store(index_dir)
+        head = store.head()
         try:
-            return cls(idx.root, gen, manifest, embedder=embedder, device=device)
-        except KBError:
+            check_model(model, head.manifest["embedder"], store.location)
+            if embedder is not None and not same_embedder(embedder.spec(), head.manifest["embedder"]):
+                raise mismatch(store.location, head.manifest["embedder"], embedder.describe(),
+                               "rebuild the index with that model")
+        except BaseException:
+            store.release(head)
             raise
-        except (OSError, sqlite3.Error, ValueError, RuntimeError, KeyError) as e:  # faiss raises RuntimeError
-            raise damaged(idx.root, e) from e
+        return cls(store.open(head), embedder=embedder, device=device)
+
+    @property
+    def location(self) -> str:
+        """Where the library lives."""
+        return self.snapshot.location
 
     @property
     def count(self) -> int:
         """Live passages."""
-        return self.view.n_live
+        return self.snapshot.n_live
 
     @property
     def version(self) -> str:
         """What :func:`current_version` says of the index this searcher has loaded."""
-        return self.gen.name
+        return self.snapshot.version
 
     def is_stale(self) -> bool:
-        """True when a newer generation has been published since this one was loaded."""
-        return IndexDir(self.index_dir).current() != self.gen
+        """True when a newer version has been published since this one was loaded."""
+        return self.snapshot.is_stale()
 
     @property
     def embedder(self) -> Embedder:
@@ -233,14 +207,14 @@ class Searcher:
         return channel_weights(self.config, n_terms)
 
     def has_term(self, term: str) -> bool:
-        return self.view.has_term(term)
+        return self.snapshot.has_term(term)
 
     def idf(self, term: str) -> float:
         """A word's BM25 IDF over the live library (0 for a word it has never seen)."""
-        return self.view.idf(term)
+        return self.snapshot.idf(term)
 
     def _query_terms(self, tokens: list[str]) -> list[str]:
-        return [t for t in dict.fromkeys(tokens) if self.view.has_term(t)]
+        return [t for t in dict.fromkeys(tokens) if self.snapshot.has_term(t)]
 
     def dense_background(self, qvec: np.ndarray) -> float:
         """The cosine an unrelated passage gets for this query: the median over a fixed
@@ -248,7 +222,7 @@ class Searcher:
         how the library is cut into segments). e5-style models give every pair a high
         cosine (0.7+); measuring from this floor makes dense scores comparable across
         queries (0-1)."""
-        sample = self.view.sample_vectors()
+        sample = self.snapshot.sample_vectors()
         if not len(sample):
             return 0.0
         return float(min(np.median(sample @ qvec), 0.99))
@@ -259,7 +233,7 @@ class Searcher:
         only words the index has, so it ranks well but says little about whether anything
         matches: that is :func:`support`'s job."""
         k1 = self.config.bm25_k1
-        return sum(self.view.idf(t) * (k1 + 1.0) for t in dict.fromkeys(tokens))
+        return sum(self.snapshot.idf(t) * (k1 + 1.0) for t in dict.fromkeys(tokens))
 
     def prime_query(self, query: str, vector: np.ndarray) -> None:
         """Supply a query's embedding computed elsewhere (evaluation embeds each once)."""
@@ -267,16 +241,10 @@ class Searcher:
             self._qcache[query.strip()] = vector
 
     # ------------------------------------------------------------------ rows
-    def _rows(self, rows) -> dict[int, dict[str, Any]]:
-        return self.view.rows(rows)
-
-    def _by_ids(self, ids) -> dict[str, dict[str, Any]]:
-        return self.view.by_ids(ids)
-
     def passage(self, passage_id: str) -> dict[str, Any]:
-        found = self._by_ids([passage_id])
+        found = self.snapshot.by_ids([passage_id])
         if passage_id not in found:
-            raise UnknownPassage(f"no passage with id {passage_id!r} in {self.index_dir}/ — "
+            raise UnknownPassage(f"no passage with id {passage_id!r} in {self.location}/ — "
                                  "ids look like 4ef17b4da2ce:12 (see `kb search --json`)")
         return found[passage_id]
 
@@ -285,7 +253,7 @@ class Searcher:
         parent_of = {r["id"]: r["parent"] for r in rows.values()}
         missing = {p for p in parent_of.values() if p and p not in parent_of}
         while missing:
-            fetched = self._by_ids(missing)
+            fetched = self.snapshot.by_ids(missing)
             for pid, r in fetched.items():
                 parent_of[pid] = r["parent"]
             missing = {p for p in (r["parent"] for r in fetched.values()) if p and p not in parent_of}
@@ -299,14 +267,13 @@ class Searcher:
         return out
 
     # ------------------------------------------------------------------ filters
-    def _masks(self, doc_ids=None, sources=None) -> list[np.ndarray] | None:
-        """Per segment, the rows a filter allows (``None``: no filter)."""
+    def _allowed(self, doc_ids=None, sources=None) -> Allowed:
+        """The documents a filter allows (``None``: no filter)."""
         if not doc_ids and not sources:
             return None
-        allowed = {d["doc_id"] for d in self.docs
-                   if (not doc_ids or d["doc_id"] in doc_ids)
-                   and (not sources or d["meta"].get("source", "") in sources)}
-        return self.view.row_mask(allowed)
+        return frozenset(d["doc_id"] for d in self.docs
+                         if (not doc_ids or d["doc_id"] in doc_ids)
+                         and (not sources or d["meta"].get("source", "") in sources))
 
     def _ranked(self, scores: dict[int, float], rows: dict[int, dict[str, Any]]) -> list[int]:
         """Best first; equal scores by passage id, so the order never depends on where
@@ -328,10 +295,10 @@ class Searcher:
             return []
         cfg = self.config
         n = max(cfg.pool_min, 5 * k)
-        masks = self._masks(doc_ids, sources)
+        allowed = self._allowed(doc_ids, sources)
         qtokens = tokenize(query)
 
-        c = self.gather(query, qtokens, n, mode, masks)
+        c = self.gather(query, qtokens, n, mode, allowed)
         if c is None:
             return []
         candidates, rows, dense_of, lex_of = c.rows, c.records, c.dense, c.lexical
@@ -359,31 +326,32 @@ class Searcher:
             fused = {r: rerank_of[r] for r in ranked}
         return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of, rows)
 
-    def gather(self, query: str, qtokens: list[str], n: int, mode: str = "hybrid", masks=None) -> Candidates | None:
+    def gather(self, query: str, qtokens: list[str], n: int, mode: str = "hybrid",
+               allowed: Allowed = None) -> Candidates | None:
         """The top ``n`` rows of each channel ``mode`` uses, scored by both (None: no candidate)."""
         cfg = self.config
         lex_rows = np.zeros(0, np.int64)
         if mode != "dense":
-            lex_rows, _ = self.view.bm25_top(qtokens, cfg.bm25_k1, cfg.bm25_b, n, masks)
+            lex_rows, _ = self.snapshot.bm25_top(qtokens, cfg.bm25_k1, cfg.bm25_b, n, allowed)
         qvec = None
         dense_rows, dense_cos = np.zeros(0, np.int64), np.zeros(0, np.float32)
         if mode != "lexical":
             qvec = self.embed_query(query)
-            dense_rows, dense_cos = self.view.dense(qvec, n, masks)
+            dense_rows, dense_cos = self.snapshot.dense(qvec, n, allowed)
         candidates = list(dict.fromkeys([int(r) for r in dense_rows] + [int(r) for r in lex_rows]))
         if not candidates:
             return None
-        rows = self._rows(candidates)
+        rows = self.snapshot.rows(candidates)
         cos_of: dict[int, float] = {}
         dense_of: dict[int, float] = {}
         if qvec is not None:  # the dense search scored its own rows; score the keyword-only ones
             cos_of = dict(zip(dense_rows.tolist(), dense_cos.tolist()))
             rest = [r for r in candidates if r not in cos_of]
-            cos_of.update(zip(rest, (self.view.vectors(rest) @ qvec).tolist()))
+            cos_of.update(zip(rest, (self.snapshot.vectors(rest) @ qvec).tolist()))
             bg = self.dense_background(qvec)
             dense_of = {r: calibrate_dense(c, bg) for r, c in cos_of.items()}
         cap = self.lexical_ceiling(qtokens)
-        raw_lex = self.view.bm25_of(qtokens, cfg.bm25_k1, cfg.bm25_b, candidates)
+        raw_lex = self.snapshot.bm25_of(qtokens, cfg.bm25_k1, cfg.bm25_b, candidates)
         lex_of = {r: calibrate_lexical(raw_lex[r], cap) for r in candidates}
         return Candidates(candidates, rows, [int(r) for r in dense_rows], [int(r) for r in lex_rows],
                           cos_of, dense_of, raw_lex, lex_of)
@@ -421,10 +389,10 @@ class Searcher:
         """Each distinct query word's IDF; a word the index has never seen gets the IDF of
         the rarest possible word, so that it counts against a passage that lacks it."""
         rarest = float(np.log1p((self.count + 0.5) / 0.5))
-        return {t: self.view.idf(t) or rarest for t in dict.fromkeys(tokens)}
+        return {t: self.snapshot.idf(t) or rarest for t in dict.fromkeys(tokens)}
 
     def _finish(self, query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of=None, rows=None) -> list[Hit]:
-        rows = rows if rows is not None else self._rows(ranked)
+        rows = rows if rows is not None else self.snapshot.rows(ranked)
         ancestors = self._ancestors(rows)
         evidence = {r: (lex_of.get(r, 0.0), dense_of.get(r, 0.0)) for r in ranked}
         ranked = drop_repeats(ranked, rows)
@@ -450,7 +418,7 @@ class Searcher:
         return Hit(
             id=r["id"], doc_id=r["doc_id"], title=doc["title"], heading_path=r["heading_path"], text=r["text"],
             score=round(float(score), 4), scores=scores,
-            best_sentence=best_sentence(r["text"], terms, self.view.idf, query),
+            best_sentence=best_sentence(r["text"], terms, self.snapshot.idf, query),
             matched_terms=terms,
             citation=cite(Reference.of(doc["title"], doc["meta"], r["heading_path"], doc["path"], place=place)),
             kind=r["kind"], parent=r["parent"], path=doc["path"], meta=public_meta(doc["meta"]), context=context,
@@ -468,28 +436,28 @@ class Searcher:
         sharing its most telling words, and a little closer when their document's title
         shares words with its document's title (see :func:`kb.rank.fusion.related_scores`)."""
         p = self.passage(passage_id)
-        vec = self.view.vectors([p["row"]])[0]
+        vec = self.snapshot.vectors([p["row"]])[0]
         family = {p["id"]} | set(self._ancestors({p["row"]: p})[p["id"]])
-        family |= self.view.store_of(p["doc_id"]).descendants(p["id"])
+        family |= self.snapshot.descendants(p["doc_id"], p["id"])
         cfg = self.config
         n = max(cfg.pool_min, 5 * k) + len(family)
         title_words = list(dict.fromkeys(tokenize(_title(p))))
         tokens = tokenize(" ".join(p["heading_path"]) + " " + p["text"])
-        terms = telling_terms(tokens, set(title_words), self.view.idf, cfg.related_terms)
-        dense_rows, cos_ = self.view.dense(vec, n)
-        lex_rows, _ = self.view.bm25_top(terms, cfg.bm25_k1, cfg.bm25_b, n)
+        terms = telling_terms(tokens, set(title_words), self.snapshot.idf, cfg.related_terms)
+        dense_rows, cos_ = self.snapshot.dense(vec, n)
+        lex_rows, _ = self.snapshot.bm25_top(terms, cfg.bm25_k1, cfg.bm25_b, n)
         cands = list(dict.fromkeys([int(r) for r in dense_rows] + [int(r) for r in lex_rows]))
-        rows = self._rows(cands)
+        rows = self.snapshot.rows(cands)
         cands = [r for r in cands if rows[r]["id"] not in family]
         cos = dict(zip([int(r) for r in dense_rows], cos_.tolist()))
         rest = [r for r in cands if r not in cos]
-        cos.update(zip(rest, (self.view.vectors(rest) @ vec).tolist()))
+        cos.update(zip(rest, (self.snapshot.vectors(rest) @ vec).tolist()))
         bg = self.dense_background(vec)
         dense = {r: calibrate_dense(cos[r], bg) for r in cands}
-        raw = self.view.bm25_of(terms, cfg.bm25_k1, cfg.bm25_b, cands + [p["row"]])
+        raw = self.snapshot.bm25_of(terms, cfg.bm25_k1, cfg.bm25_b, cands + [p["row"]])
         own = raw[p["row"]]
         lexical = {r: min(1.0, raw[r] / own) if own > 0 else 0.0 for r in cands}
-        same_title = Cover({t: self.view.idf(t) for t in title_words})
+        same_title = Cover({t: self.snapshot.idf(t) for t in title_words})
         titles: dict[str, float] = {}
         for r in cands:
             t = _title(rows[r])
@@ -510,11 +478,8 @@ class Searcher:
         (or the paragraph's opening) for a sub-point, paragraphs for a paragraph."""
         p = self.passage(passage_id)
         doc = self.document_info(p["doc_id"])
-        store = self.view.store_of(p["doc_id"])
-        level = store.level(p["doc_id"], p["parent"])
-        children = store.children(p["id"])
-        for t in level + children:
-            t["heading_path"] = json.loads(t["heading_path"])
+        level = self.snapshot.level(p["doc_id"], p["parent"])
+        children = self.snapshot.children(p["doc_id"], p["id"])
         pos = next((i for i, t in enumerate(level) if t["id"] == p["id"]), 0)
         before, after = level[max(0, pos - context): pos], level[pos + 1: pos + 1 + context]
         parent = self.passage(p["parent"]) if p["parent"] else None
@@ -532,7 +497,7 @@ class Searcher:
     def document_info(self, doc_id: str) -> DocumentView:
         doc = self.doc_by_id.get(doc_id)
         if doc is None:
-            raise UnknownPassage(f"no document with id {doc_id!r} in {self.index_dir}/")
+            raise UnknownPassage(f"no document with id {doc_id!r} in {self.location}/")
         return _document_view(doc)
 
     def documents(self) -> list[DocumentView]:
@@ -542,44 +507,36 @@ class Searcher:
     def document(self, doc_id: str) -> dict[str, Any]:
         """A document's card (``document``), full text and passages (top level and children)."""
         info = self.document_info(doc_id)
-        store = self.view.store_of(doc_id)
-        text = store.doc_text(doc_id)
-        passages = store.passages_of(doc_id, 'id, kind, parent, start, "end", heading_path')
-        for p in passages:
-            p["heading_path"] = json.loads(p["heading_path"])
-        return {"document": info, "text": text, "passages": passages}
+        return {"document": info, "text": self.snapshot.doc_text(doc_id), "passages": self.snapshot.outline(doc_id)}
 
     def stats(self) -> dict[str, Any]:
-        kinds: dict[str, int] = {}
-        for s, seg in enumerate(self.view.segments):
-            for r in seg.store.kinds_by_doc():
-                if self.doc_by_id.get(r["doc_id"], {}).get("seg") == s:
-                    kinds[r["kind"]] = kinds.get(r["kind"], 0) + r["n"]
-        folders = [self.gen] + [seg.path for seg in self.view.segments]
-        size = sum(f.stat().st_size for d in folders for f in d.rglob("*") if f.is_file())
+        """What ``kb stats`` shows: the library's counts and what its store says of itself."""
+        own = self.snapshot.describe()
         sources: dict[str, int] = {}
         for d in self.docs:
             s = d["meta"].get("source")
             if s:
                 sources[s] = sources.get(s, 0) + 1
-        vocab: set[str] = set()
-        for seg in self.view.segments:
-            vocab.update(seg.postings.vocab)
         m = self.manifest
-        return {
-            "index": str(self.index_dir), "generation": self.gen.name, "created": m.get("created"),
-            "corpus": m.get("corpus"), "documents": len(self.docs), "passages": self.count,
-            "passage_kinds": kinds, "embedder": self.spec,
-            "vector_index": "+".join(sorted({seg.vectors.kind for seg in self.view.segments})),
-            "segments": [{k: e[k] for k in ("name", "rows", "deleted_rows")} for e in m["segments"]],
-            "vocabulary": len(vocab), "size_bytes": size, "sources": sources,
-            "format_version": m.get("format_version"), "kb_version": m.get("kb_version"),
+        common = {
+            "generation": self.version, "created": m.get("created"), "corpus": m.get("corpus"),
+            "documents": len(self.docs), "passages": self.count, "passage_kinds": self.snapshot.passage_kinds(),
+            "embedder": self.spec, "sources": sources, "kb_version": m.get("kb_version"),
         }
+        ordered = {k: own.pop(k) for k in STATS_HEAD if k in own}
+        ordered.update({k: common[k] if k in common else own.pop(k) for k in STATS_ORDER if k in common or k in own})
+        return {**ordered, **own}
 
     def close(self) -> None:
-        """Segment readers are shared with other generations: they close when the last
-        searcher holding them is gone."""
-        self.view = GenerationView([], [])
+        """Release the snapshot (segment readers shared with other versions close when the
+        last searcher holding them is gone)."""
+        self.snapshot.close()
+
+
+# The order of ``kb stats --json``: the store's own fields first, then the rest.
+STATS_HEAD = ("index", "store", "collections")
+STATS_ORDER = ("generation", "created", "corpus", "documents", "passages", "passage_kinds", "embedder", "vector_index",
+               "segments", "vocabulary", "size_bytes", "sources", "format_version", "kb_version")
 
 
 def _title(row: dict[str, Any]) -> str:

@@ -133,7 +133,7 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
     one warning each; the previous index stays usable until the new one is complete.
     Changes are written as a new segment; small segments are merged as they accumulate.
     """
-    from kb.index.indexer import update_index
+    from kb.index import update_index
     from kb.split.passages import DEFAULT_MAX_CHARS
 
     report = update_index(
@@ -336,7 +336,7 @@ def compact_cmd(vector_kind, as_json, index_dir):
     `kb index` already merges small segments as they accumulate; compacting by hand
     is only worth it after large deletions. Searches go on meanwhile.
     """
-    from kb.index.indexer import compact_index
+    from kb.index import compact_index
 
     report = compact_index(index_dir, vector_kind=vector_kind)
     if as_json:

@@ -20,14 +20,14 @@ import streamlit as st
 
 from kb.embed.embedders import embedder_from_spec
 from kb.errors import KBError
-from kb.index.indexer import update_index
+from kb.index import update_index
 from kb.present.cite import Reference, cite, export
 from kb.present.render import document_html, highlight_html, meta_line, text_html
 from kb.records import SEARCH_MODES
 from kb.search.searcher import MAX_QUERY_CHARS, Searcher, bound_query, confidence, current_version, index_embedder
 from kb.serve.access import check_exposure, confine, library_roots, redact_paths, token_matches
 from kb.serve.uploads import UPLOAD_SUFFIXES, remove_document, save_upload
-from kb.store.milvus.library import is_milvus
+from kb.store import is_milvus
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "corpus"  # in a checkout of kb
 UPLOAD_LIMIT_MB = 20  # per file

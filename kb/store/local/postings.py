@@ -122,27 +122,3 @@ class PostingsBuilder:
         indptr = np.zeros(n_terms + 1, dtype=np.int64)
         np.cumsum(np.bincount(term_of, minlength=n_terms), out=indptr[1:])
         return Postings(self.vocab, indptr, post_rows, tf, lengths)
-
-
-def idf(n_docs: int, df: int) -> float:
-    """Lucene's BM25 IDF (always positive)."""
-    return float(np.log1p((n_docs - df + 0.5) / (df + 0.5)))
-
-
-def weights(tf: np.ndarray, lengths: np.ndarray, term_idf: float, avgdl: float, k1: float, b: float) -> np.ndarray:
-    """BM25 weights of postings with frequencies ``tf`` in rows of ``lengths`` tokens."""
-    norm = np.float32(k1) * (np.float32(1.0 - b) + np.float32(b) * lengths.astype(np.float32) / np.float32(avgdl))
-    return np.float32(term_idf) * tf * np.float32(k1 + 1.0) / (tf + norm)
-
-
-def top_k(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the ``k`` largest positive scores, best first."""
-    if mask is not None:
-        scores = np.where(mask, scores, 0.0)
-    n = int(np.count_nonzero(scores > 0))
-    k = min(k, n)
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    idx = np.argpartition(-scores, k - 1)[:k]
-    idx = idx[np.argsort(-scores[idx], kind="stable")]
-    return idx.astype(np.int64), scores[idx]

@@ -11,18 +11,14 @@
       idhash.npy         row -> 64-bit hash of the passage id (order-free calibration sample)
 
 A segment is written once (``seg-N.tmp/`` renamed to ``seg-N/``) and never changed. A
-generation (:class:`GenerationView`) is a list of segments plus, per segment, the documents
-deleted since it was written. Readers of a segment are shared by every generation that
-lists it (:func:`open_segment`), so a new generation opens only its new segment.
-
-The interface a storage backend provides to ranking is small: dense top-k over live rows
-(:meth:`GenerationView.dense`), BM25 scores with corpus-wide statistics
-(:meth:`GenerationView.bm25`), passage/document rows by row or id, and a deletion set.
+generation (:class:`kb.store.local.snapshot.LocalSnapshot`) is a list of segments plus, per
+segment, the documents deleted since it was written. Readers of a segment are shared by
+every generation that lists it (:func:`open_segment`), so a new generation opens only its
+new segment.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,14 +26,13 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kb.errors import KBError
-from kb.store.local import postings as bm25
+from kb.store.base import id_hash
 from kb.store.local.layout import (
     DOC_COLUMNS,
     PASSAGE_COLUMNS,
@@ -53,11 +48,7 @@ from kb.store.local.postings import Postings, PostingsBuilder
 from kb.store.local.vectors import VectorIndex
 
 SEGMENT_FORMAT = 1
-SAMPLE_SIZE = 512  # passages in the dense calibration sample (smallest id hashes among live rows)
 
-
-def id_hash(passage_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(passage_id.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
@@ -379,235 +370,3 @@ def load_deleted(gen: Path, name: str) -> np.ndarray:
     except (OSError, ValueError) as e:
         raise KBError(f"index at {gen.parent}/ is damaged: {gen.name}/deleted/{name}.npy is missing or "
                       f"unreadable ({_reason(e)}) — rebuild it with `kb index FOLDER --rebuild`") from e
-
-
-class GenerationView:
-    """The live rows of a generation: its segments, minus deleted documents, as one row
-    space (global row = segment offset + local row; deleted rows are never returned)."""
-
-    def __init__(self, segments: list[SegmentReader], deleted: list[np.ndarray]) -> None:
-        self.segments = segments
-        self.deleted = deleted
-        self.live: list[np.ndarray | None] = []
-        self.offsets = np.zeros(len(segments) + 1, dtype=np.int64)
-        for i, (seg, dead) in enumerate(zip(segments, deleted)):
-            self.offsets[i + 1] = self.offsets[i] + seg.rows
-            self.live.append(~np.isin(seg.passage_doc, dead) if len(dead) else None)
-        self.total_rows = int(self.offsets[-1])
-        self.docs: list[dict[str, Any]] = []
-        for i, (seg, dead) in enumerate(zip(segments, deleted)):
-            gone = set(dead.tolist())
-            self.docs += [{**d, "seg": i} for d in seg.docs if d["doc_idx"] not in gone]
-        self.doc_by_id = {d["doc_id"]: d for d in self.docs}
-        self._stats_lock = threading.Lock()
-        self._terms: OrderedDict[str, tuple[int, list]] = OrderedDict()
-        self._sample: np.ndarray | None = None
-        self._lexical: tuple[int, int] | None = None
-        self._last_bm25: tuple[tuple, np.ndarray] | None = None
-
-    @property
-    def n_live(self) -> int:
-        return self.lexical_stats()[0]
-
-    def lexical_stats(self) -> tuple[int, int]:
-        """(live rows, their total length in tokens): exact integers."""
-        with self._stats_lock:
-            if self._lexical is None:
-                n = total = 0
-                for seg, live in zip(self.segments, self.live):
-                    lengths = seg.postings.lengths
-                    if live is None:
-                        n += seg.rows
-                        total += int(np.asarray(lengths, dtype=np.int64).sum())
-                    else:
-                        n += int(live.sum())
-                        total += int(np.asarray(lengths, dtype=np.int64)[live].sum())
-                self._lexical = (n, total)
-            return self._lexical
-
-    # ------------------------------------------------------------------ rows
-    def locate(self, rows) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.asarray(rows, dtype=np.int64)
-        seg = np.searchsorted(self.offsets, rows, side="right") - 1
-        return seg, rows - self.offsets[seg]
-
-    def rows(self, rows) -> dict[int, dict[str, Any]]:
-        """Passage records of global ``rows`` (live ones), keyed by global row."""
-        rows = list(dict.fromkeys(int(r) for r in rows))
-        if not rows:
-            return {}
-        seg, local = self.locate(rows)
-        out: dict[int, dict[str, Any]] = {}
-        for s in np.unique(seg):
-            pick = local[seg == s].tolist()
-            base = int(self.offsets[s])
-            for d in self.segments[s].store.by_rows(pick):
-                d["heading_path"] = json.loads(d["heading_path"])
-                d["row"] += base
-                out[d["row"]] = d
-        return out
-
-    def by_ids(self, ids) -> dict[str, dict[str, Any]]:
-        """Live passage records by id (global ``row``)."""
-        ids = list(dict.fromkeys(ids))
-        out: dict[str, dict[str, Any]] = {}
-        for s, seg in enumerate(self.segments):
-            if not ids:
-                break
-            for d in seg.store.by_ids(ids):
-                doc = self.doc_by_id.get(d["doc_id"])
-                if doc is None or doc["seg"] != s:
-                    continue  # a deleted or replaced version
-                d["heading_path"] = json.loads(d["heading_path"])
-                d["row"] += int(self.offsets[s])
-                out[d["id"]] = d
-            ids = [i for i in ids if i not in out]
-        return out
-
-    def store_of(self, doc_id: str) -> PassageStore:
-        return self.segments[self.doc_by_id[doc_id]["seg"]].store
-
-    def vectors(self, rows) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.int64)
-        dim = self.dim
-        out = np.zeros((len(rows), dim), dtype=np.float32)
-        if not len(rows):
-            return out
-        seg, local = self.locate(rows)
-        for s in np.unique(seg):
-            where = np.flatnonzero(seg == s)
-            out[where] = self.segments[s].vectors.vectors(local[where])
-        return out
-
-    @property
-    def dim(self) -> int:
-        return int(self.segments[0].info["dim"]) if self.segments else 0
-
-    def row_mask(self, allowed_docs: set[str]) -> list[np.ndarray]:
-        """Per segment, which rows belong to the documents ``allowed_docs`` (and are live)."""
-        masks = []
-        for s, seg in enumerate(self.segments):
-            ok = np.zeros(len(seg.docs) and max(d["doc_idx"] for d in seg.docs) + 1, dtype=bool)
-            for d in seg.docs:
-                if d["doc_id"] in allowed_docs and self.doc_by_id.get(d["doc_id"], {}).get("seg") == s:
-                    ok[d["doc_idx"]] = True
-            masks.append(ok[seg.passage_doc] if seg.rows else np.zeros(0, dtype=bool))
-        return masks
-
-    # ------------------------------------------------------------------ dense
-    def dense(self, qvec: np.ndarray, k: int, masks: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Global rows and cosines of the ``k`` nearest live vectors, best first;
-        only rows allowed by ``masks`` (per segment) when given."""
-        all_rows, all_scores = [], []
-        for s, seg in enumerate(self.segments):
-            allowed = self.live[s]
-            if masks is not None:
-                allowed = masks[s] if allowed is None else (allowed & masks[s])
-            if seg.rows == 0 or (allowed is not None and not allowed.any()):
-                continue
-            rows, scores = seg.vectors.search(qvec, k, allowed)
-            all_rows.append(rows + self.offsets[s])
-            all_scores.append(scores)
-        if not all_rows:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        rows, scores = np.concatenate(all_rows), np.concatenate(all_scores)
-        order = np.lexsort((rows, -scores))[:k]
-        return rows[order], scores[order]
-
-    def sample_vectors(self) -> np.ndarray:
-        """The dense calibration sample: vectors of the live passages with the smallest id
-        hashes, so the same documents give the same sample however they are segmented."""
-        with self._stats_lock:
-            if self._sample is None:
-                cand_rows, cand_hash = [], []
-                for s, (seg, live) in enumerate(zip(self.segments, self.live)):
-                    if seg.rows == 0:
-                        continue
-                    h = np.asarray(seg.idhash)
-                    rows = np.arange(seg.rows, dtype=np.int64) if live is None else np.flatnonzero(live)
-                    h = h[rows]
-                    if len(rows) > SAMPLE_SIZE:
-                        pick = np.argpartition(h, SAMPLE_SIZE - 1)[:SAMPLE_SIZE]
-                        rows, h = rows[pick], h[pick]
-                    cand_rows.append(rows + self.offsets[s])
-                    cand_hash.append(h)
-                if cand_rows:
-                    rows, h = np.concatenate(cand_rows), np.concatenate(cand_hash)
-                    rows = np.sort(rows[np.argsort(h, kind="stable")[:SAMPLE_SIZE]])
-                    self._sample = self.vectors(rows)
-                else:
-                    self._sample = np.zeros((0, self.dim), dtype=np.float32)
-            return self._sample
-
-    # ------------------------------------------------------------------ lexical
-    def term(self, term: str) -> tuple[int, list[tuple[int, np.ndarray, np.ndarray]]]:
-        """A term's live document frequency and its live postings per segment."""
-        with self._stats_lock:
-            hit = self._terms.get(term)
-            if hit is not None:
-                self._terms.move_to_end(term)
-                return hit
-        df = 0
-        parts = []
-        for s, (seg, live) in enumerate(zip(self.segments, self.live)):
-            found = seg.postings.postings(term)
-            if found is None:
-                continue
-            rows, tf = found
-            if live is not None:
-                keep = live[rows]
-                rows, tf = rows[keep], tf[keep]
-            if len(rows):
-                df += len(rows)
-                parts.append((s, rows, tf))
-        with self._stats_lock:
-            self._terms[term] = (df, parts)
-            while len(self._terms) > 4096:
-                self._terms.popitem(last=False)
-        return df, parts
-
-    def idf(self, term: str) -> float:
-        df, _ = self.term(term)
-        return bm25.idf(self.n_live, df) if df else 0.0
-
-    def has_term(self, term: str) -> bool:
-        return self.term(term)[0] > 0
-
-    def _bm25_cached(self, tokens, k1: float, b: float) -> np.ndarray:
-        """:meth:`bm25`, remembered for the last query (a search asks for the top rows,
-        then for the scores of the dense channel's rows)."""
-        key = (tuple(dict.fromkeys(tokens)), k1, b)
-        with self._stats_lock:
-            if self._last_bm25 is not None and self._last_bm25[0] == key:
-                return self._last_bm25[1]
-        scores = self.bm25(tokens, k1, b)
-        with self._stats_lock:
-            self._last_bm25 = (key, scores)
-        return scores
-
-    def bm25_top(self, tokens, k1: float, b: float, k: int,
-                 masks: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and scores of the ``k`` best BM25 matches (only rows ``masks`` allows)."""
-        return bm25.top_k(self._bm25_cached(tokens, k1, b), k, None if masks is None else np.concatenate(masks))
-
-    def bm25_of(self, tokens, k1: float, b: float, rows) -> dict[int, float]:
-        """BM25 scores of the given rows."""
-        scores = self._bm25_cached(tokens, k1, b)
-        return {int(r): float(scores[r]) for r in rows}
-
-    def bm25(self, tokens, k1: float, b: float) -> np.ndarray:
-        """BM25 score of every global row for the query ``tokens`` (each distinct term once)."""
-        out = np.zeros(self.total_rows, dtype=np.float32)
-        n, total = self.lexical_stats()
-        if n == 0:
-            return out
-        avgdl = total / n
-        for tok in dict.fromkeys(tokens):
-            df, parts = self.term(tok)
-            if not df:
-                continue
-            term_idf = bm25.idf(n, df)
-            for s, rows, tf in parts:
-                lengths = self.segments[s].postings.lengths[rows]
-                out[rows + self.offsets[s]] += bm25.weights(tf, lengths, term_idf, avgdl, k1, b)
-        return out
