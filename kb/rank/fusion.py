@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -290,3 +290,60 @@ def load_model(path: str | None = None) -> FusionModel:
 def learned_scores(config: RankingConfig, pool: Pool) -> np.ndarray:
     """The learned model's 0-1 score of each candidate."""
     return load_model(config.model).score(features(pool, config))
+
+
+# --------------------------------------------------------------------------- the fusions, by name
+
+
+@dataclass
+class Candidates:
+    """A query's candidate rows (dense run first, then keyword-only ones) and their scores."""
+
+    rows: list[int]
+    records: dict[int, dict]
+    dense_run: list[int]  # best first
+    lexical_run: list[int]
+    cosine: dict[int, float]
+    dense: dict[int, float]  # calibrated, 0-1
+    bm25: dict[int, float]
+    lexical: dict[int, float]  # calibrated, 0-1
+
+
+# A fusion: (config, candidates, the query's distinct indexed terms, the candidates' Pool on
+# demand) -> (each ranked candidate's shown score, the key it is ranked by, best first).
+Fusion = Callable[[RankingConfig, Candidates, int, Callable[[], Pool]], tuple[dict[int, float], dict[int, float]]]
+
+
+def _dense_only(config: RankingConfig, c: Candidates, n_terms: int, pool) -> tuple[dict, dict]:
+    return {r: c.dense[r] for r in c.rows}, {r: c.cosine[r] for r in c.rows}
+
+
+def _lexical_only(config: RankingConfig, c: Candidates, n_terms: int, pool) -> tuple[dict, dict]:
+    return {r: c.lexical[r] for r in c.lexical_run}, {r: c.bm25[r] for r in c.lexical_run}
+
+
+def _learned(config: RankingConfig, c: Candidates, n_terms: int, pool) -> tuple[dict, dict]:
+    fused = dict(zip(c.rows, learned_scores(config, pool()).tolist()))
+    return fused, fused
+
+
+def _weighted(config: RankingConfig, c: Candidates, n_terms: int, pool) -> tuple[dict, dict]:
+    fused = fuse(config, c.dense, c.lexical, c.dense_run, c.lexical_run, n_terms)
+    return fused, fused
+
+
+FUSIONS: dict[str, Fusion] = {
+    "dense": _dense_only,  # the dense channel alone, ranked by cosine
+    "lexical": _lexical_only,  # BM25 alone, over the keyword run
+    "learned": _learned,  # the shipped model (RankingConfig.fusion's default)
+    "convex": _weighted,  # weighted sum of the calibrated channels
+    "rrf": _weighted,  # reciprocal rank fusion
+}
+
+
+def fusion_for(mode: str, config: RankingConfig) -> Fusion:
+    """The fusion a search ``mode`` uses: its own channel, or the config's for ``hybrid``."""
+    name = config.fusion if mode == "hybrid" else mode
+    if name not in FUSIONS:
+        raise ValueError(f"unknown fusion {name!r} — one of {', '.join(FUSIONS)}")
+    return FUSIONS[name]

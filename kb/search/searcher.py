@@ -5,32 +5,30 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kb.embed.embedders import Embedder, check_model, embedder_from_spec, mismatch, same_embedder
-from kb.errors import EmptyQuery, KBError, UnknownPassage
-from kb.present.cite import Reference, cite
-from kb.present.render import best_sentence, matched_terms
-from kb.present.views import DocumentView, Hit, SearchResponse
+from kb.errors import EmptyQuery, KBError
+from kb.present.views import Hit, SearchResponse
 from kb.rank.families import dedupe_families, drop_repeats
 from kb.rank.fusion import (
+    Candidates,
     Cover,
     Pool,
     RankingConfig,
     calibrate_dense,
     calibrate_lexical,
     channel_weights,
-    fuse,
-    learned_scores,
+    fusion_for,
     related_scores,
     telling_terms,
 )
-from kb.read.locators import locate, public_meta
 from kb.records import SEARCH_MODES
+from kb.search.reader import Reader, title_of
 from kb.store import open_store
 from kb.store.base import Allowed, Snapshot
 from kb.text.process import fold, tokenize
@@ -108,34 +106,17 @@ def index_embedder(location: str | Path) -> dict[str, Any]:
     return head.manifest["embedder"]
 
 
-@dataclass
-class Candidates:
-    """A query's candidate rows (dense run first, then keyword-only ones) and their scores."""
-
-    rows: list[int]
-    records: dict[int, dict[str, Any]]
-    dense_run: list[int]  # best first
-    lexical_run: list[int]
-    cosine: dict[int, float]
-    dense: dict[int, float]  # calibrated, 0-1
-    bm25: dict[int, float]
-    lexical: dict[int, float]  # calibrated, 0-1
-
-
-class Searcher:
-    """A loaded index generation. Thread-safe: the page shares one across sessions."""
+class Searcher(Reader):
+    """A loaded version of a library, ranked: hybrid search and related passages over a
+    :class:`kb.store.base.Snapshot`. Thread-safe: the page shares one across sessions."""
 
     config = RankingConfig()  # replace it (dataclasses.replace) to try a variant; it is never mutated
 
     def __init__(self, snapshot: Snapshot, embedder: Embedder | None = None, device: str | None = None) -> None:
-        self.snapshot = snapshot
-        self.manifest = snapshot.manifest
-        self.spec = snapshot.manifest["embedder"]
+        super().__init__(snapshot)
         self._embedder = embedder
         self._device = device
         self._lock = threading.RLock()
-        self.docs = snapshot.docs
-        self.doc_by_id = snapshot.doc_by_id
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         if snapshot.bm25_written is not None:  # the store weighted its documents with these
             k1, b = snapshot.bm25_written
@@ -160,30 +141,16 @@ class Searcher:
         return cls(store.open(head), embedder=embedder, device=device)
 
     @property
-    def location(self) -> str:
-        """Where the library lives."""
-        return self.snapshot.location
-
-    @property
-    def count(self) -> int:
-        """Live passages."""
-        return self.snapshot.n_live
-
-    @property
-    def version(self) -> str:
-        """What :func:`current_version` says of the index this searcher has loaded."""
-        return self.snapshot.version
-
-    def is_stale(self) -> bool:
-        """True when a newer version has been published since this one was loaded."""
-        return self.snapshot.is_stale()
-
-    @property
     def embedder(self) -> Embedder:
         with self._lock:
             if self._embedder is None:
                 self._embedder = embedder_from_spec(self.spec, device=self._device)
             return self._embedder
+
+    def share_embedder(self, other: Searcher) -> None:
+        """Use ``other``'s loaded embedder when it is the model this library was built with."""
+        if self._embedder is None and other._embedder is not None and same_embedder(other.spec, self.spec):
+            self._embedder = other._embedder
 
     def embed_query(self, query: str) -> np.ndarray:
         with self._lock:
@@ -240,33 +207,6 @@ class Searcher:
         with self._lock:
             self._qcache[query.strip()] = vector
 
-    # ------------------------------------------------------------------ rows
-    def passage(self, passage_id: str) -> dict[str, Any]:
-        found = self.snapshot.by_ids([passage_id])
-        if passage_id not in found:
-            raise UnknownPassage(f"no passage with id {passage_id!r} in {self.location}/ — "
-                                 "ids look like 4ef17b4da2ce:12 (see `kb search --json`)")
-        return found[passage_id]
-
-    def _ancestors(self, rows: dict[int, dict[str, Any]]) -> dict[str, list[str]]:
-        """``{passage id: [parent id, grandparent id, ...]}`` for the given rows."""
-        parent_of = {r["id"]: r["parent"] for r in rows.values()}
-        missing = {p for p in parent_of.values() if p and p not in parent_of}
-        while missing:
-            fetched = self.snapshot.by_ids(missing)
-            for pid, r in fetched.items():
-                parent_of[pid] = r["parent"]
-            missing = {p for p in (r["parent"] for r in fetched.values()) if p and p not in parent_of}
-        out = {}
-        for r in rows.values():
-            chain, p = [], r["parent"]
-            while p:
-                chain.append(p)
-                p = parent_of.get(p)
-            out[r["id"]] = chain
-        return out
-
-    # ------------------------------------------------------------------ filters
     def _allowed(self, doc_ids=None, sources=None) -> Allowed:
         """The documents a filter allows (``None``: no filter)."""
         if not doc_ids and not sources:
@@ -301,21 +241,9 @@ class Searcher:
         c = self.gather(query, qtokens, n, mode, allowed)
         if c is None:
             return []
-        candidates, rows, dense_of, lex_of = c.rows, c.records, c.dense, c.lexical
-        dense_rows, lex_rows, cos_of, raw_lex = c.dense_run, c.lexical_run, c.cosine, c.bm25
-
-        if mode == "dense":
-            fused = {r: dense_of[r] for r in candidates}
-            ranked = self._ranked({r: cos_of[r] for r in candidates}, rows)
-        elif mode == "lexical":
-            fused = {r: lex_of[r] for r in lex_rows}
-            ranked = self._ranked({r: raw_lex[r] for r in lex_rows}, rows)
-        elif cfg.fusion == "learned":
-            fused = dict(zip(candidates, learned_scores(cfg, self.pool(qtokens, c)).tolist()))
-            ranked = self._ranked(fused, rows)
-        else:
-            fused = fuse(cfg, dense_of, lex_of, dense_rows, lex_rows, len(self._query_terms(qtokens)))
-            ranked = self._ranked(fused, rows)
+        rows, dense_of, lex_of = c.records, c.dense, c.lexical
+        fused, key = fusion_for(mode, cfg)(cfg, c, len(self._query_terms(qtokens)), lambda: self.pool(qtokens, c))
+        ranked = self._ranked(key, rows)
 
         rerank_of: dict[int, float] = {}
         if rerank is not None and ranked:
@@ -329,19 +257,33 @@ class Searcher:
     def gather(self, query: str, qtokens: list[str], n: int, mode: str = "hybrid",
                allowed: Allowed = None) -> Candidates | None:
         """The top ``n`` rows of each channel ``mode`` uses, scored by both (None: no candidate)."""
+        qvec = self.embed_query(query) if mode != "lexical" else None
+        c = self._candidates(qvec, qtokens, n, lexical=mode != "dense", allowed=allowed)
+        if c is not None:
+            cap = self.lexical_ceiling(qtokens)
+            c.lexical = {r: calibrate_lexical(c.bm25[r], cap) for r in c.rows}
+        return c
+
+    def _candidates(self, qvec: np.ndarray | None, tokens: list[str], n: int, lexical: bool = True,
+                    allowed: Allowed = None, exclude: frozenset[str] = frozenset(),
+                    also: tuple[int, ...] = ()) -> Candidates | None:
+        """The top ``n`` rows of the dense channel (when there is a vector) and of BM25 (when
+        ``lexical``), less the passages ``exclude`` names, each scored by both: cosines (the
+        dense run's own, the others' computed) calibrated against the query's background,
+        and raw BM25 (of the ``also`` rows too). ``lexical`` is left to the caller."""
         cfg = self.config
         lex_rows = np.zeros(0, np.int64)
-        if mode != "dense":
-            lex_rows, _ = self.snapshot.bm25_top(qtokens, cfg.bm25_k1, cfg.bm25_b, n, allowed)
-        qvec = None
+        if lexical:
+            lex_rows, _ = self.snapshot.bm25_top(tokens, cfg.bm25_k1, cfg.bm25_b, n, allowed)
         dense_rows, dense_cos = np.zeros(0, np.int64), np.zeros(0, np.float32)
-        if mode != "lexical":
-            qvec = self.embed_query(query)
+        if qvec is not None:
             dense_rows, dense_cos = self.snapshot.dense(qvec, n, allowed)
         candidates = list(dict.fromkeys([int(r) for r in dense_rows] + [int(r) for r in lex_rows]))
+        rows = self.snapshot.rows(candidates)
+        if exclude:
+            candidates = [r for r in candidates if rows[r]["id"] not in exclude]
         if not candidates:
             return None
-        rows = self.snapshot.rows(candidates)
         cos_of: dict[int, float] = {}
         dense_of: dict[int, float] = {}
         if qvec is not None:  # the dense search scored its own rows; score the keyword-only ones
@@ -350,11 +292,9 @@ class Searcher:
             cos_of.update(zip(rest, (self.snapshot.vectors(rest) @ qvec).tolist()))
             bg = self.dense_background(qvec)
             dense_of = {r: calibrate_dense(c, bg) for r, c in cos_of.items()}
-        cap = self.lexical_ceiling(qtokens)
-        raw_lex = self.snapshot.bm25_of(qtokens, cfg.bm25_k1, cfg.bm25_b, candidates)
-        lex_of = {r: calibrate_lexical(raw_lex[r], cap) for r in candidates}
+        raw_lex = self.snapshot.bm25_of(tokens, cfg.bm25_k1, cfg.bm25_b, candidates + list(also))
         return Candidates(candidates, rows, [int(r) for r in dense_rows], [int(r) for r in lex_rows],
-                          cos_of, dense_of, raw_lex, lex_of)
+                          cos_of, dense_of, raw_lex, {})
 
     def pool(self, qtokens: list[str], c: Candidates) -> Pool:
         """What the learned fusion knows of each candidate (:class:`kb.rank.fusion.Pool`)."""
@@ -410,27 +350,6 @@ class Searcher:
             hits.append(hit)
         return hits
 
-    def _hit(self, r: dict[str, Any], query: str, qtokens: list[str], score: float, scores: dict[str, float],
-             context: list[str]) -> Hit:
-        doc = self.doc_by_id[r["doc_id"]]
-        terms = matched_terms(qtokens, " ".join(r["heading_path"][1:]) + " " + r["text"])
-        place, _, ocr = locate(doc["meta"], int(r["start"]), int(r["end"]))
-        return Hit(
-            id=r["id"], doc_id=r["doc_id"], title=doc["title"], heading_path=r["heading_path"], text=r["text"],
-            score=round(float(score), 4), scores=scores,
-            best_sentence=best_sentence(r["text"], terms, self.snapshot.idf, query),
-            matched_terms=terms,
-            citation=cite(Reference.of(doc["title"], doc["meta"], r["heading_path"], doc["path"], place=place)),
-            kind=r["kind"], parent=r["parent"], path=doc["path"], meta=public_meta(doc["meta"]), context=context,
-            locator=place, ocr=ocr,
-        )
-
-    def passage_hit(self, passage_id: str) -> Hit:
-        """A passage as a hit of its own (no query): what the page shows as the focus of
-        its related-passages view, with its citation."""
-        return self._hit(self.passage(passage_id), "", [], 1.0, {"dense": 1.0, "lexical": 0.0}, [])
-
-    # ------------------------------------------------------------------ related / show
     def related(self, passage_id: str, k: int = 5) -> list[Hit]:
         """Passages like ``passage_id`` (never its own parent or sub-points): near its vector,
         sharing its most telling words, and a little closer when their document's title
@@ -441,30 +360,23 @@ class Searcher:
         family |= self.snapshot.descendants(p["doc_id"], p["id"])
         cfg = self.config
         n = max(cfg.pool_min, 5 * k) + len(family)
-        title_words = list(dict.fromkeys(tokenize(_title(p))))
+        title_words = list(dict.fromkeys(tokenize(title_of(p))))
         tokens = tokenize(" ".join(p["heading_path"]) + " " + p["text"])
         terms = telling_terms(tokens, set(title_words), self.snapshot.idf, cfg.related_terms)
-        dense_rows, cos_ = self.snapshot.dense(vec, n)
-        lex_rows, _ = self.snapshot.bm25_top(terms, cfg.bm25_k1, cfg.bm25_b, n)
-        cands = list(dict.fromkeys([int(r) for r in dense_rows] + [int(r) for r in lex_rows]))
-        rows = self.snapshot.rows(cands)
-        cands = [r for r in cands if rows[r]["id"] not in family]
-        cos = dict(zip([int(r) for r in dense_rows], cos_.tolist()))
-        rest = [r for r in cands if r not in cos]
-        cos.update(zip(rest, (self.snapshot.vectors(rest) @ vec).tolist()))
-        bg = self.dense_background(vec)
-        dense = {r: calibrate_dense(cos[r], bg) for r in cands}
-        raw = self.snapshot.bm25_of(terms, cfg.bm25_k1, cfg.bm25_b, cands + [p["row"]])
+        c = self._candidates(vec, terms, n, exclude=frozenset(family), also=(p["row"],))
+        if c is None:
+            return []
+        cands, rows, dense, raw = c.rows, c.records, c.dense, c.bm25
         own = raw[p["row"]]
         lexical = {r: min(1.0, raw[r] / own) if own > 0 else 0.0 for r in cands}
         same_title = Cover({t: self.snapshot.idf(t) for t in title_words})
         titles: dict[str, float] = {}
         for r in cands:
-            t = _title(rows[r])
+            t = title_of(rows[r])
             if t not in titles:
                 titles[t] = same_title(fold(t))
         score = related_scores(cfg, [dense[r] for r in cands], [lexical[r] for r in cands],
-                               [titles[_title(rows[r])] for r in cands])
+                               [titles[title_of(rows[r])] for r in cands])
         fused = dict(zip(cands, score.tolist()))
         ranked = self._ranked(fused, rows)
         chosen = dedupe_families(ranked, rows, self._ancestors(rows), fused, k)
@@ -472,79 +384,3 @@ class Searcher:
                           {"dense": round(dense[e["row"]], 4), "lexical": round(lexical[e["row"]], 4)}, e["context"])
                 for e in chosen]
 
-    def show(self, passage_id: str, context: int = 1) -> dict[str, Any]:
-        """A passage with its document's metadata, its parent and children, and up to
-        ``context`` neighbours before and after it at its own level: sibling sub-points
-        (or the paragraph's opening) for a sub-point, paragraphs for a paragraph."""
-        p = self.passage(passage_id)
-        doc = self.document_info(p["doc_id"])
-        level = self.snapshot.level(p["doc_id"], p["parent"])
-        children = self.snapshot.children(p["doc_id"], p["id"])
-        pos = next((i for i, t in enumerate(level) if t["id"] == p["id"]), 0)
-        before, after = level[max(0, pos - context): pos], level[pos + 1: pos + 1 + context]
-        parent = self.passage(p["parent"]) if p["parent"] else None
-        if parent is not None and context > 0 and pos == 0 and p["start"] > parent["start"]:
-            lead = parent["text"][: p["start"] - parent["start"]].strip()
-            if lead:  # the paragraph's opening, before its first sub-point
-                before = [{"id": parent["id"], "kind": "lead", "text": lead, "heading_path": parent["heading_path"]}]
-        place, _, ocr = locate(self.doc_by_id[p["doc_id"]]["meta"], int(p["start"]), int(p["end"]))
-        return {
-            "passage": p, "document": doc, "parent": parent, "children": children, "before": before, "after": after,
-            "citation": cite(Reference.of(doc.title, doc.meta, p["heading_path"], doc.path, place=place)),
-            "locator": place, "ocr": ocr,
-        }
-
-    def document_info(self, doc_id: str) -> DocumentView:
-        doc = self.doc_by_id.get(doc_id)
-        if doc is None:
-            raise UnknownPassage(f"no document with id {doc_id!r} in {self.location}/")
-        return _document_view(doc)
-
-    def documents(self) -> list[DocumentView]:
-        """Every document, in index order."""
-        return [_document_view(d) for d in self.docs]
-
-    def document(self, doc_id: str) -> dict[str, Any]:
-        """A document's card (``document``), full text and passages (top level and children)."""
-        info = self.document_info(doc_id)
-        return {"document": info, "text": self.snapshot.doc_text(doc_id), "passages": self.snapshot.outline(doc_id)}
-
-    def stats(self) -> dict[str, Any]:
-        """What ``kb stats`` shows: the library's counts and what its store says of itself."""
-        own = self.snapshot.describe()
-        sources: dict[str, int] = {}
-        for d in self.docs:
-            s = d["meta"].get("source")
-            if s:
-                sources[s] = sources.get(s, 0) + 1
-        m = self.manifest
-        common = {
-            "generation": self.version, "created": m.get("created"), "corpus": m.get("corpus"),
-            "documents": len(self.docs), "passages": self.count, "passage_kinds": self.snapshot.passage_kinds(),
-            "embedder": self.spec, "sources": sources, "kb_version": m.get("kb_version"),
-        }
-        ordered = {k: own.pop(k) for k in STATS_HEAD if k in own}
-        ordered.update({k: common[k] if k in common else own.pop(k) for k in STATS_ORDER if k in common or k in own})
-        return {**ordered, **own}
-
-    def close(self) -> None:
-        """Release the snapshot (segment readers shared with other versions close when the
-        last searcher holding them is gone)."""
-        self.snapshot.close()
-
-
-# The order of ``kb stats --json``: the store's own fields first, then the rest.
-STATS_HEAD = ("index", "store", "collections")
-STATS_ORDER = ("generation", "created", "corpus", "documents", "passages", "passage_kinds", "embedder", "vector_index",
-               "segments", "vocabulary", "size_bytes", "sources", "format_version", "kb_version")
-
-
-def _title(row: dict[str, Any]) -> str:
-    """A passage's document title: the first element of its heading path."""
-    return row["heading_path"][0] if row["heading_path"] else ""
-
-
-def _document_view(row: dict[str, Any]) -> DocumentView:
-    return DocumentView(doc_id=row["doc_id"], path=row["path"], title=row["title"], meta=public_meta(row["meta"]),
-                        format=row.get("format") or "", n_passages=int(row.get("n_passages") or 0),
-                        indexed_at=row.get("indexed_at") or "")

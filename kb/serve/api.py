@@ -9,7 +9,6 @@ traceback and never a server path.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -22,11 +21,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kb import __version__
-from kb.embed.embedders import Embedder, embedder_from_spec
+from kb.embed.embedders import Embedder
 from kb.errors import EmptyQuery, KBError, UnknownPassage
 from kb.present.views import DocumentView, PassageView, SearchResponse
 from kb.records import SEARCH_MODES
-from kb.search.searcher import MAX_QUERY_CHARS, Searcher, current_version, index_embedder, search_response
+from kb.search.live import LiveSearcher
+from kb.search.searcher import MAX_QUERY_CHARS, Searcher, search_response
 from kb.serve.access import redact_paths, token_matches
 
 MAX_K = 100
@@ -89,47 +89,6 @@ class Unavailable(KBError):
     """The index cannot be opened: missing, damaged, or being replaced."""
 
 
-class Library:
-    """The open index. ``searcher()`` returns the searcher of the live generation,
-    loading a newly published one once (shared by all requests) and keeping the
-    embedder across generations."""
-
-    def __init__(self, index_dir: str | FsPath, embedder: Embedder | None = None) -> None:
-        self.location = index_dir
-        self._lock = threading.Lock()
-        self._searcher: Searcher | None = None
-        self._embedders: dict[str, Embedder] = {}
-        if embedder is not None:
-            self._embedders[json.dumps(embedder.spec(), sort_keys=True)] = embedder
-
-    def searcher(self) -> Searcher:
-        try:
-            live = current_version(self.location)
-        except KBError as e:
-            raise Unavailable(str(e)) from e
-        if live is None:
-            raise Unavailable(f"no index at {self.location} — run `kb index FOLDER` first")
-        s = self._searcher
-        if s is not None and s.version == live:
-            return s
-        with self._lock:
-            if self._searcher is not None and self._searcher.version == live:
-                return self._searcher
-            last: KBError | None = None
-            for _ in range(3):  # a generation may be cleaned away while we load it: take the next
-                try:
-                    spec = index_embedder(self.location)
-                    key = json.dumps(spec, sort_keys=True)
-                    if key not in self._embedders:
-                        self._embedders[key] = embedder_from_spec(spec)
-                    self._searcher = Searcher.load(self.location, embedder=self._embedders[key])
-                    return self._searcher
-                except KBError as e:
-                    last = e
-                    time.sleep(0.05)
-            raise Unavailable(str(last)) from last
-
-
 class RateLimiter:
     """At most ``per_minute`` requests per client address in any calendar minute."""
 
@@ -163,7 +122,14 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
                cors_origins: list[str] | None = None, embedder: Embedder | None = None) -> FastAPI:
     """The API over ``index_dir``. ``token``: required as ``Authorization: Bearer …`` on
     every endpoint but ``/healthz``; ``rate_limit``: requests per minute per client."""
-    library = Library(index_dir, embedder=embedder)
+    library = LiveSearcher(index_dir, embedder=embedder)
+
+    def searcher() -> Searcher:
+        """The live version's searcher; 503 when the index is missing, damaged or being replaced."""
+        try:
+            return library.current()
+        except KBError as e:
+            raise Unavailable(str(e)) from e
 
     def fail(status: int, error: str, detail: str = "") -> JSONResponse:
         return _error(status, error, detail, root=library.location)
@@ -247,7 +213,7 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
                source: Annotated[list[str] | None, Query(max_length=100)] = None,
                cite: Annotated[str, Query(pattern="^(short|gbt7714|apa)$")] = "short",
                min_score: Annotated[float | None, Query(ge=0, le=1)] = None):
-        response = search_response(library.searcher(), q, k=k, mode=mode, doc_ids=set(doc or ()),
+        response = search_response(searcher(), q, k=k, mode=mode, doc_ids=set(doc or ()),
                                    sources=set(source or ()), style=cite, min_score=min_score)
         return JSONResponse(response.to_dict())
 
@@ -255,34 +221,34 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
              summary="A passage with its context (like `kb show`)")
     def passage(passage_id: Annotated[str, Path(max_length=200)],
                 context: Annotated[int, Query(ge=0, le=20)] = 1) -> JSONResponse:
-        view = library.searcher().show(passage_id, context=context)
+        view = searcher().show(passage_id, context=context)
         return JSONResponse(_plain(view))
 
     @app.get("/passages/{passage_id}/related", response_model=RelatedPassages, dependencies=auth, responses=ERRORS,
              summary="Passages nearest to this one (not itself, its parent or children)")
     def related(passage_id: Annotated[str, Path(max_length=200)],
                 k: Annotated[int, Query(ge=1, le=MAX_K)] = 5) -> JSONResponse:
-        hits = library.searcher().related(passage_id, k=k)
+        hits = searcher().related(passage_id, k=k)
         return JSONResponse({"passage": passage_id, "hits": [asdict(h) for h in hits]})
 
     @app.get("/documents", response_model=DocumentPage, dependencies=auth, responses=ERRORS,
              summary="The documents, a page at a time")
     def documents(offset: Annotated[int, Query(ge=0)] = 0,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JSONResponse:
-        docs = library.searcher().documents()
+        docs = searcher().documents()
         return JSONResponse({"total": len(docs), "offset": offset, "limit": limit,
                              "documents": [asdict(d) for d in docs[offset: offset + limit]]})
 
     @app.get("/documents/{doc_id}", response_model=FullDocument, dependencies=auth, responses=ERRORS,
              summary="One document: its card, full text and passages")
     def document(doc_id: Annotated[str, Path(max_length=200)]) -> JSONResponse:
-        full = library.searcher().document(doc_id)
+        full = searcher().document(doc_id)
         return JSONResponse(_plain(full))
 
     @app.get("/stats", response_model=dict[str, Any], dependencies=auth, responses=ERRORS,
              summary="What the index holds (like `kb stats`)")
     def stats() -> JSONResponse:
-        s = library.searcher().stats()
+        s = searcher().stats()
         s.pop("index", None)  # a server path
         s.pop("corpus", None)
         return JSONResponse(s)
@@ -291,7 +257,7 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
              summary="Whether the index can be searched")
     def healthz() -> JSONResponse:
         try:
-            s = library.searcher()
+            s = searcher()
         except Unavailable as e:
             return fail(503, "index unavailable", str(e))
         return JSONResponse({"status": "ok", "generation": s.version, "passages": s.count})

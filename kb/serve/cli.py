@@ -172,12 +172,13 @@ def search_cmd(question, k, mode, as_json, style, export_format, model, device, 
                min_score, index_dir):
     """Find the passages that answer QUESTION (at most 512 characters are used)."""
     from kb.errors import EmptyQuery
-    from kb.search.searcher import MAX_QUERY_CHARS, Searcher, bound_query, search_response
+    from kb.search.live import LiveSearcher
+    from kb.search.searcher import MAX_QUERY_CHARS, bound_query, search_response
 
     question = " ".join(question)
     if not bound_query(question)[0]:
         raise EmptyQuery("empty query — type a question, e.g. kb search \"组工干部如何创新工作方法\"")
-    searcher = Searcher.load(index_dir, model=model, device=device)
+    searcher = LiveSearcher(index_dir, model=model, device=device).current()
     reranker = None
     if rerank_model:
         from kb.embed.rerank import Reranker
@@ -234,9 +235,9 @@ def _print_hits(hits) -> None:
 @_friendly
 def related_cmd(passage_id, k, as_json, index_dir):
     """Passages nearest to PASSAGE_ID (not itself, its parent or its children)."""
-    from kb.search.searcher import Searcher
+    from kb.search.live import LiveSearcher
 
-    hits = Searcher.load(index_dir).related(passage_id, k=k)
+    hits = LiveSearcher(index_dir).current().related(passage_id, k=k)
     if as_json:
         _dump({"passage": passage_id, "hits": hits})
     elif not hits:
@@ -254,9 +255,9 @@ def related_cmd(passage_id, k, as_json, index_dir):
 @_friendly
 def show_cmd(passage_id, context, as_json, index_dir):
     """A passage with its surrounding context and its document's metadata."""
-    from kb.search.searcher import Searcher
+    from kb.search.live import LiveSearcher
 
-    view = Searcher.load(index_dir).show(passage_id, context=context)
+    view = LiveSearcher(index_dir).current().show(passage_id, context=context)
     if as_json:
         _dump(view)
         return
@@ -295,9 +296,9 @@ def show_cmd(passage_id, context, as_json, index_dir):
 @_friendly
 def stats_cmd(as_json, index_dir):
     """What the index holds: documents, passages, embedder, size."""
-    from kb.search.searcher import Searcher
+    from kb.search.live import LiveSearcher
 
-    s = Searcher.load(index_dir).stats()
+    s = LiveSearcher(index_dir).current().stats()
     if as_json:
         _dump(s)
         return

@@ -7,8 +7,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from kb.search.live import LiveSearcher
 from kb.search.searcher import search_response
-from kb.serve.api import Library
 
 # What an assistant needs of a passage to quote and cite it; the rest stays out of its context.
 FIELDS = ("id", "doc_id", "title", "heading_path", "text", "score", "citation", "meta", "support")
@@ -19,10 +19,10 @@ def _passage(view) -> dict[str, Any]:
     return {k: data[k] for k in FIELDS if k in data}
 
 
-def build_server(index_dir: str | Path, library: Library | None = None):
+def build_server(index_dir: str | Path, library: LiveSearcher | None = None):
     from mcp.server.mcpserver import MCPServer
 
-    library = library or Library(index_dir)
+    library = library or LiveSearcher(index_dir, warm=True)
     server = MCPServer("kb", instructions=(
         "A library of Chinese documents. Use `search` to find the passages that answer a question and quote "
         "them with their `citation`; `get_passage` shows a passage with its neighbours; `related` finds "
@@ -34,7 +34,7 @@ def build_server(index_dir: str | Path, library: Library | None = None):
         best first, each with its document title, section path (heading_path), text and a ready-to-paste
         citation; cite is short, gbt7714 (GB/T 7714-2015) or apa. mode: hybrid, dense or lexical."""
         k = max(1, min(int(k), 20))
-        response = search_response(library.searcher(), question, k=k, mode=mode, style=cite)
+        response = search_response(library.current(), question, k=k, mode=mode, style=cite)
         out = {"query": response.query, "passages": [_passage(h) for h in response.hits]}
         if response.low_confidence:
             out["low_confidence"] = True
@@ -46,7 +46,7 @@ def build_server(index_dir: str | Path, library: Library | None = None):
     def get_passage(passage_id: str, context: int = 1) -> dict[str, Any]:
         """A passage by id (from search), with up to `context` neighbouring paragraphs before and after,
         its document's metadata and its citation."""
-        searcher = library.searcher()
+        searcher = library.current()
         view = searcher.show(passage_id, context=max(0, min(int(context), 5)))
         hit = searcher.passage_hit(passage_id)
         return {"passage": _passage(hit), "before": [b["text"] for b in view["before"]],
@@ -56,7 +56,7 @@ def build_server(index_dir: str | Path, library: Library | None = None):
     def related(passage_id: str, k: int = 5) -> dict[str, Any]:
         """Passages on the same subject as the given one (not itself, its paragraph or its sub-points),
         each with its citation."""
-        hits = library.searcher().related(passage_id, k=max(1, min(int(k), 20)))
+        hits = library.current().related(passage_id, k=max(1, min(int(k), 20)))
         return {"passage": passage_id, "passages": [_passage(h) for h in hits]}
 
     return server

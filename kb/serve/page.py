@@ -10,7 +10,6 @@ folders it may index are decided by kb.serve.access.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -18,16 +17,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from kb.embed.embedders import embedder_from_spec
 from kb.errors import KBError
 from kb.index import update_index
-from kb.present.cite import Reference, cite, export
+from kb.present.cite import export
 from kb.present.render import document_html, highlight_html, meta_line, text_html
 from kb.records import SEARCH_MODES
-from kb.search.searcher import MAX_QUERY_CHARS, Searcher, bound_query, confidence, current_version, index_embedder
+from kb.search.live import LiveSearcher
+from kb.search.searcher import MAX_QUERY_CHARS, Searcher, bound_query, search_response
 from kb.serve.access import check_exposure, confine, library_roots, redact_paths, token_matches
 from kb.serve.uploads import UPLOAD_SUFFIXES, remove_document, save_upload
-from kb.store import is_milvus
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "corpus"  # in a checkout of kb
 UPLOAD_LIMIT_MB = 20  # per file
@@ -93,14 +91,14 @@ html, body, [class*="css"], .stMarkdown, .stTextInput input {
 # --------------------------------------------------------------------------- loading
 
 
-def index_dir_from_args() -> Path | str:
-    """The index folder, or a Milvus store (a .db path or a URI: kept as a string)."""
+def index_dir_from_args() -> str:
+    """The index: a folder, or a Milvus store (a .db path or a URI)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--index")
     parser.add_argument("--store")
     args, _ = parser.parse_known_args(sys.argv[1:])
     where = args.store or os.environ.get("KB_STORE") or args.index or os.environ.get("KB_INDEX") or "index"
-    return where if is_milvus(where) else Path(where)
+    return where
 
 
 def say(kind: str, message: str, where=st) -> None:
@@ -147,22 +145,11 @@ def access_granted() -> bool:
 
 
 @st.cache_resource(show_spinner=False)
-def load_embedder(spec_json: str):
-    """One embedder per server and model, shared by every session and index generation."""
-    return embedder_from_spec(json.loads(spec_json))
-
-
-@st.cache_resource(show_spinner="正在加载索引…", max_entries=2)
-def load_searcher(index_dir: str, generation: str) -> Searcher:
-    """One loaded index per server and generation: a re-index publishes a new
-    generation, which is loaded once on the next run. Generations share the readers
-    of the segments they have in common (kb.store.local.segments.open_segment), so loading the
-    generation after a one-document update opens only its new small segment; two are
-    kept, the live one and the one a session may still be reading."""
-    embedder = load_embedder(json.dumps(index_embedder(index_dir), sort_keys=True))
-    searcher = Searcher.load(index_dir, embedder=embedder)
-    searcher.warm()  # tokenizer and model now, not on the first query
-    return searcher
+def live_searcher(index_dir: str) -> LiveSearcher:
+    """One live library per server and index, shared by every session: a re-index publishes
+    a new version, loaded once on the next run with the same embedder (a local index's new
+    version opens only its new segment: readers are shared, kb.store.local.segments)."""
+    return LiveSearcher(index_dir, warm=True)
 
 
 # --------------------------------------------------------------------------- navigation
@@ -256,7 +243,7 @@ def citation_bar(hits) -> None:
 # --------------------------------------------------------------------------- views
 
 
-def view_no_index(index_dir: Path) -> None:
+def view_no_index(index_dir: str) -> None:
     st.title("kb 知识库检索")
     st.info("还没有索引。先把文档建成索引，然后就可以提问了。")
     show_notices(st)
@@ -282,7 +269,7 @@ def view_no_index(index_dir: Path) -> None:
             build_index(target, index_dir)
 
 
-def build_index(folder: Path, index_dir: Path, **kw) -> bool:
+def build_index(folder: Path, index_dir: str, **kw) -> bool:
     bar = st.progress(0.0, text="准备中…")
     warnings: list[str] = []
 
@@ -316,16 +303,17 @@ def view_search(searcher: Searcher, settings: dict) -> None:
         st.caption(f"问题太长，只用了前 {MAX_QUERY_CHARS} 个字。")
     t0 = time.perf_counter()
     try:
-        hits = searcher.search(query, k=settings["k"], mode=settings["mode"], doc_ids=settings["doc_ids"],
-                               sources=settings["sources"])
+        response = search_response(searcher, query, k=settings["k"], mode=settings["mode"],
+                                   doc_ids=settings["doc_ids"], sources=settings["sources"])
     except KBError as e:
         say("error", str(e))
         return
     ms = (time.perf_counter() - t0) * 1000
+    hits = response.hits
     if not hits:
         st.info("没有找到相关段落。试试换个说法、减少关键词，或取消左侧的筛选条件。")
         return
-    weak = confidence(hits) == "low"
+    weak = bool(response.low_confidence)
     if weak:
         hits = hits[:WEAK_SHOWN]
         st.warning("没有足够相关的段落。下面是最接近的几条，相关度低，仅供参考；试试换个说法。")
@@ -394,8 +382,7 @@ def view_document(searcher: Searcher, doc_id: str, passage_id: str | None) -> No
         parts.append(f'<div class="kb-text"><span class="kb-focus">{text_html(p["text"])}</span></div>')
         parts += [f'<div class="kb-context">{text_html(a["text"])}</div>' for a in view["after"]]
         st.markdown("".join(parts), unsafe_allow_html=True)
-        st.code(cite(Reference.of(doc.title, meta, p["heading_path"], doc.path, place=view.get("locator", "")),
-                     citation_style()), language=None, wrap_lines=True)
+        st.code(searcher.passage_hit(p["id"]).cited(citation_style()).citation, language=None, wrap_lines=True)
         full = document_html(text, (p["start"], p["end"]))
     else:
         full = document_html(text)
@@ -406,7 +393,7 @@ def view_document(searcher: Searcher, doc_id: str, passage_id: str | None) -> No
 # --------------------------------------------------------------------------- sidebar
 
 
-def sidebar(searcher: Searcher, index_dir: Path) -> dict:
+def sidebar(searcher: Searcher, index_dir: str) -> dict:
     sb = st.sidebar
     stats = searcher.stats()
     sb.markdown("### 知识库")
@@ -461,7 +448,7 @@ def library_folder(corpus: Path) -> Path | None:
     return folder
 
 
-def add_files(files, corpus: Path, index_dir: Path) -> None:
+def add_files(files, corpus: Path, index_dir: str) -> None:
     folder = library_folder(corpus)
     if folder is None:
         st.rerun()
@@ -489,7 +476,7 @@ def add_files(files, corpus: Path, index_dir: Path) -> None:
         build_index(folder, index_dir)
 
 
-def remove(searcher: Searcher, doc_id: str, corpus: Path, index_dir: Path) -> None:
+def remove(searcher: Searcher, doc_id: str, corpus: Path, index_dir: str) -> None:
     folder = library_folder(corpus)
     if folder is None:  # library_folder has said why
         st.rerun()
@@ -514,11 +501,13 @@ def main() -> None:
         return
     index_dir = index_dir_from_args()
     try:
-        live = current_version(index_dir)
+        library = live_searcher(index_dir)
+        live = library.version()
         if live is None:
             view_no_index(index_dir)
             return
-        searcher = load_searcher(str(index_dir), live)
+        with st.spinner("正在加载索引…"):
+            searcher = library.current(live)
     except KBError as e:
         say("error", f"无法打开索引：{e}")
         return

@@ -258,7 +258,8 @@ class MilvusSnapshot(Snapshot):
 
     def level(self, doc_id: str, parent: str | None) -> list[dict]:
         fields = list(LEVEL_FIELDS)
-        return self._rows(f"doc_id == {json.dumps(doc_id)} and parent == {json.dumps(parent or '')}", fields)
+        rows = self._rows(f"doc_id == {json.dumps(doc_id)} and parent == {json.dumps(parent or '')}", fields)
+        return [{k: r[k] for k in fields} for r in rows]  # not the primary key Milvus adds
 
     def children(self, doc_id: str, passage_id: str) -> list[dict]:
         rows = self._rows(f"parent == {json.dumps(passage_id)}", list(CHILD_FIELDS) + ["ordinal"])

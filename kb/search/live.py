@@ -1,0 +1,73 @@
+"""The searcher of a library's live version, for whoever answers more than one question:
+the API, the MCP server, the page and the CLI all hold a library this way.
+
+``current()`` returns the searcher of the version the store calls live, loading a newly
+published one once (shared by every caller) and handing it the previous one's embedder
+when the model is the same, so a re-index costs no model load and no restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from kb.embed.embedders import Embedder
+from kb.errors import KBError
+from kb.search.searcher import Searcher
+from kb.store import open_store
+
+LOAD_TRIES = 3  # a version may be cleaned away while it loads: take the next
+
+
+class LiveSearcher:
+    """One library at ``location`` (a folder, a .db path or a Milvus URI). ``model`` and
+    ``embedder``, when given, must be those it was built with; ``warm`` loads the tokenizer
+    and model with each new version rather than on its first query. Thread-safe."""
+
+    def __init__(self, location: str | Path, embedder: Embedder | None = None, model: str | None = None,
+                 device: str | None = None, warm: bool = False) -> None:
+        self.location = location
+        self._store = None
+        self._given = embedder
+        self._model = model
+        self._device = device
+        self._warm = warm
+        self._lock = threading.Lock()
+        self._searcher: Searcher | None = None
+
+    def version(self) -> str | None:
+        """The store's live version (None: no index yet)."""
+        if self._store is None:
+            self._store = open_store(self.location)
+        return self._store.current_version()
+
+    def current(self, live: str | None = None) -> Searcher:
+        """The searcher of the live version (``live``: that version, already asked for).
+        Raises the store's :class:`kb.errors.KBError` when there is none or it cannot be read."""
+        live = live if live is not None else self.version()
+        if live is None:  # the store says why, in its own words
+            return self._load(None)
+        s = self._searcher
+        if s is not None and s.version == live:
+            return s
+        with self._lock:
+            if self._searcher is not None and self._searcher.version == live:
+                return self._searcher
+            last: KBError | None = None
+            for attempt in range(LOAD_TRIES):
+                try:
+                    self._searcher = self._load(self._searcher)
+                    return self._searcher
+                except KBError as e:
+                    last = e
+                    if attempt + 1 < LOAD_TRIES:
+                        time.sleep(0.05)
+            raise last  # type: ignore[misc]
+
+    def _load(self, previous: Searcher | None) -> Searcher:
+        s = Searcher.load(self.location, model=self._model, embedder=self._given, device=self._device)
+        if previous is not None:
+            s.share_embedder(previous)
+        if self._warm:
+            s.warm()
+        return s
