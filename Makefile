@@ -42,8 +42,8 @@ serve: index  ## Serve the HTTP API on http://127.0.0.1:8000 (docs at /docs; HOS
 test: $(STAMP)  ## Run the whole test suite (offline)
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)  ## Tests without the slow ones (real model, browser)
-	$(BIN)/python -m pytest -q -m "not slow"
+test-fast: $(STAMP)  ## The quick tests (under a minute): no real model, browser, Milvus Lite, OCR or processes
+	$(BIN)/python -m pytest -q -m "not slow and not milvus and not ocr and not processes"
 
 lint: $(STAMP)  ## ruff, and the import contracts between stages (pyproject's [tool.importlinter])
 	$(BIN)/ruff check kb tests app.py benchmarks fuzz

@@ -17,7 +17,8 @@ import numpy as np
 
 from kb.embed.embedders import HashEmbedder
 from kb.errors import KBError
-from kb.index.indexer import pipeline_settings, publish_generation
+from kb.index.indexer import pipeline_settings
+from kb.index.local import publish_generation
 from kb.read.documents import content_hash
 from kb.split.passages import DEFAULT_MAX_CHARS
 from kb.store.local.layout import IndexDir, now_iso, read_manifest

@@ -182,6 +182,7 @@ def _get(url: str) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
+@pytest.mark.processes
 def test_a_real_server_answers_over_http_and_swaps_generations_under_load(tmp_path):
     corpus, index = library_with(tmp_path, {})
     port = _free_port()
@@ -235,6 +236,7 @@ def test_a_real_server_answers_over_http_and_swaps_generations_under_load(tmp_pa
         proc.wait(timeout=10)
 
 
+@pytest.mark.processes
 def test_mcp_tools_over_stdio(library):
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters

@@ -146,21 +146,21 @@ def test_failed_write_leaves_previous_index_usable(tmp_path, corpus, monkeypatch
     before = [h.id for h in Searcher.load(index).search("学习型政党", k=5, mode="lexical")]
     write_doc(corpus, "new.txt", "新文档", ["学习型政党建设的新内容。"])
 
-    import kb.index.indexer as kbi
+    import kb.index.local as local
 
-    real = kbi.publish_generation
+    real = local.publish_generation
 
     def crash(*a, **k):
         raise RuntimeError("simulated crash while writing the index")
 
-    monkeypatch.setattr(kbi, "publish_generation", crash)
+    monkeypatch.setattr(local, "publish_generation", crash)
     with pytest.raises(RuntimeError, match="simulated"):
         build(corpus, index)
     assert len(list(IndexDir(index).segments_dir.iterdir())) == 2  # the new segment, never published
     s = Searcher.load(index)
     assert len(s.docs) == 1 and [h.id for h in s.search("学习型政党", k=5, mode="lexical")] == before
 
-    monkeypatch.setattr(kbi, "publish_generation", real)
+    monkeypatch.setattr(local, "publish_generation", real)
     r, _ = build(corpus, index)
     assert r.added == 1 and r.reused > 0  # the vectors embedded before the crash were kept
     assert not any(p.name.endswith(".tmp") for p in IndexDir(index).generations())
@@ -211,6 +211,7 @@ update_index(sys.argv[1], sys.argv[2], model="hash:64", progress=False, warn=lam
 """
 
 
+@pytest.mark.processes
 def test_sigkill_at_random_moments_never_breaks_the_index(tmp_path):
     folder = tmp_path / "docs"
     for i in range(150):

@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
+pytestmark = pytest.mark.milvus  # each test starts Milvus Lite: make test-fast leaves them out
 
 from click.testing import CliRunner  # noqa: E402
 

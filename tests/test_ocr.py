@@ -135,6 +135,7 @@ def test_a_gap_where_a_line_could_be_gets_a_second_look(monkeypatch):
 
 
 @needs_font
+@pytest.mark.ocr
 def test_the_engine_loads_and_reads_with_the_network_unreachable(monkeypatch):
     def refuse(*a, **k):
         raise OSError("network is unreachable in this test")
@@ -151,6 +152,7 @@ def test_the_engine_loads_and_reads_with_the_network_unreachable(monkeypatch):
 
 
 @needs_font
+@pytest.mark.ocr
 def test_a_scanned_pdf_becomes_passages_with_headings_page_locators_and_ocr_marks(tmp_path):
     pages, truth = render_pages(NOTICE, pt=26, title="关于进一步做好基层减负工作的通知", indent=False)
     assert len(pages) == 2
@@ -187,6 +189,7 @@ def _merge(*pdfs: bytes) -> bytes:
 
 
 @needs_font
+@pytest.mark.ocr
 def test_auto_ocrs_only_pages_without_a_text_layer(count_ocr):
     scan = text_image(["第二页是扫描件。", "基层减负要落到实处。"])
     raw = _merge(_text_pdf("The first page has a text layer about roads."), pdf_of([scan]))
@@ -217,6 +220,7 @@ def test_text_layer_pages_are_located_and_a_paragraph_over_a_page_break_is_joine
 
 
 @needs_font
+@pytest.mark.ocr
 def test_an_image_is_read_by_ocr_and_a_multi_page_tiff_by_page(tmp_path):
     im = text_image(["一、加强组织领导", "各单位要把减负工作摆上重要议事日程。"])
     doc = parse_document(png_of(im), "notice.png")
@@ -275,6 +279,7 @@ def test_a_password_protected_pdf_is_skipped_with_one_line():
 
 
 @needs_font
+@pytest.mark.ocr
 def test_a_500_page_scan_is_capped_by_max_pages(count_ocr):
     from PIL import Image
 
@@ -290,6 +295,7 @@ def test_a_500_page_scan_is_capped_by_max_pages(count_ocr):
 
 
 @needs_font
+@pytest.mark.ocr
 def test_scans_in_a_library_hits_cite_pages_and_the_cache_spares_a_reread(tmp_path, count_ocr, monkeypatch):
     import kb.index.indexer as kbi
 
@@ -333,6 +339,7 @@ def test_scans_in_a_library_hits_cite_pages_and_the_cache_spares_a_reread(tmp_pa
 
 
 @needs_font
+@pytest.mark.ocr
 def test_a_killed_ocr_run_loses_at_most_the_page_in_progress(tmp_path, monkeypatch):
     corpus = tmp_path / "docs"
     corpus.mkdir()

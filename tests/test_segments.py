@@ -18,7 +18,7 @@ import pytest
 from kb.embed.embedders import HashEmbedder
 from kb.errors import IndexBusy, KBError, OldFormat, UnknownPassage
 from kb.index import compact_index, update_index
-from kb.index.indexer import plan_merge
+from kb.index.local import plan_merge
 from kb.search.searcher import Searcher
 from kb.store.local.layout import IndexDir, read_manifest
 from kb.text.process import sentence_spans
@@ -241,6 +241,7 @@ compact_index(sys.argv[1])
 """
 
 
+@pytest.mark.processes
 def test_sigkill_during_compaction(tmp_path):
     lib = Library(tmp_path / "docs", seed=9)
     index = tmp_path / "index"

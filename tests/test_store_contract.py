@@ -33,24 +33,33 @@ def _where(kind: str, folder) -> str:
 
 
 @pytest.fixture(scope="module")
-def libraries(tmp_path_factory):
-    """The same documents in both stores: {kind: location}."""
-    if not _milvus_available():
-        pytest.skip("pymilvus / milvus-lite not installed")
-    base = tmp_path_factory.mktemp("contract")
-    docs = base / "docs"
-    docs.mkdir()
-    shutil.copy(SAMPLE_DOC, docs / SAMPLE_DOC.name)
+def docs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("contract") / "docs"
+    folder.mkdir()
+    shutil.copy(SAMPLE_DOC, folder / SAMPLE_DOC.name)
     for name, text in EXTRA.items():
-        (docs / name).write_text(text, encoding="utf-8")
-    out = {}
-    for kind in ("local", "milvus"):
-        out[kind] = _where(kind, base)
-        update_index(docs, out[kind], embedder=HashEmbedder(64), progress=False, warn=lambda m: None)
-    yield out
-    from kb.store.milvus.library import release
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
 
-    release(out["milvus"])
+
+@pytest.fixture(scope="module")
+def libraries(docs):
+    """The same documents in each store, built when a test first asks: {kind: location}."""
+    built: dict[str, str] = {}
+
+    def location(kind: str) -> str:
+        if kind not in built:
+            if kind == "milvus" and not _milvus_available():
+                pytest.skip("pymilvus / milvus-lite not installed")
+            built[kind] = _where(kind, docs.parent)
+            update_index(docs, built[kind], embedder=HashEmbedder(64), progress=False, warn=lambda m: None)
+        return built[kind]
+
+    yield location
+    if "milvus" in built:
+        from kb.store.milvus.library import release
+
+        release(built["milvus"])
 
 
 def _milvus_available() -> bool:
@@ -62,9 +71,12 @@ def _milvus_available() -> bool:
     return True
 
 
-@pytest.fixture(params=["local", "milvus"])
+KINDS = ["local", pytest.param("milvus", marks=pytest.mark.milvus)]
+
+
+@pytest.fixture(params=KINDS)
 def snap(request, libraries) -> Snapshot:
-    s = open_store(libraries[request.param]).snapshot()
+    s = open_store(libraries(request.param)).snapshot()
     yield s
     s.close()
 
@@ -84,8 +96,10 @@ def test_the_live_version_is_the_snapshots(libraries, snap):
     assert not snap.is_stale()
 
 
-@pytest.mark.parametrize("kind", ["local", "milvus"])
-def test_an_empty_location_has_no_version_and_says_so(tmp_path, kind, libraries):
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_location_has_no_version_and_says_so(tmp_path, kind):
+    if kind == "milvus" and not _milvus_available():
+        pytest.skip("pymilvus / milvus-lite not installed")
     store = open_store(_where(kind, tmp_path))
     assert store.current_version() is None
     with pytest.raises(IndexNotFound, match="kb index"):
@@ -156,8 +170,9 @@ def test_the_calibration_sample_and_the_description(snap):
     assert described["vocabulary"] > 0
 
 
+@pytest.mark.milvus
 def test_both_stores_answer_alike(libraries):
-    local, milvus = (open_store(libraries[k]).snapshot() for k in ("local", "milvus"))
+    local, milvus = (open_store(libraries(k)).snapshot() for k in ("local", "milvus"))
     try:
         by_id = {kind: {p["id"]: p for p in _all_rows(s).values()} for kind, s in (("l", local), ("m", milvus))}
         assert by_id["l"].keys() == by_id["m"].keys()
@@ -179,8 +194,9 @@ def test_both_stores_answer_alike(libraries):
         milvus.close()
 
 
+@pytest.mark.milvus
 def test_milvus_refuses_bm25_parameters_it_was_not_weighted_with(libraries):
-    s = open_store(libraries["milvus"]).snapshot()
+    s = open_store(libraries("milvus")).snapshot()
     try:
         assert s.bm25_written == (K1, B)
         with pytest.raises(KBError, match="k1=2.0"):

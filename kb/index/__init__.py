@@ -15,10 +15,11 @@ from kb.index.indexer import (
     Indexer,
     IndexOptions,
     IndexReport,
+    Writer,
     _stderr_warn,
-    compact_local,
 )
-from kb.index.milvus import MilvusIndexer, compact_milvus
+from kb.index.local import LocalWriter, compact_local
+from kb.index.milvus import MilvusWriter, compact_milvus
 from kb.store import open_store
 from kb.store.local.layout import IndexDir
 
@@ -61,13 +62,14 @@ def update_index(
                            rebuild=rebuild, max_file_bytes=max_file_bytes, max_chars=max_chars,
                            vector_kind=vector_kind, prune=prune, merge=merge, progress=progress, ray=ray,
                            ray_address=ray_address, ocr=ocr, max_pages=max_pages)
-    store = open_store(index_dir)
-    if store.backend == "milvus":
-        return MilvusIndexer(str(index_dir), options, embedder=embedder, warn=warn, on_progress=on_progress,
-                             reuse_vectors=reuse_vectors).run(corpus)
-    if reuse_vectors is not None:
+    writer: Writer
+    if open_store(index_dir).backend == "milvus":
+        writer = MilvusWriter(str(index_dir), reuse_vectors=reuse_vectors)
+    elif reuse_vectors is not None:
         raise KBError("--reuse-vectors copies vectors into a Milvus store (--store); a local index reuses its own")
-    return Indexer(IndexDir(index_dir), options, embedder=embedder, warn=warn, on_progress=on_progress).run(corpus)
+    else:
+        writer = LocalWriter(IndexDir(index_dir))
+    return Indexer(writer, options, embedder=embedder, warn=warn, on_progress=on_progress).run(corpus)
 
 
 def compact_index(index_dir: str | Path = "index", vector_kind: str = "auto") -> IndexReport:

@@ -1,22 +1,25 @@
-"""`kb index` and `kb compact` into Milvus: the same scan, plan and embedding as the local
-store (:class:`kb.index.indexer.Indexer`); writing is per document (see :mod:`kb.store.milvus.library`)."""
+"""`kb index` and `kb compact` into Milvus: the :class:`kb.index.indexer.Indexer`'s scan,
+plan and embedding, written per document by :class:`MilvusWriter`."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kb import __version__
-from kb.embed.embedders import Embedder, same_embedder
+from kb.embed.embedders import same_embedder
 from kb.errors import IndexBusy, IndexNotFound, KBError
-from kb.index.indexer import Indexer, IndexOptions, IndexReport, PendingVectors, _bar, lexical_text, load_previous
+from kb.index.indexer import Change, Indexer, IndexReport, Writer, _bar, lexical_text
+from kb.index.local import load_previous
 from kb.records import Passage
 from kb.store import bm25
-from kb.store.local.layout import IndexDir, now_iso
+from kb.store.local.layout import IndexDir, PendingVectors, now_iso
 from kb.store.milvus import library
 from kb.store.milvus.library import (
     ALL,
@@ -30,13 +33,6 @@ from kb.store.milvus.library import (
     term_hash,
 )
 from kb.text.process import tokenize
-
-
-class _Where:
-    """What :class:`Indexer` reads of an index folder, for a Milvus location."""
-
-    def __init__(self, loc: Location) -> None:
-        self.root = loc.uri
 
 
 @dataclass
@@ -80,16 +76,18 @@ def _local_source(folder: str | Path, spec: dict):
     return prev if same_embedder(prev.manifest["embedder"], spec) else None
 
 
-class MilvusIndexer(Indexer):
-    """`kb index --store x.db|http://…`: the same scan, plan and embedding as the local
-    store; writing is per document into Milvus (see the module's docstring)."""
+class MilvusWriter(Writer):
+    """Runs on a library in Milvus: documents are written one by one (each committed by its
+    document row), the manifest is marked ``writing`` first and ``clean`` last; on a server a
+    lease in the manifest keeps a second writer out (see :mod:`kb.store.milvus.library`)."""
 
-    def __init__(self, location: str, options: IndexOptions, embedder: Embedder | None = None, warn=None,
-                 on_progress=None, reuse_vectors: str | Path | None = None) -> None:
+    def __init__(self, location: str, reuse_vectors: str | Path | None = None) -> None:
         self.loc = Location.parse(location)
+        self.location = self.loc.uri
         self.reuse_vectors = reuse_vectors
-        kw = {"warn": warn} if warn is not None else {}
-        super().__init__(_Where(self.loc), options, embedder=embedder, on_progress=on_progress, **kw)
+        self.lib: MilvusLibrary | None = None
+        self.manifest: dict | None = None
+        self.recovering = False
 
     @property
     def pending_path(self) -> Path:
@@ -99,57 +97,55 @@ class MilvusIndexer(Indexer):
     def ocr_cache_path(self) -> Path:
         return self.loc.ocr_cache_path
 
-    def run(self, corpus) -> IndexReport:
-        t0 = time.time()
-        lib = MilvusLibrary(self.loc, create=True)
+    @contextmanager
+    def session(self, run: Indexer) -> Iterator[MilvusPrevious | None]:
+        lib = self.lib = MilvusLibrary(self.loc, create=True)
         try:
-            self._write(lib, corpus)
+            manifest = self.manifest = lib.manifest()
+            if manifest is not None and manifest.get("format") != FORMAT:
+                raise KBError(f"{self.loc} holds a kb library of format {manifest.get('format')}; this kb writes "
+                              f"format {FORMAT} — rebuild it with --rebuild")
+            self.recovering = manifest is not None and manifest.get("state") == "writing"
+            if self.recovering:
+                beat = float(manifest.get("heartbeat") or 0)
+                if not self.loc.lite and time.time() - beat < LEASE_S:  # a Lite .db has one process anyway
+                    raise IndexBusy(f"another `kb index` is writing {self.loc} (last heard from "
+                                    f"{time.time() - beat:.0f} s ago) — wait for it to finish")
+                run.warn("the previous run was interrupted; recounting the statistics and completing it")
+                n, total, df = lib.recount()
+                manifest.update(passages=n, total_length=total)
+                lib.write_frequencies(df)
+                lib.write_manifest(manifest)
+            yield None if manifest is None else MilvusPrevious(manifest, {d["path"]: d for d in lib.files()}, lib)
         finally:
             lib.close()
-        self.report.seconds = time.time() - t0
-        return self.report
 
-    def _write(self, lib: MilvusLibrary, corpus) -> None:
-        opt, report = self.options, self.report
-        manifest = lib.manifest()
-        if manifest is not None and manifest.get("format") != FORMAT:
-            raise KBError(f"{self.loc} holds a kb library of format {manifest.get('format')}; this kb writes "
-                          f"format {FORMAT} — rebuild it with --rebuild")
-        recovering = manifest is not None and manifest.get("state") == "writing"
-        if recovering:
-            beat = float(manifest.get("heartbeat") or 0)
-            if not self.loc.lite and time.time() - beat < LEASE_S:  # a Lite .db has one process anyway
-                raise IndexBusy(f"another `kb index` is writing {self.loc} (last heard from "
-                                f"{time.time() - beat:.0f} s ago) — wait for it to finish")
-            self.warn("the previous run was interrupted; recounting the statistics and completing it")
-            n, total, df = lib.recount()
-            manifest.update(passages=n, total_length=total)
-            lib.write_frequencies(df)
-            lib.write_manifest(manifest)
-        prev = None
-        if manifest is not None:
-            prev = MilvusPrevious(manifest, {d["path"]: d for d in lib.files()}, lib)
-        corpus = self.start(corpus, prev)
-        scan_started_ns = time.time_ns()
-        full = self.pipeline_changed(prev)
-        plan = self.scan(corpus, prev, full, scan_started_ns)
-        if prev is not None and not full and not plan.new_docs and not plan.removed and not plan.refreshed:
-            report.passages = int(prev.manifest.get("passages", 0))
-            report.generation = str(prev.manifest.get("generation"))
-            return
-        spec = self._spec()
-        if prev is not None and not same_embedder(prev.manifest["embedder"], spec):
-            self._drop_unreadable_kept(plan)  # --rebuild with another model: start over
-            lib.drop()
-            manifest, prev = None, None
-        sources = [prev] if prev is not None else []
+    def unchanged(self, prev: MilvusPrevious, report: IndexReport) -> None:
+        report.passages = int(prev.manifest.get("passages", 0))
+        report.generation = str(prev.manifest.get("generation"))
+
+    def model_changed(self, prev: MilvusPrevious, spec: dict) -> bool:
+        return not same_embedder(prev.manifest["embedder"], spec)
+
+    def start_over(self, prev: MilvusPrevious) -> None:
+        self.lib.drop()
+        self.manifest = None
+        return None
+
+    def vector_source(self, prev: MilvusPrevious | None, spec: dict, run: Indexer) -> VectorSources | None:
+        sources: list = [prev] if prev is not None else []
         if self.reuse_vectors:
             local = _local_source(self.reuse_vectors, spec)
             if local is None:
-                self.warn(f"--reuse-vectors: {self.reuse_vectors}/ was built with another model; not reused")
+                run.warn(f"--reuse-vectors: {self.reuse_vectors}/ was built with another model; not reused")
             else:
                 sources.append(local)
-        new_rows, vec_of = self.embed(plan, VectorSources({"embedder": spec}, sources) if sources else None)
+        return VectorSources({"embedder": spec}, sources) if sources else None
+
+    def apply(self, change: Change, run: Indexer) -> None:
+        opt, report, lib, manifest = run.options, run.report, self.lib, self.manifest
+        plan, prev, new_rows, vec_of = change.plan, change.prev, change.new_rows, change.vec_of
+        spec = run._spec()
         if manifest is None:
             if not lib.exists():
                 lib.create(int(spec["dim"]))
@@ -167,7 +163,7 @@ class MilvusIndexer(Indexer):
         # with whatever an interrupted run left of them
         victims = [prev.docs[rel]["doc_id"] for rel in plan.removed] if prev else []
         victims += [prev.docs[doc.path]["doc_id"] for doc, _ in plan.new_docs if prev and doc.path in prev.docs]
-        if recovering:  # an interrupted run may have left passages of documents it was adding
+        if self.recovering:  # an interrupted run may have left passages of documents it was adding
             victims += [doc.doc_id for doc, _ in plan.new_docs]
         victims = list(dict.fromkeys(victims))
         if victims:
@@ -199,8 +195,8 @@ class MilvusIndexer(Indexer):
                     lib.write_manifest(manifest)
             if bar is not None:
                 bar.update(1)
-            if self.on_progress:
-                self.on_progress("writing", i, len(plan.new_docs))
+            if run.on_progress:
+                run.on_progress("writing", i, len(plan.new_docs))
         if bar is not None:
             bar.close()
         for rel, stat in plan.refreshed.items():
@@ -211,8 +207,8 @@ class MilvusIndexer(Indexer):
                 lib.call(lib.client.upsert, lib.D, [row[0]])
         lib.write_frequencies(df, touched)
         manifest.update(state="clean", generation=int(manifest.get("generation", 0)) + 1, passages=n,
-                        total_length=total, documents=report.documents, created=stamp, corpus=str(corpus),
-                        pipeline=self.pipeline(), scan_started_ns=scan_started_ns,
+                        total_length=total, documents=report.documents, created=stamp, corpus=str(change.corpus),
+                        pipeline=run.pipeline(), scan_started_ns=change.scan_started_ns,
                         kb_version=__version__, avgdl_written=avgdl)
         lib.write_manifest(manifest)
         lib.flush()

@@ -145,17 +145,7 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
         app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET"],
                            allow_headers=["Authorization"])
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        try:
-            length = int(request.headers.get("content-length") or 0)
-        except ValueError:
-            return fail(400, "bad request", "Content-Length is not a number")
-        if length > MAX_BODY_BYTES:
-            return fail(413, "request too large", f"at most {MAX_BODY_BYTES} bytes")
-        if limiter is not None and not limiter.allow(request.client.host if request.client else "?"):
-            return fail(429, "too many requests", f"at most {limiter.per_minute} requests a minute")
-        return await call_next(request)
+    _bound_requests(app, fail, limiter)
 
     def authorized(request: Request) -> None:
         if token is None:
@@ -165,41 +155,7 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
         if scheme.lower() != "bearer" or not token_matches(value.strip(), token):
             raise StarletteHTTPException(401, "missing or wrong API key (Authorization: Bearer …)")
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        names = {401: "unauthorized", 404: "not found", 405: "method not allowed"}
-        response = fail(exc.status_code, names.get(exc.status_code, "error"), str(exc.detail))
-        if exc.status_code == 401:
-            response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
-        parts = []
-        for err in exc.errors():
-            field = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path"))
-            parts.append(f"{field}: {err.get('msg', 'invalid')}")
-        return fail(422, "invalid parameter", "; ".join(parts))
-
-    @app.exception_handler(Unavailable)
-    async def unavailable(request: Request, exc: Unavailable):
-        return fail(503, "index unavailable", str(exc))
-
-    @app.exception_handler(UnknownPassage)
-    async def unknown(request: Request, exc: UnknownPassage):
-        return fail(404, "not found", str(exc))
-
-    @app.exception_handler(EmptyQuery)
-    async def empty(request: Request, exc: EmptyQuery):
-        return fail(422, "invalid parameter", "q: " + str(exc))
-
-    @app.exception_handler(KBError)
-    async def kb_error(request: Request, exc: KBError):
-        return fail(400, "bad request", str(exc))
-
-    @app.exception_handler(Exception)
-    async def crash(request: Request, exc: Exception):  # a bug: one line, no traceback, no path
-        return fail(500, "internal error", type(exc).__name__)
+    _answer_errors(app, fail)
 
     auth = [Depends(authorized)]
 
@@ -262,6 +218,62 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
             return fail(503, "index unavailable", str(e))
         return JSONResponse({"status": "ok", "generation": s.version, "passages": s.count})
     return app
+
+
+def _bound_requests(app: FastAPI, fail, limiter: RateLimiter | None) -> None:
+    """Refuse bodies over MAX_BODY_BYTES unread, and clients over the rate limit."""
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        try:
+            length = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            return fail(400, "bad request", "Content-Length is not a number")
+        if length > MAX_BODY_BYTES:
+            return fail(413, "request too large", f"at most {MAX_BODY_BYTES} bytes")
+        if limiter is not None and not limiter.allow(request.client.host if request.client else "?"):
+            return fail(429, "too many requests", f"at most {limiter.per_minute} requests a minute")
+        return await call_next(request)
+
+
+def _answer_errors(app: FastAPI, fail) -> None:
+    """Every error as JSON ``{"error", "detail"}`` with its status: never a traceback or a path."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        names = {401: "unauthorized", 404: "not found", 405: "method not allowed"}
+        response = fail(exc.status_code, names.get(exc.status_code, "error"), str(exc.detail))
+        if exc.status_code == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        parts = []
+        for err in exc.errors():
+            field = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path"))
+            parts.append(f"{field}: {err.get('msg', 'invalid')}")
+        return fail(422, "invalid parameter", "; ".join(parts))
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable):
+        return fail(503, "index unavailable", str(exc))
+
+    @app.exception_handler(UnknownPassage)
+    async def unknown(request: Request, exc: UnknownPassage):
+        return fail(404, "not found", str(exc))
+
+    @app.exception_handler(EmptyQuery)
+    async def empty(request: Request, exc: EmptyQuery):
+        return fail(422, "invalid parameter", "q: " + str(exc))
+
+    @app.exception_handler(KBError)
+    async def kb_error(request: Request, exc: KBError):
+        return fail(400, "bad request", str(exc))
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception):  # a bug: one line, no traceback, no path
+        return fail(500, "internal error", type(exc).__name__)
 
 
 def _plain(obj: Any) -> Any:
