@@ -23,6 +23,10 @@ class IndexMismatch(KBError):
     pass
 
 
+class IndexDamaged(KBError):
+    """Part of an index cannot be read or does not hold what it should: rebuild it."""
+
+
 class UnknownPassage(KBError):
     pass
 

@@ -145,6 +145,20 @@ def test_kb_serve_refuses_a_network_address_without_a_key(monkeypatch):
     assert r.exit_code == 1 and "KB_ACCESS_TOKEN" in r.output
 
 
+def test_x_forwarded_for_is_trusted_only_from_a_named_proxy(library, monkeypatch):
+    """Was: uvicorn's default trusts X-Forwarded-For from 127.0.0.1, so a local client
+    could pick a new "address" per request and never meet --rate-limit."""
+    import uvicorn
+
+    runs: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: runs.append(kw))
+    for extra in ([], ["--trusted-proxy", "10.0.0.5"]):
+        r = CliRunner().invoke(cli, ["serve", "--index", str(library[1]), "--rate-limit", "5", *extra])
+        assert r.exit_code == 0, r.output
+    assert runs[0]["proxy_headers"] is False
+    assert runs[1]["proxy_headers"] is True and runs[1]["forwarded_allow_ips"] == "10.0.0.5"
+
+
 # --------------------------------------------------------------------------- schemathesis
 
 def test_openapi_schema_holds_under_generated_requests(library):
@@ -261,3 +275,27 @@ def test_mcp_tools_over_stdio(library):
     assert shown["passage"]["id"] == data["passages"][0]["id"] and shown["passage"]["citation"]
     assert near["passages"] and all(p["citation"] for p in near["passages"])
     assert missing.is_error
+
+
+def test_mcp_tool_errors_give_the_assistant_kbs_reason_without_a_traceback(library, caplog):
+    pytest.importorskip("mcp")
+    from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+
+    from kb.embed.embedders import HashEmbedder
+    from kb.search.live import LiveSearcher
+    from kb.serve.mcp import build_server
+
+    server = build_server(library[1], LiveSearcher(library[1], embedder=HashEmbedder(64)))
+
+    def reason(name: str, args: dict) -> str:
+        with pytest.raises(ToolError) as e:
+            asyncio.run(server.call_tool(name, args))
+        assert not isinstance(e.value, UnexpectedToolError)  # anticipated: no traceback is logged
+        return str(e.value)
+
+    with caplog.at_level("INFO"):
+        assert "no passage with id 'nope:1'" in reason("get_passage", {"passage_id": "nope:1"})
+        assert "empty query" in reason("search", {"question": "   "})
+        assert "unknown mode" in reason("search", {"question": "纪律", "mode": "fuzzy"})
+    assert str(library[1]) not in " ".join(r.getMessage() for r in caplog.records)
+    assert not any(r.exc_info for r in caplog.records)

@@ -283,7 +283,7 @@ BAD = [
     ("sqlite", ["search", "服务"], 1, "damaged"),
     ("sqlite", ["index", "DOCS"], 1, "damaged"),
     ("faiss", ["search", "服务"], 1, "damaged"),
-    ("current", ["stats"], 1, "damaged"),
+    ("current", ["stats"], 0, "CURRENT is damaged"),  # the newest intact generation is read
     ("postings", ["search", "服务"], 1, "segments/seg-000001/postings is missing"),
     ("idhash", ["stats"], 1, "segments/seg-000001/idhash.npy is missing"),
     ("segment", ["search", "服务"], 1, "segments/seg-000001 is missing"),
@@ -410,7 +410,7 @@ def test_an_unreadable_file_keeps_its_passages(tmp_path):
     index = tmp_path / "idx"
     update_index(corpus, index, model="hash:64", progress=False, warn=quiet)
     (corpus / "b.txt").unlink()
-    (corpus / "b.txt").symlink_to(tmp_path / "unmounted" / "b.txt")  # the file's storage went away
+    (corpus / "b.txt").symlink_to(corpus / "unmounted" / "b.txt")  # the file's storage went away
     warnings: list[str] = []
     report = update_index(corpus, index, progress=False, warn=warnings.append)
     assert report.kept == 1 and report.removed == 0 and "previous version kept" in report.summary()

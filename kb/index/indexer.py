@@ -35,6 +35,7 @@ from kb.read.documents import (
     byte_limit,
     content_hash,
     parse_document,
+    read_regular,
     too_large,
     walk_files,
 )
@@ -328,7 +329,8 @@ class Indexer:
             raise KBError(f"{corpus} is not a folder — give the folder that holds your documents"
                           + (" (the index is unchanged)" if prev else ""))
         self.spec = None
-        if prev is not None and not opt.rebuild:
+        # --rebuild keeps the library's embedder unless it is told another one
+        if prev is not None and (not opt.rebuild or (opt.model is None and self._embedder is None)):
             self.spec = prev.manifest["embedder"]
             if self._embedder is not None:
                 if not same_embedder(self._embedder.spec(), self.spec):
@@ -409,9 +411,14 @@ class Indexer:
         now: ``{rel: why}``."""
         report, warn = self.report, self.warn
         unreadable_dirs: list[str] = []
+        not_read: list[tuple[str, str]] = []
         files: list[tuple[str, Path, object]] = []
         kept: dict[str, str] = {}  # rel -> why its previous version is kept
-        for rel, file_path, stat in walk_files(corpus, unreadable_dirs):
+        listed = walk_files(corpus, unreadable_dirs, not_read)
+        for rel, why in not_read:
+            warn(f"{rel}: {why}, skipped")
+            report.skipped += 1
+        for rel, file_path, stat in listed:
             name = rel[rel.rfind("/") + 1:]
             dot = name.rfind(".")
             suffix = name[dot:] if dot > 0 else ""
@@ -450,8 +457,7 @@ class Indexer:
             try:
                 if st.st_size > byte_limit(rel, opt.max_file_bytes):
                     raise too_large(rel, st.st_size, opt.max_file_bytes)
-                with open(path, "rb") as f:
-                    raw = f.read()
+                raw = read_regular(path, rel, byte_limit(rel, opt.max_file_bytes), opt.max_file_bytes)
                 h = content_hash(raw)
                 if p and not full and not reread and h == p["content_hash"]:
                     plan.carried[rel] = {**p, "size": st.st_size, "mtime_ns": st.st_mtime_ns,

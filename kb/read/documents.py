@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -783,7 +784,7 @@ def too_large(name: str, size: int, limit: int, hint: str = " (raise it with --m
 
 def doc_id_for(relpath: str) -> str:
     """Stable id of a document: from its path relative to the corpus root."""
-    return hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:12]
+    return hashlib.sha1(relpath.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 def content_hash(raw: bytes) -> str:
@@ -853,14 +854,47 @@ def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES,
     )
 
 
-def walk_files(root: str | Path, unreadable: list[str] | None = None) -> list[tuple[str, str, object]]:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable_name(name: str) -> str:
+    """A file name as kb stores and shows it: bytes that are not UTF-8 (which Python keeps as
+    surrogates) and control characters written as ``\\xNN``; any other name unchanged. It is
+    a function of the name's bytes, so the document keeps its id from run to run."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", name)
+
+
+def _file_kind(mode: int) -> str | None:
+    """None for a regular file, else what it is (FIFOs, sockets and devices are never read)."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def walk_files(root: str | Path, unreadable: list[str] | None = None,
+               skipped: list[tuple[str, str]] | None = None) -> list[tuple[str, str, object]]:
     """``(relative POSIX path, full path, os.stat_result or the OSError of stat)`` of every
-    file under ``root``, sorted by the relative path, hidden files and folders skipped,
-    linked folders not followed; folders that cannot be listed are appended to ``unreadable``
-    (relative POSIX paths, ``"."`` for the root). One pass of ``os.scandir`` with plain
-    strings (a scan of a library of 50,000 files should not spend its time building path
-    objects)."""
+    regular file under ``root``, sorted by the relative path. The folder is a boundary: a link
+    is followed only to a file inside it (linked folders are not followed: no loops), and
+    FIFOs, sockets and devices are never opened; those, with why, go to ``skipped``. Hidden
+    files and folders are left out; folders that cannot be listed are appended to
+    ``unreadable`` (``"."`` for the root). Relative paths are :func:`printable_name` s. One
+    pass of ``os.scandir`` with plain strings (a scan of a library of 50,000 files should not
+    spend its time building path objects)."""
     base = os.fspath(root)
+    real_root = os.path.realpath(base)
     found: list[tuple[str, str, object]] = []
     stack: list[tuple[str, str]] = [(base, "")]
     while stack:
@@ -876,20 +910,52 @@ def walk_files(root: str | Path, unreadable: list[str] | None = None) -> list[tu
             name = entry.name
             if name.startswith("."):
                 continue
-            rel = f"{rel_dir}/{name}" if rel_dir else name
+            rel = f"{rel_dir}/{printable_name(name)}" if rel_dir else printable_name(name)
             try:
+                link = entry.is_symlink()
                 is_dir = entry.is_dir()
-                if is_dir and entry.is_symlink():
-                    continue  # as os.walk: a linked folder is not followed (no loops)
             except OSError:
-                is_dir = False
+                link, is_dir = False, False
             if is_dir:
-                stack.append((entry.path, rel))
+                if not link:  # as os.walk: a linked folder is not followed (no loops)
+                    stack.append((entry.path, rel))
+                continue
+            if link and not _inside(os.path.realpath(entry.path), real_root):
+                if skipped is not None:
+                    skipped.append((rel, "a link to a file outside the library folder"))
                 continue
             try:
                 st: object = entry.stat()
             except OSError as e:  # a link whose target is gone, a file that vanished
                 st = e
+            else:
+                kind = _file_kind(st.st_mode)
+                if kind is not None:
+                    if skipped is not None:
+                        skipped.append((rel, kind))
+                    continue
             found.append((rel, entry.path, st))
     found.sort(key=lambda f: f[0])
     return found
+
+
+def read_regular(path: str, name: str, limit: int, max_bytes: int) -> bytes:
+    """The bytes of the regular file at ``path``, read no further than ``limit`` (the size
+    limit holds while reading, whatever the file's size said). Opened without blocking and
+    checked after opening: a FIFO or device put in its place is refused, never waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        kind = _file_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise DocumentError(f"{name}: {kind}, not read")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise too_large(name, total, max_bytes)
+    finally:
+        os.close(fd)

@@ -86,6 +86,8 @@ def competition_ranks(run: list[int], score_of: dict[int, float]) -> dict[int, i
 def bound_query(query: str | None, limit: int = MAX_QUERY_CHARS) -> tuple[str, bool]:
     """``(query stripped and cut to limit characters, whether it was cut)``."""
     query = (query or "")[: limit * 4].strip()  # never strip or scan an unbounded string
+    if not query.isascii():  # text that is not Unicode (a terminal's stray bytes) is replaced, not fatal
+        query = query.encode("utf-8", "replace").decode("utf-8")
     if len(query) > limit:
         return query[:limit].rstrip(), True
     return query, False

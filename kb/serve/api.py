@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kb import __version__
 from kb.embed.embedders import Embedder
-from kb.errors import EmptyQuery, KBError, UnknownPassage
+from kb.errors import EmptyQuery, IndexDamaged, KBError, UnknownPassage
 from kb.present.views import DocumentView, PassageView, SearchResponse
 from kb.records import SEARCH_MODES
 from kb.search.live import LiveSearcher
@@ -257,6 +257,10 @@ def _answer_errors(app: FastAPI, fail) -> None:
 
     @app.exception_handler(Unavailable)
     async def unavailable(request: Request, exc: Unavailable):
+        return fail(503, "index unavailable", str(exc))
+
+    @app.exception_handler(IndexDamaged)
+    async def damaged(request: Request, exc: IndexDamaged):  # found by a query: the index, not the request
         return fail(503, "index unavailable", str(exc))
 
     @app.exception_handler(UnknownPassage)

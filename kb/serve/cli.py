@@ -396,9 +396,12 @@ def _serving_threads() -> None:
               help="At most N requests a minute from one client address (429 beyond).")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="URL",
               help="Allow browser pages from this origin to call the API (repeatable). Off by default.")
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="ADDR",
+              help="A reverse proxy whose X-Forwarded-For names the client (repeatable). "
+                   "Without one the header is ignored: it cannot dodge --rate-limit.")
 @_index_option
 @_friendly
-def serve_cmd(host, port, rate_limit, cors_origins, index_dir):
+def serve_cmd(host, port, rate_limit, cors_origins, trusted_proxies, index_dir):
     """Serve the HTTP API (OpenAPI at /docs): /search, /passages/ID, /passages/ID/related,
     /documents, /documents/ID, /stats, /healthz.
 
@@ -418,7 +421,8 @@ def serve_cmd(host, port, rate_limit, cors_origins, index_dir):
     app = create_app(index_dir, token=token, rate_limit=rate_limit, cors_origins=list(cors_origins) or None)
     click.echo(f"kb API on http://{host}:{port}/ (docs at /docs){' — API key required' if token else ''}", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False, timeout_keep_alive=5,
-                h11_max_incomplete_event_size=16 * 1024)
+                h11_max_incomplete_event_size=16 * 1024, proxy_headers=bool(trusted_proxies),
+                forwarded_allow_ips=",".join(trusted_proxies) or None)
 
 
 @cli.command("mcp")

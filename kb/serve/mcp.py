@@ -3,15 +3,32 @@ quotes and their sources. Every passage comes with its citation string."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from kb.errors import KBError
 from kb.search.live import LiveSearcher
 from kb.search.searcher import search_response
+from kb.serve.access import redact_paths
 
 # What an assistant needs of a passage to quote and cite it; the rest stays out of its context.
 FIELDS = ("id", "doc_id", "title", "heading_path", "text", "score", "citation", "meta", "support")
+
+
+def _one_line(tool):
+    """kb's own one-line reason for the assistant (no passage with id …, empty query, an
+    unknown mode), without a server path, and no traceback in the server's log."""
+    @functools.wraps(tool)
+    def call(*args, **kwargs):
+        from mcp.server.mcpserver.exceptions import ToolError
+
+        try:
+            return tool(*args, **kwargs)
+        except KBError as e:
+            raise ToolError(redact_paths(str(e))) from None
+    return call
 
 
 def _passage(view) -> dict[str, Any]:
@@ -29,6 +46,7 @@ def build_server(index_dir: str | Path, library: LiveSearcher | None = None):
         "passages on the same subject. Passages marked low_confidence do not answer the question well."))
 
     @server.tool()
+    @_one_line
     def search(question: str, k: int = 5, mode: str = "hybrid", cite: str = "short") -> dict[str, Any]:
         """Find the passages that answer a question (Chinese works best). Returns up to k passages,
         best first, each with its document title, section path (heading_path), text and a ready-to-paste
@@ -43,6 +61,7 @@ def build_server(index_dir: str | Path, library: LiveSearcher | None = None):
         return out
 
     @server.tool()
+    @_one_line
     def get_passage(passage_id: str, context: int = 1) -> dict[str, Any]:
         """A passage by id (from search), with up to `context` neighbouring paragraphs before and after,
         its document's metadata and its citation."""
@@ -53,6 +72,7 @@ def build_server(index_dir: str | Path, library: LiveSearcher | None = None):
                 "after": [a["text"] for a in view["after"]]}
 
     @server.tool()
+    @_one_line
     def related(passage_id: str, k: int = 5) -> dict[str, Any]:
         """Passages on the same subject as the given one (not itself, its paragraph or its sub-points),
         each with its citation."""

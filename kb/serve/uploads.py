@@ -60,17 +60,30 @@ def save_upload(folder: str | Path, name: str, data: bytes, max_bytes: int = DEF
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / safe
     n = 2
-    while target.exists():
-        if target.read_bytes() == data:
+    while target.exists() or target.is_symlink():
+        if not target.is_symlink() and target.is_file() and target.read_bytes() == data:
             return target
         target = folder / f"{Path(safe).stem} ({n}){suffix}"
         n += 1
     if not inside(folder, target):  # pragma: no cover - sanitize_filename already prevents it
         raise KBError(f"{name}: refusing to write outside {folder}")
     tmp = target.with_name(f".{target.name}.uploading")
-    tmp.write_bytes(data)
+    _write_new(tmp, data)
     os.replace(tmp, target)
     return target
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write ``data`` to a file that this call creates: never through a link or into a file
+    planted at that name (one left there is removed — the link itself, not its target)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileExistsError:
+        os.unlink(path)
+        fd = os.open(path, flags, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def remove_document(folder: str | Path, relpath: str) -> Path:

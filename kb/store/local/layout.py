@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import sqlite3
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from kb import __version__
-from kb.errors import IndexBusy, IndexNotFound, KBError, OldFormat
+from kb.errors import IndexBusy, IndexDamaged, IndexNotFound, KBError, OldFormat
 
 FORMAT_VERSION = 2  # 1: one monolithic generation (migrated by `kb index`); 2: segments
 
@@ -111,6 +112,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    """A warning a reader cannot act on but should see: once per process."""
+    if message not in _SAID:
+        _SAID.add(message)
+        print(f"warning: {message}", file=sys.stderr)
+
+
 class IndexDir:
     """Paths and atomic switching for one index folder."""
 
@@ -127,18 +138,46 @@ class IndexDir:
             raise KBError(f"{self.root} is a file, not an index folder — give --index a folder")
 
     def current(self) -> Path | None:
+        """The live generation: the one ``CURRENT`` names, or — when ``CURRENT`` is damaged
+        (empty, garbage, naming something that is not a generation here) — the newest intact
+        one, said once on stderr; ``None`` when there is none."""
         self.check_folder()
         try:
-            name = self.current_file.read_text(encoding="utf-8").strip()
+            name: str | None = self.current_file.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as e:
+        except UnicodeDecodeError:
+            name = None
+        except OSError as e:
             raise KBError(f"cannot read the index at {self.root}/ ({_reason(e)})") from e
-        if not name.startswith("gen-") or "/" in name or "\\" in name:
-            raise KBError(f"index at {self.root}/ is damaged (CURRENT names {name[:40]!r}) — "
+        valid = bool(name) and name.startswith("gen-") and "/" not in name and "\\" not in name
+        if valid and (self.root / name / "manifest.json").exists():
+            return self.root / name
+        fallback = self.newest_intact()
+        if fallback is not None:
+            shown = "unreadable bytes" if name is None else repr(name[:40])
+            _say_once(f"index at {self.root}/: CURRENT is damaged ({shown}); reading {fallback.name}, the newest "
+                      "intact generation — the next `kb index` repairs CURRENT")
+            return fallback
+        if not valid:
+            raise KBError(f"index at {self.root}/ is damaged (CURRENT names {(name or '')[:40]!r}) — "
                           "rebuild it with `kb index FOLDER --rebuild`")
-        gen = self.root / name
-        return gen if (gen / "manifest.json").exists() else None
+        return None
+
+    def newest_intact(self) -> Path | None:
+        """The newest generation whose manifest reads and whose segments all exist."""
+        for gen in reversed(self.generations()):
+            if gen.name.endswith(".tmp"):
+                continue
+            try:
+                data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+                names = [e["name"] for e in data["segments"]] if data.get("format_version") != 1 else []
+                if isinstance(data.get("embedder"), dict) and all(
+                        (self.segments_dir / n / "segment.json").is_file() for n in names):
+                    return gen
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return None
 
     def require_current(self) -> Path:
         gen = self.current()
@@ -241,7 +280,7 @@ def _reason(e: BaseException) -> str:
 
 
 def damaged(where: Path, e: BaseException) -> KBError:
-    return KBError(f"index at {where}/ is damaged or unreadable ({_reason(e)}) — "
+    return IndexDamaged(f"index at {where}/ is damaged or unreadable ({_reason(e)}) — "
                    "rebuild it with `kb index FOLDER --rebuild`")
 
 

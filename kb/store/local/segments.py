@@ -26,12 +26,13 @@ import sqlite3
 import threading
 import time
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kb.errors import KBError
+from kb.errors import IndexDamaged, KBError
 from kb.store.base import id_hash
 from kb.store.local.layout import (
     DOC_COLUMNS,
@@ -74,8 +75,17 @@ class PassageStore:
         self._vkey_map: dict[str, int] | None = None
 
     def _all(self, sql: str, args=()) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._lock, self._reading():
             return [dict(r) for r in self.con.execute(sql, args)]
+
+    @contextmanager
+    def _reading(self):
+        """A page of the file that does not read (found only when a query reaches it) is
+        the index's damage, said in one line naming the file — not an unexpected error."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            raise segment_damaged(self.path.parent, "meta.sqlite", e) from e
 
     def documents(self) -> list[dict[str, Any]]:
         docs = self._all(f"SELECT {self.DOC_BRIEF} FROM documents ORDER BY doc_idx")
@@ -87,7 +97,7 @@ class PassageStore:
         """What a re-index compares with the folder: path, hash, size and times (no text)."""
         ctime = "NULL AS ctime_ns" if "NULL AS ctime_ns" in self.DOC_BRIEF else "ctime_ns"
         names = ("doc_idx", "doc_id", "path", "content_hash", "size", "mtime_ns", "ctime_ns", "n_passages")
-        with self._lock:
+        with self._lock, self._reading():
             cur = self.con.cursor()
             cur.row_factory = None  # plain tuples: a library of 50,000 documents is read on every run
             rows = cur.execute(f"SELECT doc_idx, doc_id, path, content_hash, size, mtime_ns, {ctime}, n_passages "
@@ -256,7 +266,7 @@ class SegmentWriter:
 # ---------------------------------------------------------------------------- reading
 def segment_damaged(path: Path, what: str, e: BaseException) -> KBError:
     where = f"{path.parent.name}/{path.name}/{what}" if what else f"{path.parent.name}/{path.name}"
-    return KBError(f"index at {path.parent.parent}/ is damaged: {where} is missing or unreadable "
+    return IndexDamaged(f"index at {path.parent.parent}/ is damaged: {where} is missing or unreadable "
                    f"({_reason(e)}) — rebuild it with `kb index FOLDER --rebuild`")
 
 

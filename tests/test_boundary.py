@@ -1,0 +1,208 @@
+"""The library folder is a boundary (issue 24): nothing outside it is read through a link,
+nothing in it can make `kb index` wait (FIFOs, devices), every read is bounded while it
+reads, and a file name is data (bytes that are not UTF-8, control characters)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+from contextlib import contextmanager
+
+import pytest
+from click.testing import CliRunner
+
+from kb.errors import DocumentError
+from kb.index import update_index
+from kb.read.documents import printable_name, read_regular
+from kb.search.searcher import Searcher
+from kb.serve.cli import cli
+from kb.serve.uploads import save_upload
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail instead of hanging: what these tests guard against is a blocked open()."""
+    def expired(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def index(folder, where, warnings=None):
+    return update_index(folder, where, model="hash:64", progress=False,
+                        warn=(warnings.append if warnings is not None else lambda m: None))
+
+
+@pytest.fixture
+def docs(tmp_path):
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("通知\n\n各单位要严格执行差旅费报销制度。", encoding="utf-8")
+    (folder / "sub" / "real.txt").write_text("水稻\n\n杂交水稻的育种方法包括三系法。", encoding="utf-8")
+    return folder
+
+
+def test_links_to_files_outside_the_library_are_never_read(tmp_path, docs):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("机密\n\n口令是天王盖地虎宝塔镇河妖。", encoding="utf-8")
+    (docs / "secret.txt").symlink_to(secret)
+    (docs / "passwd.txt").symlink_to("/etc/passwd")
+    (docs / "inner.txt").symlink_to(docs / "sub" / "real.txt")  # inside: followed (same content: one copy)
+    warnings: list[str] = []
+    report = index(docs, tmp_path / "index", warnings)
+    assert "secret.txt: a link to a file outside the library folder, skipped" in warnings
+    assert "passwd.txt: a link to a file outside the library folder, skipped" in warnings
+    s = Searcher.load(tmp_path / "index")
+    assert sorted(d["path"] for d in s.docs) == ["a.txt", "inner.txt"]  # sub/real.txt: the same content
+    assert report.documents == 2
+    assert not s.search("天王盖地虎", mode="lexical") and not s.search("root", mode="lexical")
+
+
+def test_a_link_retargeted_outside_the_library_drops_its_document(tmp_path, docs):
+    (docs / ".store").mkdir()  # hidden: not indexed itself, but inside the library
+    (docs / ".store" / "c.txt").write_text("内部\n\n链接指向的内部文件。", encoding="utf-8")
+    (docs / "b.txt").symlink_to(docs / ".store" / "c.txt")
+    index(docs, tmp_path / "index")
+    assert "b.txt" in {d["path"] for d in Searcher.load(tmp_path / "index").docs}
+    outside = tmp_path / "outside.txt"
+    outside.write_text("外面\n\n不属于知识库的文件内容。", encoding="utf-8")
+    (docs / "b.txt").unlink()
+    (docs / "b.txt").symlink_to(outside)
+    report = index(docs, tmp_path / "index")
+    assert report.removed == 1 and "b.txt" not in {d["path"] for d in Searcher.load(tmp_path / "index").docs}
+
+
+def test_fifos_and_devices_are_skipped_without_waiting(tmp_path, docs):
+    os.mkfifo(docs / "pipe.txt")
+    (docs / "zero.txt").symlink_to("/dev/zero")
+    (docs / "to-pipe.md").symlink_to(docs / "pipe.txt")  # a link inside the library to a FIFO
+    warnings: list[str] = []
+    with deadline(60):
+        report = index(docs, tmp_path / "index", warnings)
+    assert "pipe.txt: a FIFO, skipped" in warnings and "to-pipe.md: a FIFO, skipped" in warnings
+    assert "zero.txt: a link to a file outside the library folder, skipped" in warnings
+    assert report.documents == 2 and report.skipped == 3
+
+
+def test_reading_refuses_a_fifo_and_stops_at_the_limit(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    with deadline(10), pytest.raises(DocumentError, match="a FIFO, not read"):
+        read_regular(str(tmp_path / "pipe"), "pipe", 1000, 1000)
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"x" * 5000)
+    assert read_regular(str(big), "big.txt", 5000, 5000) == b"x" * 5000
+    with pytest.raises(DocumentError, match="over the"):
+        read_regular(str(big), "big.txt", 4096, 4096)
+
+
+def test_names_that_are_not_utf8_or_hold_control_characters_are_data(tmp_path, docs):
+    raw = os.fsencode(docs)
+    with open(os.path.join(raw, b"bad\xff.txt"), "wb") as f:
+        f.write("坏名\n\n文件名不是合法的 UTF-8 编码。".encode())
+    (docs / "new\nline.txt").write_text("换行\n\n文件名里有一个换行符。", encoding="utf-8")
+    warnings: list[str] = []
+    first = index(docs, tmp_path / "index", warnings)
+    assert first.failed == 0 and first.documents == 4
+    paths = {d["path"] for d in Searcher.load(tmp_path / "index").docs}
+    assert {"bad\\xff.txt", "new\\x0aline.txt"} <= paths
+    again = index(docs, tmp_path / "index")
+    assert not again.updated and again.unchanged == 4  # the same ids from the same bytes
+    r = CliRunner().invoke(cli, ["search", "文件名", "--index", str(tmp_path / "index"), "--mode", "lexical"])
+    assert r.exit_code == 0 and "new\nline" not in r.output and "new\\x0aline.txt" in r.output
+    assert printable_name("普通文件.txt") == "普通文件.txt" and printable_name("a\tb") == "a\\x09b"
+
+
+def test_a_query_of_stray_bytes_is_answered_not_a_crash(tmp_path, docs):
+    index(docs, tmp_path / "index")
+    r = CliRunner().invoke(cli, ["search", "\udcff\udcfe", "--index", str(tmp_path / "index")])
+    assert "unexpected" not in r.output and "Traceback" not in r.output
+    assert r.exit_code in (0, 2), r.output
+
+
+def test_an_upload_never_writes_through_a_planted_link(tmp_path):
+    library, outside = tmp_path / "library", tmp_path / "outside.md"
+    library.mkdir()
+    outside.write_text("原样", encoding="utf-8")
+    (library / ".x.md.uploading").symlink_to(outside)
+    target = save_upload(library, "x.md", "# 上传\n\n新的内容。".encode())
+    assert target == library / "x.md" and target.read_text(encoding="utf-8").startswith("# 上传")
+    assert outside.read_text(encoding="utf-8") == "原样" and not target.is_symlink()
+
+
+def test_rebuild_keeps_the_librarys_embedder_unless_told_another(tmp_path, docs):
+    """Was: `kb index --rebuild` without --model silently switched a library to the default model."""
+    index(docs, tmp_path / "index")  # hash:64
+    r = update_index(docs, tmp_path / "index", rebuild=True, progress=False, warn=lambda m: None)
+    assert r.updated
+    assert Searcher.load(tmp_path / "index").spec == {"backend": "hash", "model": "char-ngram-hash-64", "dim": 64}
+    update_index(docs, tmp_path / "index", model="hash:32", rebuild=True, progress=False, warn=lambda m: None)
+    assert Searcher.load(tmp_path / "index").spec["dim"] == 32
+
+
+@pytest.mark.parametrize("current", [b"", b"garbage\n", b"../../../etc\n", b"gen-999999\n", b"\xff\xfe"])
+def test_a_damaged_current_falls_back_to_the_newest_intact_generation(tmp_path, docs, current, capsys):
+    index(docs, tmp_path / "index")
+    (docs / "b.txt").write_text("第二篇\n\n乡村振兴与人居环境整治。", encoding="utf-8")
+    index(docs, tmp_path / "index")
+    live = (tmp_path / "index" / "CURRENT").read_text().strip()
+    (tmp_path / "index" / "CURRENT").write_bytes(current)
+    s = Searcher.load(tmp_path / "index")
+    assert s.version == live and s.search("人居环境", mode="lexical")
+    assert "CURRENT is damaged" in capsys.readouterr().err
+    (docs / "c.txt").write_text("第三篇\n\n修复之后的新文档。", encoding="utf-8")
+    report = index(docs, tmp_path / "index")  # the next run publishes, and CURRENT is whole again
+    assert report.updated and (tmp_path / "index" / "CURRENT").read_text().strip() == report.generation
+
+
+def test_a_damaged_meta_sqlite_is_damage_in_one_line(tmp_path, docs):
+    index(docs, tmp_path / "index")
+    meta = next((tmp_path / "index" / "segments").glob("*/meta.sqlite"))
+    data = bytearray(meta.read_bytes())
+    for i in range(len(data) // 3, len(data), 7):
+        data[i] = (data[i] + 77) % 256
+    meta.write_bytes(bytes(data))
+    r = CliRunner().invoke(cli, ["search", "差旅费", "--mode", "lexical", "--index", str(tmp_path / "index")])
+    assert r.exit_code == 1 and "is damaged" in r.output and "meta.sqlite" in r.output
+    assert "unexpected" not in r.output
+
+
+class _BadPages:
+    """A connection whose pages turn out not to read when a query reaches them."""
+
+    def __init__(self, con):
+        self.con = con
+
+    def execute(self, *a, **kw):
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    def cursor(self):
+        return self
+
+
+def test_damage_found_by_a_query_is_damage_and_503_not_a_crash(tmp_path, docs, monkeypatch):
+    """Was: "unexpected DatabaseError … please report it" from the CLI and 500 from the API
+    when a query first reached a page of meta.sqlite that does not read."""
+    from fastapi.testclient import TestClient
+
+    from kb.embed.embedders import HashEmbedder
+    from kb.errors import IndexDamaged
+    from kb.serve.api import create_app
+
+    index(docs, tmp_path / "index")
+    s = Searcher.load(tmp_path / "index", embedder=HashEmbedder(64))
+    hit = s.search("差旅费", mode="lexical")[0]
+    api = TestClient(create_app(tmp_path / "index", embedder=HashEmbedder(64)))
+    assert api.get("/search", params={"q": "差旅费"}).status_code == 200
+    for seg in s.snapshot.segments:  # shared with the API's searcher: one reader per segment
+        monkeypatch.setattr(seg.store, "con", _BadPages(seg.store.con))
+    with pytest.raises(IndexDamaged, match="meta.sqlite is missing or unreadable"):
+        s.show(hit.id)
+    got = api.get(f"/passages/{hit.id}")
+    assert got.status_code == 503 and "damaged" in got.json()["detail"]
