@@ -254,6 +254,35 @@ _BLOCK_TAGS = {
 }
 
 
+_HEADING_TAGS = {f"h{level}": level for level in range(1, 7)}
+
+
+def _html_text(soup) -> str:
+    """The page's text, a heading as a ``#`` line and a block on lines of its own, in one
+    iterative walk: linear in the size of the tree however deep it nests (inserting marks
+    into the tree and calling ``get_text`` was quadratic in the depth)."""
+    from bs4 import CData, NavigableString, Tag
+
+    out: list[str] = []
+    stack: list[tuple[object, str | None]] = [(soup, None)]
+    while stack:
+        node, closing = stack.pop()
+        if closing is not None:
+            out.append(closing)
+        elif isinstance(node, Tag):
+            level = _HEADING_TAGS.get(node.name)
+            if level:
+                out.append("\n\n" + "#" * level + " ")
+                stack.append((None, "\n\n"))
+            elif node.name in _BLOCK_TAGS:
+                out.append("\n")
+                stack.append((None, "\n"))
+            stack.extend((child, None) for child in reversed(node.contents))
+        elif type(node) in (NavigableString, CData):  # what get_text() reads: no comments, doctypes
+            out.append(str(node))
+    return "".join(out)
+
+
 def _read_html(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     from bs4 import BeautifulSoup
 
@@ -285,14 +314,7 @@ def _read_html(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
         meta["url"] = url
     if soup.head:
         soup.head.decompose()
-    for level in range(1, 7):
-        for h in soup.find_all(f"h{level}"):
-            h.insert_before("\n\n" + "#" * level + " ")
-            h.insert_after("\n\n")
-    for tag in soup.find_all(_BLOCK_TAGS):
-        tag.insert_before("\n")
-        tag.insert_after("\n")
-    text = soup.get_text()
+    text = _html_text(soup)
     if title is None:
         h1 = re.search(r"^# (.+)$", text, re.M)
         title = h1.group(1).strip() if h1 else None
