@@ -206,3 +206,59 @@ def test_damage_found_by_a_query_is_damage_and_503_not_a_crash(tmp_path, docs, m
         s.show(hit.id)
     got = api.get(f"/passages/{hit.id}")
     assert got.status_code == 503 and "damaged" in got.json()["detail"]
+
+
+def test_streamlit_never_phones_out_for_its_address(monkeypatch):
+    """Was: a websocket handshake with a foreign Origin made the page's server ask
+    checkip.amazonaws.com for its public address (and its start-up banner did too)."""
+    from streamlit import net_util
+    from streamlit.web.server import server_util
+
+    from kb.serve.streamlit_server import harden
+
+    asked: list = []
+    monkeypatch.setattr(net_util, "_make_blocking_http_get", lambda *a, **k: asked.append(a))
+    monkeypatch.setattr(net_util, "_external_ip", None)
+    harden()
+    assert net_util.get_external_ip() == "" and not asked
+    assert not server_util.is_url_from_allowed_origins("http://evil.example:8501") and not asked
+
+
+def test_uploads_need_the_token_where_the_page_does(monkeypatch):
+    """Was: `PUT /_stcore/upload_file/…` took files from visitors who never gave the token."""
+    from starlette.exceptions import HTTPException
+    from streamlit import config
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+    from streamlit.runtime.uploaded_file_manager import UploadedFileRec
+
+    from kb.serve.access import authorize_session
+    from kb.serve.streamlit_server import harden
+
+    harden()
+    files = MemoryUploadedFileManager("/_stcore/upload_file")
+    rec = UploadedFileRec(file_id="f1", name="a.txt", type="text/plain", data=b"x" * 100)
+    old = config.get_option("server.address")
+    try:
+        config.set_option("server.address", "0.0.0.0")
+        monkeypatch.setenv("KB_ACCESS_TOKEN", "a-long-secret-token-for-tests")
+        with pytest.raises(HTTPException) as refused:
+            files.add_file("visitor", rec)
+        assert refused.value.status_code == 403 and not files.get_files("visitor", ["f1"])
+        authorize_session("member")
+        files.add_file("member", rec)
+        assert files.get_files("member", ["f1"])
+        monkeypatch.delenv("KB_ACCESS_TOKEN")  # exposed without a token: the page serves nothing, takes nothing
+        with pytest.raises(HTTPException):
+            files.add_file("member", rec)
+        config.set_option("server.address", "127.0.0.1")  # loopback, no token: open, as the page is
+        files.add_file("anyone", rec)
+    finally:
+        config.set_option("server.address", old)
+
+
+def test_kb_page_starts_the_hardened_server(monkeypatch, tmp_path):
+    started: list[list[str]] = []
+    monkeypatch.setattr(os, "execv", lambda exe, args: started.append(args))
+    r = CliRunner().invoke(cli, ["page", "--index", str(tmp_path / "index")])
+    assert r.exit_code == 0, r.output
+    assert started[0][1:4] == ["-m", "kb.serve.streamlit_server", "run"]

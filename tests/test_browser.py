@@ -63,7 +63,7 @@ def server(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "KB_INDEX": str(d / "index")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+        [sys.executable, "-m", "kb.serve.streamlit_server", "run", str(ROOT / "app.py"), "--server.headless", "true",
          "--server.fileWatcherType", "none", "--server.address", "127.0.0.1", "--server.port", str(port),
          "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -114,3 +114,16 @@ def redact_paths(message: str) -> str:
         return "…/" + parts[-1] if parts else m.group(0)
 
     return _ABS_PATH.sub(short, message)
+
+
+# Streamlit sessions whose visitor gave the access token (kb.serve.page): what Streamlit's own
+# routes, outside the page script, check before taking data (kb.serve.streamlit_server).
+_AUTHORIZED_SESSIONS: set[str] = set()
+
+
+def authorize_session(session_id: str) -> None:
+    _AUTHORIZED_SESSIONS.add(session_id)
+
+
+def session_authorized(session_id: str) -> bool:
+    return session_id in _AUTHORIZED_SESSIONS

@@ -372,8 +372,9 @@ def page_cmd(host, port, index_dir):
     _serving_threads()
     page = Path(__file__).resolve().parent / "page.py"
     # the settings of .streamlit/config.toml, given as flags: kb page works from any folder
-    args = [sys.executable, "-m", "streamlit", "run", str(page), "--server.address", host, "--server.port", str(port),
-            "--server.fileWatcherType", "none", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    args = [sys.executable, "-m", "kb.serve.streamlit_server", "run", str(page), "--server.address", host,
+            "--server.port", str(port), "--server.fileWatcherType", "none", "--server.headless", "true",
+            "--browser.gatherUsageStats", "false",
             "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal", "--server.maxUploadSize", "20",
             "--theme.primaryColor", "#1f6feb", "--theme.base", "light", "--", "--index", str(index_dir)]
     os.execv(sys.executable, args)

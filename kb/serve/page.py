@@ -24,7 +24,8 @@ from kb.present.render import document_html, highlight_html, meta_line, text_htm
 from kb.records import SEARCH_MODES
 from kb.search.live import LiveSearcher
 from kb.search.searcher import MAX_QUERY_CHARS, Searcher, bound_query, search_response
-from kb.serve.access import check_exposure, confine, library_roots, redact_paths, token_matches
+from kb.serve.access import authorize_session, check_exposure, confine, library_roots, redact_paths, token_matches
+from kb.serve.streamlit_server import harden
 from kb.serve.uploads import UPLOAD_SUFFIXES, remove_document, save_upload
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "corpus"  # in a checkout of kb
@@ -120,6 +121,15 @@ def show_notices(where) -> None:
         st.rerun()
 
 
+def _remember_authorized() -> None:
+    """Tell Streamlit's own routes (uploads) that this session's visitor gave the token."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is not None:
+        authorize_session(ctx.session_id)
+
+
 def access_granted() -> bool:
     """The page's door: served beyond this machine only with an access token, which each
     visitor types once per session (compared in constant time)."""
@@ -131,7 +141,10 @@ def access_granted() -> bool:
                  "KB_ACCESS_TOKEN 后重新启动，或者只在本机（127.0.0.1）上运行。")
         st.caption(text_html(str(e)))
         return False
-    if token is None or st.session_state.get("kb_authorized"):
+    if token is None:
+        return True
+    if st.session_state.get("kb_authorized"):
+        _remember_authorized()
         return True
     st.title("kb 知识库检索")
     with st.form("login"):
@@ -139,6 +152,7 @@ def access_granted() -> bool:
         if st.form_submit_button("进入", type="primary"):
             if token_matches(given, token):
                 st.session_state["kb_authorized"] = True
+                _remember_authorized()
                 st.rerun()
             st.error("口令不对。")
     return False
@@ -495,6 +509,7 @@ def remove(searcher: Searcher, doc_id: str, corpus: Path, index_dir: str) -> Non
 
 
 def main() -> None:
+    harden()  # also when started as a plain `streamlit run app.py` (kb page hardens before the server starts)
     st.set_page_config(page_title="kb · 知识库检索", page_icon="📚", layout="centered")
     st.markdown(CSS, unsafe_allow_html=True)
     if not access_granted():
