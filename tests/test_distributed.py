@@ -13,8 +13,23 @@ from kb.search.searcher import Searcher  # noqa: E402
 from .test_segments import QUERIES, quiet  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local cluster for the module, started with kb's retry on a slow node start (a busy
+    CI machine), so the test measures kb, not how fast Ray comes up."""
+    import os
+
+    import ray
+
+    from kb.embed.ray import start_ray
+
+    start_ray(num_cpus=os.cpu_count() or 1)
+    yield
+    ray.shutdown()
+
+
 @pytest.mark.slow
-def test_ray_embeds_what_a_plain_run_embeds_and_the_driver_writes_milvus(tmp_path, corpus):
+def test_ray_embeds_what_a_plain_run_embeds_and_the_driver_writes_milvus(tmp_path, corpus, ray_cluster):
     pytest.importorskip("pymilvus")
     from kb.store.milvus import library as milvus
 
@@ -33,3 +48,26 @@ def test_ray_embeds_what_a_plain_run_embeds_and_the_driver_writes_milvus(tmp_pat
         assert (abs(vx - vy) < 1e-6).all()
     finally:
         milvus.release(store)
+
+
+def test_a_slow_ray_node_start_is_tried_again_and_other_failures_are_not(monkeypatch):
+    import ray
+
+    from kb.embed.ray import start_ray
+
+    calls: list[dict] = []
+
+    def init(**kw):
+        calls.append(kw)
+        if len(calls) == 1:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+        if kw.get("address") == "bad":
+            raise ConnectionError("no cluster there")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    start_ray(num_cpus=1)
+    assert len(calls) == 2
+    with pytest.raises(ConnectionError):
+        start_ray(address="bad")
+    assert len(calls) == 3

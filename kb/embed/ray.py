@@ -33,6 +33,24 @@ class _Encoder:
         return {"key": batch["key"], "vector": np.asarray(self.embedder.embed_passages(texts), dtype=np.float32)}
 
 
+START_TRIES = 3  # a local node that is slow to register (a busy CPU) is started again, not fatal
+
+
+def start_ray(**kw) -> None:
+    """``ray.init`` (dashboard off, quiet), tried again when the local node "timed out during
+    startup" — Ray waits a fixed 30 s for it, which a loaded machine can miss."""
+    import ray
+
+    for attempt in range(START_TRIES):
+        try:
+            ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **kw)
+            return
+        except Exception as e:
+            if attempt + 1 == START_TRIES or "timed out during startup" not in str(e):
+                raise
+            ray.shutdown()
+
+
 def ray_embed(spec: dict, items: list[tuple[str, str]], on_batch: Callable[[list[str], np.ndarray], None],
               address: str | None = None, actors: int | None = None, batch_size: int = 64) -> None:
     """Embed ``items`` (key, text) with the embedder ``spec`` on a Ray cluster (``address``;
@@ -49,8 +67,8 @@ def ray_embed(spec: dict, items: list[tuple[str, str]], on_batch: Callable[[list
     if not ray.is_initialized():
         kw = {"address": address} if address else {"num_cpus": os.cpu_count() or 1}
         try:
-            ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **kw)
-        except (ConnectionError, RuntimeError, ValueError) as e:
+            start_ray(**kw)
+        except Exception as e:  # Ray raises a bare Exception when its node is slow to start
             raise KBError(f"cannot start or join the Ray cluster{' at ' + address if address else ''} ({e})") from e
         started = True
     try:
