@@ -262,3 +262,41 @@ def test_kb_page_starts_the_hardened_server(monkeypatch, tmp_path):
     r = CliRunner().invoke(cli, ["page", "--index", str(tmp_path / "index")])
     assert r.exit_code == 0, r.output
     assert started[0][1:4] == ["-m", "kb.serve.streamlit_server", "run"]
+
+
+def test_a_full_disk_while_writing_vectors_is_one_line_and_nothing_is_published(tmp_path, docs, monkeypatch):
+    """Was: "unexpected RuntimeError … please report it" (faiss reports a failed write so)."""
+    import faiss
+
+    index(docs, tmp_path / "index")
+    live = (tmp_path / "index" / "CURRENT").read_text()
+    (docs / "b.txt").write_text("第二篇\n\n乡村振兴与人居环境整治。", encoding="utf-8")
+
+    def full(*a, **k):
+        raise RuntimeError("Error in void faiss::FileIOWriter: Error: 'ret == (n)' failed: write error in "
+                           f"{tmp_path}/index/segments/seg-000002.tmp/vectors.faiss: 28 (No space left on device)")
+
+    monkeypatch.setattr(faiss, "write_index", full)
+    r = CliRunner().invoke(cli, ["index", str(docs), "--index", str(tmp_path / "index")])
+    assert r.exit_code == 1 and "no space left on device" in r.output and "unexpected" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert (tmp_path / "index" / "CURRENT").read_text() == live
+
+
+def test_a_failure_after_publishing_is_a_warning_and_the_update_stays_live(tmp_path, docs, monkeypatch):
+    import errno
+
+    import kb.index.local as local
+
+    index(docs, tmp_path / "index")
+    (docs / "b.txt").write_text("第二篇\n\n乡村振兴与人居环境整治。", encoding="utf-8")
+
+    def disk_full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(local, "plan_merge", lambda entries, **k: [[e["name"] for e in entries]])
+    monkeypatch.setattr(local, "merge_segments", disk_full)
+    r = CliRunner().invoke(cli, ["index", str(docs), "--index", str(tmp_path / "index")])
+    assert r.exit_code == 0, r.output
+    assert "the update is live" in r.output and "merging segments failed (no space left on device)" in r.output
+    assert Searcher.load(tmp_path / "index").search("人居环境", mode="lexical")

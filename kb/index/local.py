@@ -31,6 +31,14 @@ from kb.store.local.layout import (
 from kb.store.local.segments import SegmentReader, SegmentWriter, load_deleted, open_segment
 
 
+@contextmanager
+def _after_publish(run: Indexer, generation: str, step: str, then: str = "the next run retries") -> Iterator[None]:
+    try:
+        yield
+    except (OSError, sqlite3.Error, KBError) as e:
+        run.warn(f"the update is live ({generation}), but {step} failed ({_reason(e)}); {then}")
+
+
 class LocalWriter(Writer):
     """Runs on an index folder: under its writer lock, from its live generation."""
 
@@ -81,20 +89,24 @@ class LocalWriter(Writer):
             final = publish_generation(idx, base, entries, {}, {}, {})
         else:
             final = self.publish_incremental(prev, base, plan, entry)
-        PendingVectors.remove(self.pending_path)
-        idx.clean(keep_previous=prev.gen if prev else None)
         report.updated = True
         m = read_manifest(final)
         report.generation, report.passages = final.name, int(m["passages"])
         report.segments = len(m["segments"])
+        # The update is live: what follows only tidies up, and a failure of it (a full disk) is
+        # a warning — exit status 0 says "published", whatever happens next.
+        with _after_publish(run, final.name, "clearing the previous run's files"):
+            PendingVectors.remove(self.pending_path)
+            idx.clean(keep_previous=prev.gen if prev else None)
         if opt.merge and not rewrite:
             groups = plan_merge(m["segments"])
             if groups:
-                current = load_previous(idx, rebuild=False, only=set(groups[0]))
-                report.merge = merge_segments(idx, current, groups[0], "auto" if opt.vector_kind == "auto"
-                                              else opt.vector_kind)
-                final = idx.require_current()
-                report.generation, report.segments = final.name, len(read_manifest(final)["segments"])
+                with _after_publish(run, final.name, "merging segments", "`kb compact` merges them later"):
+                    current = load_previous(idx, rebuild=False, only=set(groups[0]))
+                    report.merge = merge_segments(idx, current, groups[0], "auto" if opt.vector_kind == "auto"
+                                                  else opt.vector_kind)
+                    final = idx.require_current()
+                    report.generation, report.segments = final.name, len(read_manifest(final)["segments"])
 
     def write(self, writer: SegmentWriter, plan: Plan, new_rows, vec_of, source: Previous | None,
               stamp: str) -> None:

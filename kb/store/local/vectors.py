@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +76,14 @@ def _faiss():
     import faiss
 
     return faiss
+
+
+def _write_error(e: RuntimeError, path: Path) -> OSError:
+    """faiss' "write error in …: 28 (No space left on device)" as the OSError it was."""
+    m = re.search(r"(\d+) \(([^)]+)\)\s*$", str(e))
+    if m:
+        return OSError(int(m.group(1)), m.group(2), path.name)
+    return OSError(errno.EIO, f"writing {path.name} failed ({str(e)[:120]})", path.name)
 
 
 class VectorIndex:
@@ -153,7 +163,10 @@ class VectorIndex:
 
     def save(self, path: str | Path) -> None:
         faiss = _faiss()
-        faiss.write_index(self.index, str(path))
+        try:
+            faiss.write_index(self.index, str(path))
+        except RuntimeError as e:  # faiss reports a failed write (a full disk) as RuntimeError
+            raise _write_error(e, Path(path)) from e
         fsync_file(Path(path))
         if self.exact is not None:
             save_array(exact_path(path), self.all_vectors())
