@@ -300,3 +300,23 @@ def test_a_failure_after_publishing_is_a_warning_and_the_update_stays_live(tmp_p
     assert r.exit_code == 0, r.output
     assert "the update is live" in r.output and "merging segments failed (no space left on device)" in r.output
     assert Searcher.load(tmp_path / "index").search("人居环境", mode="lexical")
+
+
+@pytest.mark.parametrize("part", ["vectors.faiss", "meta.sqlite", "postings/tf.npy", "idhash.npy"])
+def test_bytes_changed_in_a_segment_are_found_and_rebuild_does_not_trust_them(tmp_path, docs, part):
+    """Was: 64 bytes flipped in vectors.faiss gave wrong scores without a word, and
+    `--rebuild` reused the damaged vectors (0 embedded), so the wrong answers stayed."""
+    from kb.errors import IndexDamaged
+
+    index(docs, tmp_path / "index")
+    fresh = [(h.id, h.score) for h in Searcher.load(tmp_path / "index").search("差旅费报销", k=3)]
+    target = next((tmp_path / "index" / "segments").glob("seg-*")) / part
+    data = bytearray(target.read_bytes())
+    at = len(data) // 2
+    data[at: at + 64] = bytes(b ^ 0x5A for b in data[at: at + 64])
+    target.write_bytes(bytes(data))
+    with pytest.raises(IndexDamaged, match=part.replace(".", r"\.")):
+        Searcher.load(tmp_path / "index")
+    r = update_index(docs, tmp_path / "index", rebuild=True, progress=False, warn=lambda m: None)
+    assert r.embedded == r.passages > 0  # nothing reused from the damaged segment
+    assert [(h.id, h.score) for h in Searcher.load(tmp_path / "index").search("差旅费报销", k=3)] == fresh

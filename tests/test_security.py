@@ -284,7 +284,7 @@ BAD = [
     ("sqlite", ["index", "DOCS"], 1, "damaged"),
     ("faiss", ["search", "服务"], 1, "damaged"),
     ("current", ["stats"], 0, "CURRENT is damaged"),  # the newest intact generation is read
-    ("postings", ["search", "服务"], 1, "segments/seg-000001/postings is missing"),
+    ("postings", ["search", "服务"], 1, "segments/seg-000001/postings/vocab.json is missing"),
     ("idhash", ["stats"], 1, "segments/seg-000001/idhash.npy is missing"),
     ("segment", ["search", "服务"], 1, "segments/seg-000001 is missing"),
     ("segment", ["index", "DOCS"], 1, "--rebuild"),

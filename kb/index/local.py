@@ -165,6 +165,10 @@ class Previous:
             want = [k for k in keys if k not in out]
             if not want:
                 break
+            try:
+                seg.verify()
+            except KBError:
+                continue  # a damaged segment's vectors are not trusted: embedded again
             found = seg.store.rows_for_vkeys(want)
             if found:
                 vecs = seg.vectors.vectors(list(found.values()))

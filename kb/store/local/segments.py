@@ -26,6 +26,7 @@ import sqlite3
 import threading
 import time
 import weakref
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -246,7 +247,7 @@ class SegmentWriter:
         save_array(self.tmp / "passage_doc.npy", np.asarray(self.passage_doc, dtype=np.int32))
         save_array(self.tmp / "idhash.npy", np.asarray(self.idhash, dtype=np.uint64))
         info = {"format": SEGMENT_FORMAT, "rows": self.rows, "docs": self.docs, "dim": self.dim,
-                "vector_index": vindex.kind, "created": created}
+                "vector_index": vindex.kind, "created": created, "checksums": checksums(self.tmp)}
         save_json(self.tmp / "segment.json", info)
         for sub in (self.tmp / "postings", self.tmp):
             _fsync_dir(sub)
@@ -264,6 +265,21 @@ class SegmentWriter:
 
 
 # ---------------------------------------------------------------------------- reading
+def file_checksum(path: Path) -> str:
+    """CRC-32 of a file, read in 1 MiB pieces (hex)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return f"{crc:08x}"
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """The checksum of every file of a segment folder but segment.json (which holds them)."""
+    return {p.relative_to(folder).as_posix(): file_checksum(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "segment.json"}
+
+
 def segment_damaged(path: Path, what: str, e: BaseException) -> KBError:
     where = f"{path.parent.name}/{path.name}/{what}" if what else f"{path.parent.name}/{path.name}"
     return IndexDamaged(f"index at {path.parent.parent}/ is damaged: {where} is missing or unreadable "
@@ -282,6 +298,7 @@ class SegmentReader:
         self._lock = threading.RLock()
         self._parts: dict[str, Any] = {}  # files loaded on first use, by file name
         self._docs: list[dict[str, Any]] | None = None
+        self._verified = legacy  # a format-1 folder has no checksums
         try:
             if legacy:
                 m = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
@@ -341,8 +358,25 @@ class SegmentReader:
                 self._docs = self._load("meta.sqlite", self.store.documents)
             return self._docs
 
+    def verify(self) -> None:
+        """Check every file against the checksum written with it (once per reader; segments
+        written before checksums were recorded are taken as they are)."""
+        with self._lock:
+            if self._verified:
+                return
+            for rel, expected in (self.info.get("checksums") or {}).items():
+                try:
+                    found = file_checksum(self.path / rel)
+                except OSError as e:
+                    raise segment_damaged(self.path, rel, e) from e
+                if found != expected:
+                    raise segment_damaged(self.path, rel, ValueError("its checksum does not match"))
+            self._verified = True
+
     def open_all(self) -> None:
-        """Open every file now (a searcher does, so damage shows at load, not mid-query)."""
+        """Verify and open every file now (a searcher does, so damage shows at load, not
+        mid-query, and bytes changed on disk never answer a query)."""
+        self.verify()
         self.vectors, self.postings, self.passage_doc, self.idhash, self.docs  # noqa: B018
 
     def close(self) -> None:
