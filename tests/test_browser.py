@@ -89,9 +89,13 @@ def test_search_cite_and_open_document(server):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1500}, locale="zh-CN")
+        frames: list[bytes] = []  # what the server sends a visitor over the websocket
+        page.on("websocket", lambda ws: ws.on(
+            "framereceived", lambda data: frames.append(data if isinstance(data, bytes) else data.encode())))
         page.goto(server, wait_until="domcontentloaded")
         box = page.get_by_placeholder("输入问题，按回车搜索", exact=False)
         box.wait_for(timeout=30000)
+        assert frames and not any(str(ROOT).encode() in f for f in frames)  # no server path (mainScriptPath)
         box.fill("组工干部如何由被动式服务向主动服务转变")
         box.press("Enter")
         first = page.locator(".kb-card").first

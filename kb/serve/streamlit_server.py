@@ -6,11 +6,14 @@ same arguments as ``streamlit run``), with its gate closed where the page script
   answers that lookup with "none" before the server starts;
 - uploads (``PUT /_stcore/upload_file/…``) are taken only from a session whose visitor gave
   the access token, when the page requires one (otherwise anyone who can reach the port
-  could push files into the server's memory without ever seeing the page).
+  could push files into the server's memory without ever seeing the page);
+- the first message to every visitor names the page's script by its file name, not by the
+  server path Streamlit sends (``mainScriptPath``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from kb.errors import KBError
@@ -37,6 +40,7 @@ def harden() -> None:
     net_util._external_ip = ""  # "no public address": asked of nobody
     if getattr(MemoryUploadedFileManager.add_file, "kb_gated", False):
         return
+    _name_the_script_only()
     take = MemoryUploadedFileManager.add_file
 
     def add_file(self, session_id: str, file) -> None:
@@ -48,6 +52,19 @@ def harden() -> None:
 
     add_file.kb_gated = True  # type: ignore[attr-defined]
     MemoryUploadedFileManager.add_file = add_file
+
+
+def _name_the_script_only() -> None:
+    from streamlit.runtime.app_session import AppSession
+
+    new_session = AppSession._create_new_session_message
+
+    def create(self, *args, **kwargs):
+        msg = new_session(self, *args, **kwargs)
+        msg.new_session.main_script_path = os.path.basename(msg.new_session.main_script_path)
+        return msg
+
+    AppSession._create_new_session_message = create
 
 
 def main() -> None:
