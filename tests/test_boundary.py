@@ -320,3 +320,24 @@ def test_bytes_changed_in_a_segment_are_found_and_rebuild_does_not_trust_them(tm
     r = update_index(docs, tmp_path / "index", rebuild=True, progress=False, warn=lambda m: None)
     assert r.embedded == r.passages > 0  # nothing reused from the damaged segment
     assert [(h.id, h.score) for h in Searcher.load(tmp_path / "index").search("差旅费报销", k=3)] == fresh
+
+
+def test_kb_check_finds_every_damaged_file_and_says_what_rebuild_does(tmp_path, docs):
+    index(docs, tmp_path / "index")
+    (docs / "b.txt").write_text("第二篇\n\n乡村振兴与人居环境整治。", encoding="utf-8")
+    index(docs, tmp_path / "index")  # two segments
+    ok = CliRunner().invoke(cli, ["check", "--index", str(tmp_path / "index")])
+    assert ok.exit_code == 0 and ok.output.startswith("ok:")
+    first = sorted((tmp_path / "index" / "segments").glob("seg-*"))[0]
+    data = bytearray((first / "vectors.faiss").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (first / "vectors.faiss").write_bytes(bytes(data))
+    r = CliRunner().invoke(cli, ["check", "--index", str(tmp_path / "index"), "--json"])
+    assert r.exit_code == 1
+    import json
+
+    report = json.loads(r.output)
+    assert [s["ok"] for s in report["segments"]] == [False, True]
+    assert "vectors.faiss" in report["segments"][0]["problem"] and report["passages_to_embed"] > 0
+    text = CliRunner().invoke(cli, ["check", "--index", str(tmp_path / "index")])
+    assert text.exit_code == 1 and "--rebuild` embeds again the" in text.output
