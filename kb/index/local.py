@@ -45,14 +45,8 @@ class LocalWriter(Writer):
     def __init__(self, idx: IndexDir) -> None:
         self.idx = idx
         self.location = str(idx.root)
-
-    @property
-    def pending_path(self) -> Path:
-        return self.idx.root / "pending.sqlite"
-
-    @property
-    def ocr_cache_path(self) -> Path:
-        return self.idx.root / "ocr-cache.sqlite"
+        self.pending_path = idx.root / "pending.sqlite"
+        self.ocr_cache_path = idx.root / "ocr-cache.sqlite"
 
     @contextmanager
     def session(self, run: Indexer) -> Iterator[Previous | None]:

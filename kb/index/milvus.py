@@ -84,18 +84,12 @@ class MilvusWriter(Writer):
     def __init__(self, location: str, reuse_vectors: str | Path | None = None) -> None:
         self.loc = Location.parse(location)
         self.location = self.loc.uri
+        self.pending_path = self.loc.pending_path
+        self.ocr_cache_path = self.loc.ocr_cache_path
         self.reuse_vectors = reuse_vectors
         self.lib: MilvusLibrary | None = None
         self.manifest: dict | None = None
         self.recovering = False
-
-    @property
-    def pending_path(self) -> Path:
-        return self.loc.pending_path
-
-    @property
-    def ocr_cache_path(self) -> Path:
-        return self.loc.ocr_cache_path
 
     @contextmanager
     def session(self, run: Indexer) -> Iterator[MilvusPrevious | None]:

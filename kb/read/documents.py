@@ -806,7 +806,7 @@ def too_large(name: str, size: int, limit: int, hint: str = " (raise it with --m
 
 def doc_id_for(relpath: str) -> str:
     """Stable id of a document: from its path relative to the corpus root."""
-    return hashlib.sha1(relpath.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:12]
 
 
 def content_hash(raw: bytes) -> str:

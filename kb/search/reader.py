@@ -36,7 +36,7 @@ class Reader:
 
     @property
     def version(self) -> str:
-        """What :func:`current_version` says of the index this searcher has loaded."""
+        """What the store called live when this snapshot was opened."""
         return self.snapshot.version
 
     def is_stale(self) -> bool:
@@ -68,7 +68,7 @@ class Reader:
             out[r["id"]] = chain
         return out
 
-    # ------------------------------------------------------------------ filters
+    # ------------------------------------------------------------------ views
     def _hit(self, r: dict[str, Any], query: str, qtokens: list[str], score: float, scores: dict[str, float],
              context: list[str]) -> Hit:
         doc = self.doc_by_id[r["doc_id"]]
@@ -89,7 +89,6 @@ class Reader:
         its related-passages view, with its citation."""
         return self._hit(self.passage(passage_id), "", [], 1.0, {"dense": 1.0, "lexical": 0.0}, [])
 
-    # ------------------------------------------------------------------ related / show
     def show(self, passage_id: str, context: int = 1) -> dict[str, Any]:
         """A passage with its document's metadata, its parent and children, and up to
         ``context`` neighbours before and after it at its own level: sibling sub-points
@@ -141,9 +140,8 @@ class Reader:
             "documents": len(self.docs), "passages": self.count, "passage_kinds": self.snapshot.passage_kinds(),
             "embedder": self.spec, "sources": sources, "kb_version": m.get("kb_version"),
         }
-        ordered = {k: own.pop(k) for k in STATS_HEAD if k in own}
-        ordered.update({k: common[k] if k in common else own.pop(k) for k in STATS_ORDER if k in common or k in own})
-        return {**ordered, **own}
+        fields = {**own, **common}
+        return {**{k: fields.pop(k) for k in STATS_ORDER if k in fields}, **fields}
 
     def close(self) -> None:
         """Release the snapshot (segment readers shared with other versions close when the
@@ -151,11 +149,10 @@ class Reader:
         self.snapshot.close()
 
 
-
-# The order of ``kb stats --json``: the store's own fields first, then the rest.
-STATS_HEAD = ("index", "store", "collections")
-STATS_ORDER = ("generation", "created", "corpus", "documents", "passages", "passage_kinds", "embedder", "vector_index",
-               "segments", "vocabulary", "size_bytes", "sources", "format_version", "kb_version")
+# The order of ``kb stats --json``; a store's fields of its own that are not listed come last.
+STATS_ORDER = ("index", "store", "collections", "generation", "created", "corpus", "documents", "passages",
+               "passage_kinds", "embedder", "vector_index", "segments", "vocabulary", "size_bytes", "sources",
+               "format_version", "kb_version")
 
 
 def title_of(row: dict[str, Any]) -> str:

@@ -93,21 +93,6 @@ def bound_query(query: str | None, limit: int = MAX_QUERY_CHARS) -> tuple[str, b
     return query, False
 
 
-def current_version(location: str | Path) -> str | None:
-    """The live version of the index at ``location`` (a folder, a .db path or a Milvus
-    URI); ``None`` when there is no index yet. A searcher whose :attr:`Searcher.version`
-    differs is out of date. Cheap: a page or an API asks it on every request."""
-    return open_store(location).current_version()
-
-
-def index_embedder(location: str | Path) -> dict[str, Any]:
-    """The embedder spec the live index at ``location`` was built with."""
-    store = open_store(location)
-    head = store.head()
-    store.release(head)
-    return head.manifest["embedder"]
-
-
 class Searcher(Reader):
     """A loaded version of a library, ranked: hybrid search and related passages over a
     :class:`kb.store.base.Snapshot`. Thread-safe: the page shares one across sessions."""

@@ -65,6 +65,13 @@ def _friendly(f):
 K_RANGE = click.IntRange(1, 1000)
 
 
+def _searcher(index_dir, model: str | None = None, device: str | None = None):
+    """The searcher of the library's live version, as every front end holds it."""
+    from kb.search.live import LiveSearcher
+
+    return LiveSearcher(index_dir, model=model, device=device).current()
+
+
 def _dump(obj) -> None:
     """kb's one JSON serializer: views (dataclasses) as their fields."""
     click.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=dataclasses.asdict))
@@ -172,13 +179,12 @@ def search_cmd(question, k, mode, as_json, style, export_format, model, device, 
                min_score, index_dir):
     """Find the passages that answer QUESTION (at most 512 characters are used)."""
     from kb.errors import EmptyQuery
-    from kb.search.live import LiveSearcher
     from kb.search.searcher import MAX_QUERY_CHARS, bound_query, search_response
 
     question = " ".join(question)
     if not bound_query(question)[0]:
         raise EmptyQuery("empty query — type a question, e.g. kb search \"组工干部如何创新工作方法\"")
-    searcher = LiveSearcher(index_dir, model=model, device=device).current()
+    searcher = _searcher(index_dir, model=model, device=device)
     reranker = None
     if rerank_model:
         from kb.embed.rerank import Reranker
@@ -235,9 +241,7 @@ def _print_hits(hits) -> None:
 @_friendly
 def related_cmd(passage_id, k, as_json, index_dir):
     """Passages nearest to PASSAGE_ID (not itself, its parent or its children)."""
-    from kb.search.live import LiveSearcher
-
-    hits = LiveSearcher(index_dir).current().related(passage_id, k=k)
+    hits = _searcher(index_dir).related(passage_id, k=k)
     if as_json:
         _dump({"passage": passage_id, "hits": hits})
     elif not hits:
@@ -255,9 +259,7 @@ def related_cmd(passage_id, k, as_json, index_dir):
 @_friendly
 def show_cmd(passage_id, context, as_json, index_dir):
     """A passage with its surrounding context and its document's metadata."""
-    from kb.search.live import LiveSearcher
-
-    view = LiveSearcher(index_dir).current().show(passage_id, context=context)
+    view = _searcher(index_dir).show(passage_id, context=context)
     if as_json:
         _dump(view)
         return
@@ -328,9 +330,7 @@ def check_cmd(as_json, index_dir):
 @_friendly
 def stats_cmd(as_json, index_dir):
     """What the index holds: documents, passages, embedder, size."""
-    from kb.search.live import LiveSearcher
-
-    s = LiveSearcher(index_dir).current().stats()
+    s = _searcher(index_dir).stats()
     if as_json:
         _dump(s)
         return

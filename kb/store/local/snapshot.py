@@ -156,7 +156,7 @@ class LocalSnapshot(Snapshot):
         for seg in self.segments:
             vocab.update(seg.postings.vocab)
         return {
-            "index": self.location, "generation": self.version,
+            "index": self.location,
             "vector_index": "+".join(sorted({seg.vectors.kind for seg in self.segments})),
             "segments": [{k: e[k] for k in ("name", "rows", "deleted_rows")}
                          for e in self.manifest.get("segments", [])],

@@ -291,7 +291,7 @@ class MilvusSnapshot(Snapshot):
         size = sum(f.stat().st_size for f in Path(loc.uri).rglob("*") if f.is_file()) if loc.lite else None
         return {
             "index": loc.uri, "store": "milvus-lite" if loc.lite else "milvus",
-            "collections": [self.lib.P, self.lib.D, self.lib.T, self.lib.S], "generation": self.version,
+            "collections": [self.lib.P, self.lib.D, self.lib.T, self.lib.S],
             "vector_index": "milvus " + ("FLAT" if loc.lite else "HNSW"), "segments": [],
             "vocabulary": len(self.df), "size_bytes": size, "format_version": m.get("format"),
             "bm25_average_length": {"written": m.get("avgdl_written"),
