@@ -5,9 +5,11 @@ reads, and a file name is data (bytes that are not UTF-8, control characters).""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -206,6 +208,27 @@ def test_damage_found_by_a_query_is_damage_and_503_not_a_crash(tmp_path, docs, m
         s.show(hit.id)
     got = api.get(f"/passages/{hit.id}")
     assert got.status_code == 503 and "damaged" in got.json()["detail"]
+    health = api.get("/healthz")  # the damage a query met is what health says from then on
+    assert health.status_code == 503 and "meta.sqlite" in health.json()["detail"]
+
+
+def test_healthz_finds_files_changed_on_disk_after_the_index_was_opened(tmp_path, docs):
+    """Damage no query has met yet: /healthz checks again every file changed since it was verified."""
+    from fastapi.testclient import TestClient
+
+    from kb.embed.embedders import HashEmbedder
+    from kb.serve.api import create_app
+
+    index(docs, tmp_path / "index")
+    api = TestClient(create_app(tmp_path / "index", embedder=HashEmbedder(64)))
+    assert api.get("/healthz").status_code == 200
+    target = next((tmp_path / "index" / "segments").glob("seg-*/idhash.npy"))
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    os.utime(target, ns=(1, 1))  # another mtime, whatever the clock's resolution
+    target.write_bytes(bytes(data))
+    health = api.get("/healthz")
+    assert health.status_code == 503 and "idhash.npy" in health.json()["detail"], health.json()
 
 
 def test_streamlit_never_phones_out_for_its_address(monkeypatch):
@@ -302,24 +325,98 @@ def test_a_failure_after_publishing_is_a_warning_and_the_update_stays_live(tmp_p
     assert Searcher.load(tmp_path / "index").search("人居环境", mode="lexical")
 
 
-@pytest.mark.parametrize("part", ["vectors.faiss", "meta.sqlite", "postings/tf.npy", "idhash.npy"])
-def test_bytes_changed_in_a_segment_are_found_and_rebuild_does_not_trust_them(tmp_path, docs, part):
-    """Was: 64 bytes flipped in vectors.faiss gave wrong scores without a word, and
-    `--rebuild` reused the damaged vectors (0 embedded), so the wrong answers stayed."""
-    from kb.errors import IndexDamaged
+def _library(folder):
+    folder.mkdir()
+    for i in range(1, 9):
+        (folder / f"d{i}.txt").write_text(f"通知{i}\n\n第{i}项：各单位要严格执行差旅费报销制度，水稻育种{i}。",
+                                          encoding="utf-8")
+    return folder
 
-    index(docs, tmp_path / "index")
-    fresh = [(h.id, h.score) for h in Searcher.load(tmp_path / "index").search("差旅费报销", k=3)]
-    target = next((tmp_path / "index" / "segments").glob("seg-*")) / part
-    data = bytearray(target.read_bytes())
-    at = len(data) // 2
-    data[at: at + 64] = bytes(b ^ 0x5A for b in data[at: at + 64])
-    target.write_bytes(bytes(data))
-    with pytest.raises(IndexDamaged, match=part.replace(".", r"\.")):
-        Searcher.load(tmp_path / "index")
-    r = update_index(docs, tmp_path / "index", rebuild=True, progress=False, warn=lambda m: None)
-    assert r.embedded == r.passages > 0  # nothing reused from the damaged segment
-    assert [(h.id, h.score) for h in Searcher.load(tmp_path / "index").search("差旅费报销", k=3)] == fresh
+
+@pytest.fixture(scope="module")
+def damage_template(tmp_path_factory):
+    """Two runs: a generation with two segments and a deletion list, and a fresh build of the
+    same folder to compare answers with."""
+    root = tmp_path_factory.mktemp("damage")
+    docs = _library(root / "docs")
+    index(docs, root / "index")
+    (docs / "d1.txt").write_text("通知\n\n改过的差旅费报销通知。", encoding="utf-8")
+    index(docs, root / "index")
+    index(docs, root / "fresh")
+    return root
+
+
+QUERIES = ("差旅费报销", "水稻育种3", "改过的通知")
+
+
+def answers(where):
+    s = Searcher.load(where)
+    return [[(h.id, round(h.score, 6)) for h in s.search(q, k=5)] for q in QUERIES]
+
+
+def _index_files(where):
+    gen = (where / "CURRENT").read_text().strip()
+    files = ["CURRENT", f"{gen}/manifest.json", *[p.relative_to(where).as_posix()
+                                                  for p in sorted((where / gen / "deleted").glob("*.npy"))]]
+    seg = sorted((where / "segments").glob("seg-*"))[0]
+    return files + [p.relative_to(where).as_posix() for p in sorted(seg.rglob("*")) if p.is_file()]
+
+
+def _damage(path, how):
+    if how == "deleted":
+        path.unlink()
+        return
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:  # 64 bytes flipped in the middle (all of a short file)
+        at = max(0, len(data) // 2 - 32)
+        data[at: at + 64] = bytes(b ^ 0x5A for b in data[at: at + 64])
+        path.write_bytes(bytes(data))
+
+
+# every file of a live generation (a deletion list, the first segment's every file) x three kinds of damage
+MATRIX_FILES = ["CURRENT", "manifest.json", "deleted", "segment.json", "meta.sqlite", "vectors.faiss",
+                "passage_doc.npy", "idhash.npy", "postings/vocab.json", "postings/params.json",
+                "postings/indptr.npy", "postings/rows.npy", "postings/tf.npy", "postings/lengths.npy"]
+
+
+def test_the_matrix_names_every_file_of_an_index(damage_template):
+    names = {f.split("/", 1)[1] if f.startswith(("gen-", "segments/")) else f
+             for f in _index_files(damage_template / "index")}
+    names = {n.split("/", 1)[1] if n.startswith("seg-") else n for n in names}
+    assert {("deleted" if n.startswith("deleted/") else n) for n in names} == set(MATRIX_FILES)
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "deleted"])
+@pytest.mark.parametrize("part", MATRIX_FILES)
+def test_every_damaged_index_file_is_one_line_and_rebuild_repairs_it(tmp_path, damage_template, part, how):
+    """The corruption matrix: each file of an index truncated, with bytes flipped, or deleted is
+    found and named in one line (a damaged CURRENT: the newest intact generation, said once),
+    `kb check` says so, and `kb index --rebuild` (keeping the recorded embedder) gives the answers
+    of a fresh build. Was: flipped vector bytes answered with wrong scores and --rebuild reused them."""
+    import shutil
+
+    where = tmp_path / "index"
+    shutil.copytree(damage_template / "index", where)
+    target = next(f for f in _index_files(where) if f == part or f.endswith("/" + part)
+                  or (part == "deleted" and "/deleted/" in f))
+    _damage(where / target, how)
+    fresh = answers(damage_template / "fresh")
+    r = CliRunner().invoke(cli, ["search", "差旅费报销", "--index", str(where)])
+    if part == "CURRENT":
+        assert r.exit_code == 0 and "CURRENT is damaged" in r.output
+        assert answers(where) == fresh  # read from the newest intact generation: the live one
+    else:
+        name = target.rsplit("/", 1)[-1]
+        assert r.exit_code == 1 and "is damaged" in r.output and name in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    checked = CliRunner().invoke(cli, ["check", "--index", str(where)])
+    assert checked.exit_code == 1, checked.output
+    repaired = update_index(damage_template / "docs", where, rebuild=True, progress=False, warn=lambda m: None)
+    assert repaired.updated
+    assert answers(where) == fresh
+    assert CliRunner().invoke(cli, ["check", "--index", str(where)]).exit_code == 0
 
 
 def test_kb_check_finds_every_damaged_file_and_says_what_rebuild_does(tmp_path, docs):
@@ -341,3 +438,136 @@ def test_kb_check_finds_every_damaged_file_and_says_what_rebuild_does(tmp_path, 
     assert "vectors.faiss" in report["segments"][0]["problem"] and report["passages_to_embed"] > 0
     text = CliRunner().invoke(cli, ["check", "--index", str(tmp_path / "index")])
     assert text.exit_code == 1 and "--rebuild` embeds again the" in text.output
+
+
+def test_a_damaged_cache_beside_the_index_is_started_afresh(tmp_path, docs):
+    """Was: garbage in pending.sqlite stopped every `kb index` ("file is not a database")."""
+    from kb.read.ocr import Line, OcrCache
+
+    index(docs, tmp_path / "index")
+    (tmp_path / "index" / "pending.sqlite").write_bytes(os.urandom(4096))
+    (docs / "b.txt").write_text("第二篇\n\n乡村振兴与人居环境整治。", encoding="utf-8")
+    said = []
+    report = index(docs, tmp_path / "index", said)
+    assert report.updated and any("pending.sqlite was damaged" in m for m in said)
+    (tmp_path / "ocr.sqlite").write_bytes(b"SQLite format 3\x00" + os.urandom(4000))
+    told = []
+    cache = OcrCache(tmp_path / "ocr.sqlite", told.append)
+    assert cache.get("page") is None and told
+    cache.put("page", [Line(0, 0, 1, 1, "扫描页", 0.9)])
+    assert [ln.text for ln in OcrCache(tmp_path / "ocr.sqlite").get("page")] == ["扫描页"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to act as another user")
+def test_files_another_user_may_not_read_or_write_are_said_so_not_called_damage(tmp_path):
+    """EACCES is a permission to fix, never "damaged — rebuild it"; and a home this user may
+    not read (jieba's dictionary cache) is no crash."""
+    import stat
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="kb-perm-"))
+    try:
+        docs = _library(root / "docs")
+        index(docs, root / "index")
+        for p in [root, *root.rglob("*")]:
+            p.chmod(p.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if p.is_dir() else 0))
+        meta = next((root / "index" / "segments").glob("seg-*/meta.sqlite"))
+        meta.chmod(0o600)
+
+        def as_nobody(*args):
+            return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                   sys.executable, "-m", "kb", *args], capture_output=True, text=True,
+                                  env={**os.environ, "HOME": "/root", "KB_CACHE_DIR": ""}, timeout=120)
+
+        r = as_nobody("search", "差旅费", "--index", str(root / "index"))
+        assert r.returncode == 1 and "meta.sqlite (permission denied)" in r.stderr, r.stderr
+        assert "damaged" not in r.stderr and "unexpected" not in r.stderr
+        w = as_nobody("index", str(docs), "--index", str(root / "index"))
+        assert w.returncode == 1 and "cannot write the index folder" in w.stderr and "permission denied" in w.stderr
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_read_only_file_system_is_one_line(tmp_path, docs, monkeypatch):
+    import errno
+
+    import kb.store.local.layout as layout
+
+    real_open = os.open
+
+    def read_only(path, flags, *a, **k):
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(layout.os, "open", read_only)
+    r = CliRunner().invoke(cli, ["index", str(docs), "--index", str(tmp_path / "index"), "--model", "hash:64"])
+    assert r.exit_code == 1 and "(read-only file system)" in r.output and "unexpected" not in r.output
+
+
+def test_a_connection_that_asks_nothing_is_closed(tmp_path):
+    """Was: a connection that never sent a request, or sent its headers a byte at a time, stayed
+    open for good (uvicorn only times out kept-alive connections after a response)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from kb.serve.http_server import BoundedH11
+
+    class Quick(BoundedH11):
+        head_seconds = 0.5
+
+    app = FastAPI()
+
+    @app.get("/")
+    def root():
+        return {"ok": True}
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, http=Quick, log_level="warning", timeout_keep_alive=30))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+
+        def closed_within(seconds, send=b"", drip=b""):
+            c = socket.create_connection(sock.getsockname())
+            c.sendall(send)
+            end = time.monotonic() + seconds
+            try:
+                while time.monotonic() < end:
+                    c.settimeout(0.2)
+                    try:
+                        data = c.recv(1 << 16)
+                    except TimeoutError:
+                        if drip:
+                            c.sendall(drip)
+                        continue
+                    if not data:
+                        return True
+                return False
+            finally:
+                c.close()
+
+        assert closed_within(5)  # asks nothing
+        assert closed_within(5, b"GET / HTTP/1.1\r\n", drip=b"X-A: b\r\n")  # a head that never ends
+        # a request answered in time keeps its connection for the next one (keep-alive 30 s here)
+        c = socket.create_connection(sock.getsockname())
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.settimeout(5)
+        assert c.recv(1 << 16).startswith(b"HTTP/1.1 200")
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.recv(1 << 16).startswith(b"HTTP/1.1 200")
+        c.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -219,6 +219,11 @@ class Writer(ABC):
     def unchanged(self, prev: Any, report: IndexReport) -> None:
         """Report a run that found nothing to do."""
 
+    def recorded_embedder(self) -> dict | None:
+        """The embedder a library that no longer reads was built with, where any record of it
+        survives (what ``--rebuild`` then keeps); None when none does."""
+        return None
+
     def model_changed(self, prev: Any, spec: dict) -> bool:
         return prev.manifest["embedder"] != spec
 
@@ -312,7 +317,10 @@ class Indexer:
                           + (" (the index is unchanged)" if prev else ""))
         self.spec = None
         # --rebuild keeps the library's embedder unless it is told another one
-        if prev is not None and (not opt.rebuild or (opt.model is None and self._embedder is None)):
+        told = opt.model is not None or self._embedder is not None
+        if prev is None and opt.rebuild and not told:
+            self.spec = self.writer.recorded_embedder()  # a damaged library: from what still reads
+        if prev is not None and (not opt.rebuild or not told):
             self.spec = prev.manifest["embedder"]
             if self._embedder is not None:
                 if not same_embedder(self._embedder.spec(), self.spec):
@@ -486,7 +494,7 @@ class Indexer:
         from kb.read.ocr import OcrCache
 
         if self._ocr_cache is None:
-            self._ocr_cache = OcrCache(self.writer.ocr_cache_path)
+            self._ocr_cache = OcrCache(self.writer.ocr_cache_path, self.warn)
         opt = self.options
         return ReadOptions(ocr=opt.ocr, max_pages=opt.max_pages, cache=self._ocr_cache, on_page=on_page)
 
@@ -520,7 +528,7 @@ class Indexer:
                 if not opt.rebuild:
                     raise
         missing = [k for k in needed if k not in vec_of]
-        pending = PendingVectors(self.writer.pending_path, ekey, int(spec["dim"]))
+        pending = PendingVectors(self.writer.pending_path, ekey, int(spec["dim"]), self.warn)
         try:
             if missing:
                 vec_of.update(pending.get_many(missing))

@@ -23,6 +23,7 @@ from kb.store.local.layout import (
     PendingVectors,
     _reason,
     damaged,
+    file_checksum,
     now_iso,
     read_manifest,
     save_array,
@@ -57,6 +58,9 @@ class LocalWriter(Writer):
             except (OSError, sqlite3.Error) as e:
                 raise KBError(f"cannot write the index at {self.idx.root}/ ({_reason(e)})") from e
 
+    def recorded_embedder(self) -> dict | None:
+        return self.idx.recorded_embedder()
+
     def unchanged(self, prev: Previous, report: IndexReport) -> None:
         report.passages = int(prev.manifest.get("passages", 0))
         report.generation = prev.gen.name
@@ -69,7 +73,7 @@ class LocalWriter(Writer):
         writer = None
         entry = None
         if plan.new_docs or (rewrite and plan.carried):
-            writer = SegmentWriter(idx.next_segment(), int(run._spec()["dim"]))
+            writer = SegmentWriter(idx.next_segment(), int(run._spec()["dim"]), run._spec())
             try:
                 self.write(writer, plan, change.new_rows, change.vec_of, prev if rewrite else None, stamp)
                 entry = writer.finish(opt.vector_kind, created=stamp)
@@ -187,7 +191,7 @@ def load_previous(idx: IndexDir, rebuild: bool, only: set[str] | None = None) ->
             segments, deleted = [], []
             for e in manifest["segments"]:
                 segments.append(open_segment(idx.segments_dir / e["name"]))
-                deleted.append(set(load_deleted(gen, e["name"]).tolist()) if e.get("deleted_docs") else set())
+                deleted.append(set(load_deleted(gen, e).tolist()))
         refreshed = manifest.get("refreshed") or {}
         docs: dict[str, dict] = {}
         for s, (seg, dead) in enumerate(zip(segments, deleted)):
@@ -237,6 +241,7 @@ def publish_generation(idx: IndexDir, base: dict, entries: list[dict], deleted: 
         if dead:
             (tmp / "deleted").mkdir(exist_ok=True)
             save_array(tmp / "deleted" / f"{e['name']}.npy", np.asarray(dead, dtype=np.int32))
+            e["deleted_crc32"] = file_checksum(tmp / "deleted" / f"{e['name']}.npy")
             seg = (segments or {}).get(e["name"]) or open_segment(idx.segments_dir / e["name"])
             e["deleted_rows"] = int(np.isin(seg.passage_doc, dead).sum())
         docs += e["docs"] - e["deleted_docs"]
@@ -311,7 +316,7 @@ def merge_segments(idx: IndexDir, prev: Previous, names: list[str], vector_kind:
 
 def _merged_segment(idx: IndexDir, prev: Previous, chosen: list[int], docs: list[dict], vector_kind: str,
                     stamp: str) -> dict:
-    writer = SegmentWriter(idx.next_segment(), int(prev.manifest["embedder"]["dim"]))
+    writer = SegmentWriter(idx.next_segment(), int(prev.manifest["embedder"]["dim"]), prev.manifest["embedder"])
     try:
         all_vectors: dict[int, np.ndarray] = {}
         for s in chosen:

@@ -22,9 +22,11 @@ import sqlite3
 import statistics
 import threading
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kb.caches import open_cache
 from kb.errors import DocumentError
 from kb.text.structure import PAGE_NUMBER, glue, heading_match
 
@@ -123,8 +125,9 @@ class OcrCache:
     """Page lines by page-image hash, in one SQLite file beside the index. Each page is
     committed as soon as it is read."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, warn: Callable[[str], None] | None = None):
         self.path = Path(path)
+        self.warn = warn  # told when a damaged cache file is started afresh
         self._db: sqlite3.Connection | None = None
         self.hits = 0
         self.misses = 0
@@ -132,9 +135,8 @@ class OcrCache:
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30)
-            self._db.execute("CREATE TABLE IF NOT EXISTS pages (key TEXT PRIMARY KEY, lines TEXT NOT NULL)")
-            self._db.commit()
+            self._db = open_cache(self.path, "CREATE TABLE IF NOT EXISTS pages (key TEXT PRIMARY KEY, lines TEXT "
+                                  "NOT NULL);", self.warn, timeout=30)
         return self._db
 
     def get(self, key: str) -> list[Line] | None:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from kb.embed.embedders import Embedder
-from kb.errors import KBError
+from kb.errors import IndexDamaged, KBError
 from kb.search.searcher import Searcher
 from kb.store import open_store
 
@@ -34,6 +34,7 @@ class LiveSearcher:
         self._warm = warm
         self._lock = threading.Lock()
         self._searcher: Searcher | None = None
+        self._damage: dict[str, str] = {}  # version -> the damage a query met in it
 
     def version(self) -> str | None:
         """The store's live version (None: no index yet)."""
@@ -63,6 +64,28 @@ class LiveSearcher:
                     if attempt + 1 < LOAD_TRIES:
                         time.sleep(0.05)
             raise last  # type: ignore[misc]
+
+    def health(self) -> Searcher:
+        """The live searcher, once it is known to be intact: raises the damage a query met in
+        this version, or that files changed on disk since it was opened show."""
+        s = self.current()
+        damage = self._damage.get(s.version)
+        if damage is not None:
+            raise IndexDamaged(damage)
+        try:
+            s.snapshot.recheck()
+        except IndexDamaged as e:
+            self.note_damage(s.version, e)
+            raise
+        return s
+
+    def note_damage(self, version: str | None, e: IndexDamaged) -> None:
+        """Remember damage met while answering (health says so until a new version is live)."""
+        if version is None:
+            s = self._searcher
+            version = s.version if s is not None else None
+        if version is not None:
+            self._damage = {version: str(e)}
 
     def _load(self, previous: Searcher | None) -> Searcher:
         s = Searcher.load(self.location, model=self._model, embedder=self._given, device=self._device)

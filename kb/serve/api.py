@@ -213,8 +213,8 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
              summary="Whether the index can be searched")
     def healthz() -> JSONResponse:
         try:
-            s = searcher()
-        except Unavailable as e:
+            s = library.health()
+        except KBError as e:
             return fail(503, "index unavailable", str(e))
         return JSONResponse({"status": "ok", "generation": s.version, "passages": s.count})
     return app
@@ -261,6 +261,7 @@ def _answer_errors(app: FastAPI, fail) -> None:
 
     @app.exception_handler(IndexDamaged)
     async def damaged(request: Request, exc: IndexDamaged):  # found by a query: the index, not the request
+        request.app.state.library.note_damage(None, exc)  # /healthz says so from now on
         return fail(503, "index unavailable", str(exc))
 
     @app.exception_handler(UnknownPassage)

@@ -447,15 +447,12 @@ def serve_cmd(host, port, rate_limit, cors_origins, trusted_proxies, index_dir):
 
     token = check_exposure(host)
     _serving_threads()
-    import uvicorn
-
     from kb.serve.api import create_app
+    from kb.serve.http_server import serve as serve_http
 
     app = create_app(index_dir, token=token, rate_limit=rate_limit, cors_origins=list(cors_origins) or None)
     click.echo(f"kb API on http://{host}:{port}/ (docs at /docs){' — API key required' if token else ''}", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False, timeout_keep_alive=5,
-                h11_max_incomplete_event_size=16 * 1024, proxy_headers=bool(trusted_proxies),
-                forwarded_allow_ips=",".join(trusted_proxies) or None)
+    serve_http(app, host, port, tuple(trusted_proxies))
 
 
 @cli.command("mcp")

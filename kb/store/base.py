@@ -179,6 +179,11 @@ class Snapshot(ABC):
     def is_stale(self) -> bool:
         """True when the store has published a newer version since this one was opened."""
 
+    def recheck(self) -> None:
+        """Raise :class:`kb.errors.IndexDamaged` when what this snapshot answers from no longer
+        matches what was checked when it opened (cheap: for a health check). By default there
+        is nothing of the store's own to check."""
+
     def close(self) -> None:
         """Release what this snapshot holds (it is not used afterwards)."""
 

@@ -229,14 +229,14 @@ def _initialize_jieba(jieba) -> None:
     so kb keeps that copy and installs it; tokens are identical (same dictionary)."""
     dt = jieba.dt
     path = _dictionary_cache(jieba)
-    if path is not None and path.is_file():
+    if path is not None:
         try:
             with open(path, "rb") as f:
                 freq, total = pickle.load(f)
             with dt.lock:
                 dt.FREQ, dt.total, dt.initialized = freq, total, True
             return
-        except Exception:  # unreadable or from another Python: rebuild it below
+        except Exception:  # absent, unreadable (another user's home) or from another Python: rebuilt below
             pass
     jieba.initialize()
     if path is None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from kb.errors import IndexNotFound, KBError
 from kb.store.local.layout import IndexDir, read_manifest
-from kb.store.local.segments import SegmentReader
+from kb.store.local.segments import SegmentReader, load_deleted
 
 
 def check_index(location: str | Path) -> dict[str, Any]:
@@ -38,6 +38,7 @@ def check_index(location: str | Path) -> dict[str, Any]:
         row = {"name": entry["name"], "passages": live, "ok": True, "problem": ""}
         seg = None
         try:
+            load_deleted(gen, entry)
             seg = SegmentReader(idx.segments_dir / entry["name"])  # its own reader: verified now
             seg.open_all()
         except KBError as e:

@@ -26,6 +26,8 @@ import shutil
 import sqlite3
 import sys
 import time
+import zlib
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from kb import __version__
+from kb.caches import open_cache
 from kb.errors import IndexBusy, IndexDamaged, IndexNotFound, KBError, OldFormat
 
 FORMAT_VERSION = 2  # 1: one monolithic generation (migrated by `kb index`); 2: segments
@@ -104,6 +107,36 @@ def save_json(path: Path, obj: Any, indent: int | None = None) -> None:
         json.dump(obj, f, ensure_ascii=False, indent=indent)
 
 
+SEAL = "crc32"  # the key of a JSON file's own checksum
+
+
+def _seal_of(obj: dict[str, Any]) -> str:
+    body = {k: v for k, v in obj.items() if k != SEAL}
+    text = json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return f"{zlib.crc32(text.encode('utf-8')):08x}"
+
+
+def sealed(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with the CRC-32 of its own canonical JSON (a manifest, a segment.json)."""
+    return {**obj, SEAL: _seal_of(obj)}
+
+
+def check_seal(obj: Any) -> None:
+    """ValueError when a sealed JSON object no longer matches its seal (files written before
+    seals existed have none and are taken as they are)."""
+    if isinstance(obj, dict) and SEAL in obj and obj[SEAL] != _seal_of(obj):
+        raise ValueError("its checksum does not match")
+
+
+def file_checksum(path: Path) -> str:
+    """CRC-32 of a file, read in 1 MiB pieces (hex)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return f"{crc:08x}"
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -142,23 +175,28 @@ class IndexDir:
         (empty, garbage, naming something that is not a generation here) — the newest intact
         one, said once on stderr; ``None`` when there is none."""
         self.check_folder()
+        missing = False
         try:
             name: str | None = self.current_file.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
-            return None
+            name, missing = None, True
         except UnicodeDecodeError:
             name = None
+        except PermissionError as e:
+            raise unreadable(self.root, "CURRENT") from e
         except OSError as e:
             raise KBError(f"cannot read the index at {self.root}/ ({_reason(e)})") from e
         valid = bool(name) and name.startswith("gen-") and "/" not in name and "\\" not in name
-        if valid and (self.root / name / "manifest.json").exists():
+        if valid and (self.root / name).is_dir():  # its manifest is read (and judged) by the caller
             return self.root / name
         fallback = self.newest_intact()
         if fallback is not None:
-            shown = "unreadable bytes" if name is None else repr(name[:40])
+            shown = "missing" if missing else "unreadable bytes" if name is None else repr(name[:40])
             _say_once(f"index at {self.root}/: CURRENT is damaged ({shown}); reading {fallback.name}, the newest "
                       "intact generation — the next `kb index` repairs CURRENT")
             return fallback
+        if missing:
+            return None
         if not valid:
             raise KBError(f"index at {self.root}/ is damaged (CURRENT names {(name or '')[:40]!r}) — "
                           "rebuild it with `kb index FOLDER --rebuild`")
@@ -171,11 +209,26 @@ class IndexDir:
                 continue
             try:
                 data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+                check_seal(data)
                 names = [e["name"] for e in data["segments"]] if data.get("format_version") != 1 else []
                 if isinstance(data.get("embedder"), dict) and all(
                         (self.segments_dir / n / "segment.json").is_file() for n in names):
                     return gen
             except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return None
+
+    def recorded_embedder(self) -> dict[str, Any] | None:
+        """The embedder of the newest generation whose manifest still reads and matches its
+        seal, else of the newest segment that recorded one; None when no record survives."""
+        segments = sorted(self.segments_dir.glob("seg-*/segment.json")) if self.segments_dir.is_dir() else []
+        for path in [g / "manifest.json" for g in reversed(self.generations())] + segments[::-1]:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                check_seal(data)
+                if isinstance(data.get("embedder"), dict):
+                    return data["embedder"]
+            except (OSError, ValueError, AttributeError):
                 continue
         return None
 
@@ -248,7 +301,10 @@ class IndexDir:
         keep_segments: set[str] = set()
         for gen in (live, keep_previous):
             if gen is not None:
-                keep_segments |= set(segment_names(gen))
+                names = segment_names(gen)
+                if names is None:
+                    return  # a manifest that does not read: remove nothing a repair could still use
+                keep_segments |= set(names)
         for gen in self.generations():
             if gen == live or gen == keep_previous:
                 continue
@@ -263,13 +319,15 @@ class IndexDir:
             pass
 
 
-def segment_names(gen: Path) -> list[str]:
-    """The segments a generation lists (none for an unreadable or format-1 one)."""
+def segment_names(gen: Path) -> list[str] | None:
+    """The segments a generation lists (none for a format-1 one; None when its manifest does
+    not read or match its seal)."""
     try:
         data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+        check_seal(data)
         return [str(e["name"]) for e in data.get("segments", [])]
-    except (OSError, ValueError, TypeError, KeyError):
-        return []
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def _reason(e: BaseException) -> str:
@@ -280,8 +338,16 @@ def _reason(e: BaseException) -> str:
 
 
 def damaged(where: Path, e: BaseException) -> KBError:
+    if isinstance(e, PermissionError):
+        return unreadable(where)
     return IndexDamaged(f"index at {where}/ is damaged or unreadable ({_reason(e)}) — "
                    "rebuild it with `kb index FOLDER --rebuild`")
+
+
+def unreadable(where: Path, what: str = "") -> KBError:
+    """Files this user may not read: not damage, and nothing a rebuild would mend."""
+    return KBError(f"cannot read the index at {where}/{what} (permission denied) — run kb as the user who "
+                   "owns it, or give that user read access")
 
 
 def read_manifest(gen: Path, legacy_ok: bool = False) -> dict[str, Any]:
@@ -289,9 +355,13 @@ def read_manifest(gen: Path, legacy_ok: bool = False) -> dict[str, Any]:
     try:
         data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
         if not isinstance(data, dict) or not isinstance(data.get("embedder"), dict):
-            raise ValueError("manifest.json is not a kb manifest")
+            raise ValueError("not a kb manifest")
+        check_seal(data)
+    except PermissionError as e:
+        raise unreadable(gen.parent, f"{gen.name}/manifest.json") from e
     except (OSError, ValueError) as e:
-        raise damaged(gen.parent, e) from e
+        raise IndexDamaged(f"index at {gen.parent}/ is damaged: {gen.name}/manifest.json is missing or unreadable "
+                           f"({_reason(e)}) — rebuild it with `kb index FOLDER --rebuild`") from e
     version = data.get("format_version")
     if version == 1 and legacy_ok:
         return data
@@ -309,7 +379,8 @@ def read_manifest(gen: Path, legacy_ok: bool = False) -> dict[str, Any]:
 
 
 def write_manifest(gen: Path, data: dict[str, Any]) -> None:
-    save_json(gen / "manifest.json", {"format_version": FORMAT_VERSION, "kb_version": __version__, **data}, indent=2)
+    save_json(gen / "manifest.json", sealed({"format_version": FORMAT_VERSION, "kb_version": __version__, **data}),
+              indent=2)
 
 
 def create_db(path: Path) -> sqlite3.Connection:
@@ -329,11 +400,11 @@ class PendingVectors:
     """Vectors embedded by a run in progress, committed every batch, so a killed run
     does not have to embed them again. Cleared once a generation is published."""
 
-    def __init__(self, path: Path, embedder_key: str, dim: int) -> None:
+    def __init__(self, path: Path, embedder_key: str, dim: int, warn: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.dim = dim
-        self.con = sqlite3.connect(path)
-        self.con.execute("CREATE TABLE IF NOT EXISTS vec (key TEXT PRIMARY KEY, embedder TEXT, v BLOB)")
+        self.con = open_cache(path, "CREATE TABLE IF NOT EXISTS vec (key TEXT PRIMARY KEY, embedder TEXT, v BLOB);",
+                              warn)
         # Vectors of another embedder are useless here.
         self.con.execute("DELETE FROM vec WHERE embedder != ?", (embedder_key,))
         self.con.commit()

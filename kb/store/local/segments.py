@@ -26,7 +26,6 @@ import sqlite3
 import threading
 import time
 import weakref
-import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,11 +39,15 @@ from kb.store.local.layout import (
     PASSAGE_COLUMNS,
     _fsync_dir,
     _reason,
+    check_seal,
     create_db,
+    file_checksum,
     fsync_file,
     open_db,
     save_array,
     save_json,
+    sealed,
+    unreadable,
 )
 from kb.store.local.postings import Postings, PostingsBuilder
 from kb.store.local.vectors import VectorIndex
@@ -180,8 +183,9 @@ class SegmentWriter:
     """Writes one segment into ``segments/seg-N.tmp/``; :meth:`finish` renames it to
     ``seg-N/``. Documents are added in order; rows are numbered as they come."""
 
-    def __init__(self, directory: Path, dim: int) -> None:
+    def __init__(self, directory: Path, dim: int, embedder: dict | None = None) -> None:
         self.final = directory
+        self.embedder = embedder  # recorded with the vectors: what `--rebuild` keeps when no manifest reads
         self.tmp = directory.with_name(directory.name + ".tmp")
         self.tmp.mkdir(parents=True)
         self.dim = dim
@@ -248,7 +252,9 @@ class SegmentWriter:
         save_array(self.tmp / "idhash.npy", np.asarray(self.idhash, dtype=np.uint64))
         info = {"format": SEGMENT_FORMAT, "rows": self.rows, "docs": self.docs, "dim": self.dim,
                 "vector_index": vindex.kind, "created": created, "checksums": checksums(self.tmp)}
-        save_json(self.tmp / "segment.json", info)
+        if self.embedder is not None:
+            info["embedder"] = self.embedder
+        save_json(self.tmp / "segment.json", sealed(info))
         for sub in (self.tmp / "postings", self.tmp):
             _fsync_dir(sub)
         os.rename(self.tmp, self.final)
@@ -265,22 +271,27 @@ class SegmentWriter:
 
 
 # ---------------------------------------------------------------------------- reading
-def file_checksum(path: Path) -> str:
-    """CRC-32 of a file, read in 1 MiB pieces (hex)."""
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            crc = zlib.crc32(chunk, crc)
-    return f"{crc:08x}"
-
-
 def checksums(folder: Path) -> dict[str, str]:
     """The checksum of every file of a segment folder but segment.json (which holds them)."""
     return {p.relative_to(folder).as_posix(): file_checksum(p) for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != "segment.json"}
 
 
+def _may_read(path: Path) -> bool:
+    """False when this user may not open ``path`` (or a folder on the way) for reading; a
+    missing file is not a permission problem."""
+    for p in (*reversed(path.parents[:3]), path):
+        try:
+            if p.exists() and not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def segment_damaged(path: Path, what: str, e: BaseException) -> KBError:
+    if isinstance(e, PermissionError) or not _may_read(path / what):
+        return unreadable(path.parent.parent, f"{path.parent.name}/{path.name}/{what}".rstrip("/"))
     where = f"{path.parent.name}/{path.name}/{what}" if what else f"{path.parent.name}/{path.name}"
     return IndexDamaged(f"index at {path.parent.parent}/ is damaged: {where} is missing or unreadable "
                    f"({_reason(e)}) — rebuild it with `kb index FOLDER --rebuild`")
@@ -299,12 +310,14 @@ class SegmentReader:
         self._parts: dict[str, Any] = {}  # files loaded on first use, by file name
         self._docs: list[dict[str, Any]] | None = None
         self._verified = legacy  # a format-1 folder has no checksums
+        self._stamps: dict[str, tuple[int, int, int]] = {}  # file -> (inode, size, mtime) when verified
         try:
             if legacy:
                 m = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
                 self.info = {"rows": int(m["passages"]), "docs": int(m["documents"]), "dim": int(m["embedder"]["dim"])}
             else:
                 self.info = json.loads((path / "segment.json").read_text(encoding="utf-8"))
+                check_seal(self.info)
                 if self.info.get("format") != SEGMENT_FORMAT:
                     raise ValueError(f"segment format {self.info.get('format')}")
             self.rows = int(self.info["rows"])
@@ -364,14 +377,35 @@ class SegmentReader:
         with self._lock:
             if self._verified:
                 return
+            stamps = {}
             for rel, expected in (self.info.get("checksums") or {}).items():
+                stamps[rel] = self._check(rel, expected)
+            self._stamps = stamps
+            self._verified = True
+
+    def _check(self, rel: str, expected: str) -> tuple[int, int, int]:
+        """The file's (inode, size, mtime) once its bytes match ``expected``."""
+        try:
+            st = os.stat(self.path / rel)
+            found = file_checksum(self.path / rel)
+        except OSError as e:
+            raise segment_damaged(self.path, rel, e) from e
+        if found != expected:
+            raise segment_damaged(self.path, rel, ValueError("its checksum does not match"))
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def recheck(self) -> None:
+        """After :meth:`verify`: check again only the files changed on disk since (replaced,
+        resized, rewritten) — cheap enough for every health check."""
+        with self._lock:
+            for rel, stamp in list(self._stamps.items()):
                 try:
-                    found = file_checksum(self.path / rel)
+                    st = os.stat(self.path / rel)
+                    now = (st.st_ino, st.st_size, st.st_mtime_ns)
                 except OSError as e:
                     raise segment_damaged(self.path, rel, e) from e
-                if found != expected:
-                    raise segment_damaged(self.path, rel, ValueError("its checksum does not match"))
-            self._verified = True
+                if now != stamp:
+                    self._stamps[rel] = self._check(rel, self.info["checksums"][rel])
 
     def open_all(self) -> None:
         """Verify and open every file now (a searcher does, so damage shows at load, not
@@ -407,10 +441,17 @@ def open_segment(path: Path) -> SegmentReader:
 
 
 # ---------------------------------------------------------------------------- a generation
-def load_deleted(gen: Path, name: str) -> np.ndarray:
-    """The document numbers of segment ``name`` that generation ``gen`` deletes."""
+def load_deleted(gen: Path, entry: dict[str, Any]) -> np.ndarray:
+    """The document numbers of the segment of manifest entry ``entry`` that generation ``gen``
+    deletes (none when it deletes none), checked against the checksum the manifest holds."""
+    name = entry["name"]
+    if not entry.get("deleted_docs"):
+        return np.zeros(0, dtype=np.int64)
+    path = gen / "deleted" / f"{name}.npy"
     try:
-        return np.load(gen / "deleted" / f"{name}.npy").astype(np.int64)
+        if "deleted_crc32" in entry and file_checksum(path) != entry["deleted_crc32"]:
+            raise ValueError("its checksum does not match")
+        return np.load(path).astype(np.int64)
     except (OSError, ValueError) as e:
-        raise KBError(f"index at {gen.parent}/ is damaged: {gen.name}/deleted/{name}.npy is missing or "
+        raise IndexDamaged(f"index at {gen.parent}/ is damaged: {gen.name}/deleted/{name}.npy is missing or "
                       f"unreadable ({_reason(e)}) — rebuild it with `kb index FOLDER --rebuild`") from e

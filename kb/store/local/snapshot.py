@@ -59,6 +59,10 @@ class LocalSnapshot(Snapshot):
     def is_stale(self) -> bool:
         return IndexDir(self.location).current() != self.gen
 
+    def recheck(self) -> None:
+        for seg in self.segments:
+            seg.recheck()
+
     def close(self) -> None:
         """Drop the segment readers (shared with other snapshots: each closes when the last
         snapshot holding it is gone)."""

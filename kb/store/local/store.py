@@ -6,8 +6,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import numpy as np
-
 from kb.errors import IndexMismatch, KBError
 from kb.store.base import Head, Store
 from kb.store.local.layout import IndexDir, damaged, read_manifest
@@ -48,5 +46,5 @@ class LocalStore(Store):
                 raise IndexMismatch(f"index at {self.location}/ is inconsistent: {e['name']} holds "
                                     f"{seg.vectors.dim}-d vectors, the manifest says {dim}-d — rebuild it")
             segments.append(seg)
-            deleted.append(load_deleted(gen, e["name"]) if e.get("deleted_docs") else np.zeros(0, dtype=np.int64))
+            deleted.append(load_deleted(gen, e))
         return LocalSnapshot(segments, deleted, location=self.location, gen=gen, manifest=manifest)
