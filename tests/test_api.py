@@ -116,7 +116,7 @@ def test_rate_limit_and_body_size(library):
     codes = [c.get("/healthz").status_code for _ in range(5)]
     assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
     c = TestClient(create_app(library[1]))
-    r = c.request("GET", "/healthz", content=b"x" * 20_000)
+    r = c.request("GET", "/healthz", content=b"x" * 70_000)
     assert r.status_code == 413 and r.json()["error"] == "request too large"
 
 
@@ -166,15 +166,17 @@ def test_openapi_schema_holds_under_generated_requests(library):
     every response matches the schema the server publishes (a bounded run; for a longer
     one, raise max_examples or point `schemathesis run` at a live `kb serve`)."""
     from hypothesis import given
+    from schemathesis.checks import positive_data_acceptance
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(library[1]))
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 7
+    assert len(operations) == 8
     for operation in operations:
         @given(case=operation.as_strategy())
         @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         def check(case):
-            case.call_and_validate()
+            # a date of the documented shape that does not exist (2024-02-31) is a 422 by design
+            case.call_and_validate(excluded_checks=[positive_data_acceptance])
 
         check()
 

@@ -98,11 +98,27 @@ def test_filters_by_document_and_source(kb_folder, monkeypatch):
     evil = next(d["doc_id"] for d in s.docs if d["path"] == "evil.txt")
     at = app(index, monkeypatch, q="测试")
     assert any("恶意文档" in c for c in cards(at))
-    at.sidebar.multiselect(key="sources").set_value(["百度文库"]).run()
+    at.sidebar.multiselect(key="f_source").set_value(["百度文库"]).run()
     assert cards(at) and all("恶意文档" not in c for c in cards(at))
-    at.sidebar.multiselect(key="sources").set_value([]).run()
-    at.sidebar.multiselect(key="docs").set_value([evil]).run()
+    assert param(at, "source") == "百度文库"  # the filtered search is in the URL, to share
+    at.sidebar.multiselect(key="f_source").set_value([]).run()
+    at.sidebar.multiselect(key="f_in").set_value([evil]).run()
     assert cards(at) and all("恶意文档" in c for c in cards(at))
+
+
+def test_a_shared_filtered_link_narrows_and_shows_counts(kb_folder, monkeypatch):
+    corpus, index = kb_folder
+    at = app(index, monkeypatch, q="测试", source="测试站")
+    assert not at.exception
+    assert cards(at) and all("恶意文档" in c for c in cards(at))
+    assert at.sidebar.multiselect(key="f_source").value == ["测试站"]
+    facets = next(m.value for m in at.markdown if 'class="kb-facets"' in m.value)
+    assert "类型" in facets and "txt" in facets
+    nothing = app(index, monkeypatch, q="测试", after="2030-01-01")
+    assert not cards(nothing) and any("没有符合筛选条件的文档" in i.value and "after 2030-01-01" in i.value
+                                      for i in nothing.info)
+    bad = app(index, monkeypatch, q="测试", after="昨天")
+    assert any("筛选条件无效" in w.value for w in bad.sidebar.warning) and cards(bad)
 
 
 def test_mode_and_number_of_results(sample_index, monkeypatch):
@@ -200,3 +216,13 @@ def test_citation_style_selector_and_export(kb_folder, monkeypatch):
     assert boxes and all(not c.value for c in boxes)
     boxes[0].check().run()
     assert not at.exception
+
+
+def test_search_within_one_document_from_its_card(kb_folder, monkeypatch):
+    corpus, index = kb_folder
+    evil = next(d["doc_id"] for d in Searcher.load(index).docs if d["path"] == "evil.txt")
+    at = app(index, monkeypatch, q="测试", doc=evil)
+    at.button(key="search_in_doc").click().run()
+    assert not at.exception
+    assert param(at, "in") == evil and "doc" not in at.query_params
+    assert cards(at) and all("恶意文档" in c for c in cards(at))

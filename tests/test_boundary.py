@@ -57,8 +57,10 @@ def test_links_to_files_outside_the_library_are_never_read(tmp_path, docs):
     (docs / "secret.txt").symlink_to(secret)
     (docs / "passwd.txt").symlink_to("/etc/passwd")
     (docs / "inner.txt").symlink_to(docs / "sub" / "real.txt")  # inside: followed (same content: one copy)
+    (docs / "elsewhere").symlink_to(tmp_path)  # a folder: never followed, and said
     warnings: list[str] = []
     report = index(docs, tmp_path / "index", warnings)
+    assert any(w.startswith("elsewhere: a link to a folder, not followed") for w in warnings)
     assert "secret.txt: a link to a file outside the library folder, skipped" in warnings
     assert "passwd.txt: a link to a file outside the library folder, skipped" in warnings
     s = Searcher.load(tmp_path / "index")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from kb.search.filters import Filters
+
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 pytestmark = pytest.mark.milvus  # each test starts Milvus Lite: make test-fast leaves them out
@@ -83,8 +85,8 @@ def test_lite_ranks_like_the_local_store_through_updates(tmp_path):
             same_ranking(m, loc, q, mode)
     some = sorted(d["doc_id"] for d in loc.docs)[:2]  # the page's filters: Milvus filter expressions
     for q in QUERIES[:3]:
-        fm = [(h.id, h.score) for h in m.search(q, k=10, doc_ids=set(some))]
-        fl = [(h.id, h.score) for h in loc.search(q, k=10, doc_ids=set(some))]
+        fm = [(h.id, h.score) for h in m.search(q, k=10, filters=Filters(doc=tuple(some)))]
+        fl = [(h.id, h.score) for h in loc.search(q, k=10, filters=Filters(doc=tuple(some)))]
         assert [i for i, _ in fm] == [i for i, _ in fl] and all(i.split(":")[0] in some for i, _ in fm)
     pid = top(loc, QUERIES[0])[0][0]
     assert [h.id for h in m.related(pid, k=5)] == [h.id for h in loc.related(pid, k=5)]

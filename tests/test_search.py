@@ -4,6 +4,7 @@ import pytest
 
 from kb.errors import EmptyQuery, KBError, UnknownPassage
 from kb.index import update_index
+from kb.search.filters import Filters
 from kb.search.searcher import Searcher, dedupe_families
 
 
@@ -89,10 +90,10 @@ def test_show_gives_context_and_metadata(searcher):
 
 def test_filters(searcher):
     doc_id = searcher.docs[0]["doc_id"]
-    assert searcher.search("服务", k=3, doc_ids={doc_id})
-    assert searcher.search("服务", k=3, doc_ids={"nope"}) == []
-    assert searcher.search("服务", k=3, sources={"百度文库"})
-    assert searcher.search("服务", k=3, sources={"人民网"}) == []
+    assert searcher.search("服务", k=3, filters=Filters(doc=(doc_id,)))
+    assert searcher.search("服务", k=3, filters=Filters(doc=("nope",))) == []
+    assert searcher.search("服务", k=3, filters=Filters(source=("百度文库",)))
+    assert searcher.search("服务", k=3, filters=Filters(source=("人民网",))) == []
 
 
 def test_errors(searcher):

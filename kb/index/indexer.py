@@ -39,6 +39,7 @@ from kb.read.documents import (
     too_large,
     walk_files,
 )
+from kb.read.tags import TagRules
 from kb.records import Document, Passage
 from kb.split.passages import DEFAULT_MAX_CHARS, split_document
 from kb.store.local.layout import (
@@ -75,7 +76,8 @@ def lexical_text(passage: Passage) -> str:
 
 # Bump when splitting or tokenising changes: an index built by an older pipeline is then
 # re-processed on the next `kb index` (vectors are reused wherever the embedded text is unchanged).
-PIPELINE_VERSION = 4  # 3: document URLs in the metadata; 4: page/slide/row locators, OCR of scans
+PIPELINE_VERSION = 5  # 3: document URLs in the metadata; 4: page/slide/row locators, OCR of scans;
+#                      5: document dates from front matter, HTML, DOCX and PDF properties; tags
 
 
 def pipeline_settings(max_chars: int, reading: dict | None = None) -> dict:
@@ -255,10 +257,14 @@ class Indexer:
         self.on_progress = on_progress
         self._reread_scans = False  # how scans are read changed: read PDFs and images again
         self._ocr_cache = None  # kb.read.ocr.OcrCache, opened when a file is first read
+        self.tag_rules: TagRules | None = None  # the library's .kb/tags.csv, read when the run starts
 
     def pipeline(self) -> dict:
         opt = self.options
-        return pipeline_settings(opt.max_chars, ReadOptions(ocr=opt.ocr, max_pages=opt.max_pages).settings())
+        settings = pipeline_settings(opt.max_chars, ReadOptions(ocr=opt.ocr, max_pages=opt.max_pages).settings())
+        if self.tag_rules is not None:  # another tags.csv re-tags every document (nothing is embedded again)
+            settings["tags"] = self.tag_rules.digest
+        return settings
 
     def pipeline_changed(self, prev) -> bool:
         """True when every document must be split again (``--rebuild``, another splitter);
@@ -315,6 +321,7 @@ class Indexer:
         if not corpus.is_dir():
             raise KBError(f"{corpus} is not a folder — give the folder that holds your documents"
                           + (" (the index is unchanged)" if prev else ""))
+        self.tag_rules = TagRules.load(corpus)
         self.spec = None
         # --rebuild keeps the library's embedder unless it is told another one
         told = opt.model is not None or self._embedder is not None
@@ -462,6 +469,10 @@ class Indexer:
                     report.skipped += 1
                     continue
                 doc = parse_document(raw, rel, max_bytes=opt.max_file_bytes, opts=self.read_options(pages.of(rel)))
+                if self.tag_rules is not None:
+                    tags = list(dict.fromkeys([*doc.meta.get("tags", []), *self.tag_rules.tags_for(rel)]))
+                    if tags:
+                        doc.meta["tags"] = tags
                 for w in doc.warnings:
                     warn(w)
                 seen_hash[h] = rel

@@ -56,14 +56,19 @@ Hit = PassageView  # the name search code has always used
 class SearchResponse:
     """The answer to one question: what ``kb search --json`` prints and ``GET /search``
     returns. ``low_confidence``: nothing supports the question well (the relevance floor);
-    ``truncated``: the question was cut to its first 512 characters. Both are left out when
-    they do not apply."""
+    ``truncated``: the question was cut to its first 512 characters; ``filters``: those the
+    search was narrowed by; ``empty_because``: which filter allowed no document; ``facets``:
+    documents of the first 100 hits per source, year, folder, type and tag. Each is left out
+    when it does not apply."""
 
     query: str
     mode: str
     hits: list[PassageView]
     low_confidence: bool | None = None
     truncated: bool | None = None
+    filters: dict[str, Any] | None = None
+    empty_because: str | None = None
+    facets: dict[str, dict[str, int]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kb.errors import DocumentError, UnsupportedFormat
 from kb.read import locators
@@ -195,6 +195,8 @@ class Read(NamedTuple):
     meta: dict[str, str] = {}  # fields the format itself carries (an HTML page's canonical URL)
     unit: str = ""  # what marks count: "page", "slide", "row" or "image" (kb.read.locators)
     marks: list[tuple[int, int, bool]] = []  # (offset in text, number, read by OCR)
+    props: dict[str, Any] = {}  # the file's own properties (DOCX/PDF date, author, keywords as tags):
+    #                             used where the text's header says nothing
 
 
 class _Blocks:
@@ -235,16 +237,64 @@ def _read_text(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
 _MD_HEADING = re.compile(r"^#{1,6}\s")
 
 
+_FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.{0,8192}?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S)
+_FM_LINE = re.compile(r"^([A-Za-z_][\w-]*)\s*:\s*(.*)$")
+_FM_KEYS = {"title": "title", "date": "date", "source": "source", "author": "author", "tags": "tags",
+            "keywords": "tags", "来源": "source", "作者": "author", "日期": "date", "标签": "tags"}
+_TAG_SPLIT = re.compile(r"[,;，；、]+")
+
+
+def _fm_value(raw: str) -> str | list[str]:
+    raw = raw.strip()
+    if raw.startswith("[") and raw.endswith("]"):
+        return [v.strip().strip("'\"") for v in raw[1:-1].split(",") if v.strip().strip("'\"")]
+    return raw.strip("'\"")
+
+
+def front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """A Markdown file's front matter (``---`` … ``---`` at the very top: ``title``, ``date``,
+    ``source``, ``author``, ``tags``/``keywords`` as ``[a, b]``, ``a, b`` or ``- a`` lines) and the
+    text without it. Read line by line, never by a YAML loader (no aliases, no tags, no code)."""
+    m = _FRONT_MATTER.match(text)
+    if not m:
+        return {}, text
+    fields: dict[str, Any] = {}
+    key = None
+    for line in m.group(1).splitlines():
+        item = re.match(r"^\s*-\s+(.*)$", line)
+        if item and key == "tags":
+            fields.setdefault("tags", []).append(item.group(1).strip().strip("'\""))
+            continue
+        km = _FM_LINE.match(line.strip())
+        key = _FM_KEYS.get(km.group(1).lower() if km.group(1).isascii() else km.group(1)) if km else None
+        if key is None or not km.group(2).strip():
+            continue
+        value = _fm_value(km.group(2))
+        if key == "tags":
+            value = value if isinstance(value, list) else [v.strip() for v in _TAG_SPLIT.split(value)]
+            fields["tags"] = [v for v in fields.get("tags", []) + value if v][:50]
+        elif isinstance(value, str):
+            fields[key] = value[:200]
+    if "date" in fields:
+        day = iso_date(fields.pop("date"))
+        if day:
+            fields["date"] = day
+    return fields, text[m.end():]
+
+
 def _read_markdown(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     text, enc, _, warnings, *_ = _read_text(raw, name)
-    title = None
+    fields, text = front_matter(text)
+    title = fields.pop("title", None)
+    if title:
+        return Read(text, enc, title, warnings, fields)
     for line in text.splitlines():
         if _MD_HEADING.match(line.strip()):
             title = line.strip().lstrip("#").strip()
             break
         if line.strip():
             break
-    return Read(text, enc, title, warnings)
+    return Read(text, enc, title, warnings, fields)
 
 
 _HTML_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([\w-]+)""", re.I)
@@ -283,6 +333,35 @@ def _html_text(soup) -> str:
     return "".join(out)
 
 
+_HTML_DATE_NAMES = ("article:published_time", "og:published_time", "pubdate", "publishdate", "publish_date",
+                    "date", "dc.date", "dc.date.issued", "dcterms.issued", "dcterms.created",
+                    "citation_publication_date", "citation_date", "published_time", "firstpublishedtime")
+
+
+def _html_fields(soup) -> dict[str, str]:
+    """A page's own date (``<meta>`` of a publication date, else its first ``<time datetime>``)
+    and author (``<meta name="author">``)."""
+    found: dict[str, str] = {}
+    metas = {}
+    for tag in soup.find_all("meta", limit=500):
+        key = str(tag.get("name") or tag.get("property") or tag.get("itemprop") or "").strip().lower()
+        if key and key not in metas and tag.get("content"):
+            metas[key] = str(tag.get("content"))[:200]
+    for key in _HTML_DATE_NAMES:
+        day = iso_date(metas.get(key, ""))
+        if day:
+            found["date"] = day
+            break
+    if "date" not in found:
+        t = soup.find("time", attrs={"datetime": True})
+        day = iso_date(str(t.get("datetime"))) if t is not None else None
+        if day:
+            found["date"] = day
+    if metas.get("author", "").strip():
+        found["author"] = metas["author"].strip()
+    return found
+
+
 def _read_html(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     from bs4 import BeautifulSoup
 
@@ -312,6 +391,7 @@ def _read_html(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     url = first_url(str(link.get("href") or link.get("content") or "")) if link else None
     if url:
         meta["url"] = url
+    meta.update(_html_fields(soup))
     if soup.head:
         soup.head.decompose()
     text = _html_text(soup)
@@ -371,8 +451,9 @@ def _read_docx(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
             cells = [c.text.strip() for c in row.cells if c.text.strip()]
             if cells:
                 lines.append(" | ".join(cells))
-    title = (d.core_properties.title or "").strip() or None
-    return Read("\n\n".join(lines), "docx", title)
+    core = d.core_properties
+    title = (core.title or "").strip() or None
+    return Read("\n\n".join(lines), "docx", title, props=_properties(core.created, core.keywords))
 
 
 MIN_TEXT_LAYER_CHARS = 10  # a page with fewer characters in its text layer is a scan (auto OCR)
@@ -398,9 +479,15 @@ def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
         if total > n:
             warnings.append(f"{name}: read the first {n} of {total} pages (raise it with --max-pages)")
         pages = [(reader.pages[i].extract_text() or "") if opts.ocr != "always" else "" for i in range(n)]
-        title = None
-        if reader.metadata and reader.metadata.title:
-            title = str(reader.metadata.title).strip() or None
+        title, props = None, {}
+        info = reader.metadata
+        if info:
+            title = str(info.title).strip() or None if info.title else None
+            try:
+                created = info.creation_date
+            except Exception:  # a malformed date string in the PDF's info
+                created = None
+            props = _properties(created, info.get("/Keywords"))
     except DocumentError:
         raise
     except Exception as e:
@@ -430,7 +517,7 @@ def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
         if scanned and opts.ocr == "never":
             raise DocumentError(f"{name}: PDF has no text layer (a scan? OCR is off: --ocr never)")
         raise DocumentError(f"{name}: no text found in the PDF" + (" (OCR found none either)" if ocred else ""))
-    return Read(text, "pdf", title, warnings, {}, "page", blocks.marks)
+    return Read(text, "pdf", title, warnings, {}, "page", blocks.marks, props)
 
 
 def _ocr_pdf_pages(raw: bytes, name: str, pages: list[int], opts: ReadOptions, texts: list[str],
@@ -734,6 +821,36 @@ SUPPORTED_SUFFIXES = tuple(READERS)
 
 # --------------------------------------------------------------------------- metadata
 
+
+def iso_date(value: Any) -> str | None:
+    """``YYYY-MM-DD`` of a date written any usual way (``2024-07-11``, ``2024/7/11``,
+    ``2024年7月11日``, an ISO time stamp, a ``datetime``), or None when it holds no real day."""
+    if hasattr(value, "year") and hasattr(value, "month") and hasattr(value, "day"):
+        value = f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+    m = _DATE.search(str(value or "")[:100])
+    if not m:
+        return None
+    y, mo, d = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    try:
+        import datetime
+
+        return datetime.date(y, mo, d).isoformat() if 1900 <= y <= 2200 else None
+    except ValueError:
+        return None
+
+
+def _properties(created: Any, keywords: Any) -> dict[str, Any]:
+    """A DOCX's or PDF's own date and keywords (as tags), where set. Its "author" property is
+    left alone: it names whoever's account saved the file far more often than a writer."""
+    out: dict[str, Any] = {}
+    day = iso_date(created) if created else None
+    if day:
+        out["date"] = day
+    if isinstance(keywords, str) and keywords.strip():
+        out["tags"] = [t.strip() for t in _TAG_SPLIT.split(keywords) if t.strip()][:50]
+    return out
+
+
 _DATE = re.compile(
     r"(\d{4})\s*[-/年.]\s*(\d{1,2})\s*[-/月.]\s*(\d{1,2})\s*日?(?:\s*(\d{1,2}:\d{2}(?::\d{2})?))?"
 )
@@ -856,7 +973,9 @@ def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES,
     first = lines[0].lstrip("#").strip() if lines else ""
     if not title:
         title = first if 0 < len(first) <= 80 else Path(rel).stem
-    meta = extract_meta(lines[: header_line_count(lines)], tail=lines[-5:])
+    meta: dict[str, Any] = extract_meta(lines[: header_line_count(lines)], tail=lines[-5:])
+    for key, value in read.props.items():  # the file's properties, where the header says nothing
+        meta.setdefault(key, value)
     meta.update(format_meta)
     if read.marks:
         meta[locators.KEY] = locators.encode(read.unit, [(offsets.to_normalized(o), n, ocr)
@@ -939,8 +1058,11 @@ def walk_files(root: str | Path, unreadable: list[str] | None = None,
             except OSError:
                 link, is_dir = False, False
             if is_dir:
-                if not link:  # as os.walk: a linked folder is not followed (no loops)
+                if not link:
                     stack.append((entry.path, rel))
+                elif skipped is not None:  # as os.walk: a linked folder is not followed (no loops)
+                    skipped.append((rel, "a link to a folder, not followed (link its files instead, inside the "
+                                         "library)"))
                 continue
             if link and not _inside(os.path.realpath(entry.path), real_root):
                 if skipped is not None:

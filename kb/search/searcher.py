@@ -28,6 +28,7 @@ from kb.rank.fusion import (
     telling_terms,
 )
 from kb.records import SEARCH_MODES
+from kb.search.filters import FACET_DEPTH, Filters, facet_counts
 from kb.search.reader import Reader, title_of
 from kb.store import open_store
 from kb.store.base import Allowed, Snapshot
@@ -58,19 +59,32 @@ def confidence(hits: list[Hit], support_floor: float = SUPPORT_FLOOR, dense_floo
     return "low"
 
 
-def search_response(searcher: Searcher, question: str, k: int = 10, mode: str = "hybrid", doc_ids=None,
-                    sources=None, style: str = "short", min_score: float | None = None,
-                    rerank=None) -> SearchResponse:
-    """One question answered the way every front end shows it: bounded, searched, marked
-    when weak, filtered by ``min_score`` and cited in ``style``."""
+def search_response(searcher: Searcher, question: str, k: int = 10, mode: str = "hybrid",
+                    filters: Filters | None = None, style: str = "short", min_score: float | None = None,
+                    rerank=None, facets: bool = False) -> SearchResponse:
+    """One question answered the way every front end shows it: bounded, searched within
+    ``filters``, marked when weak, filtered by ``min_score`` and cited in ``style``; with
+    ``facets``, the documents of the first :data:`FACET_DEPTH` hits counted by field. A filter
+    that allows no document gives no hits and says which field emptied the result."""
     query, cut = bound_query(question)
-    hits = searcher.search(query, k=k, mode=mode, doc_ids=doc_ids or None, sources=sources or None, rerank=rerank)
-    weak = confidence(hits) == "low"
+    filters = filters or Filters()
+    emptied = None
+    if filters and not searcher.allowed(filters):
+        hits, emptied = [], filters.emptied_by(searcher.docs)
+    else:
+        hits = searcher.search(query, k=k, mode=mode, filters=filters, rerank=rerank)
+    weak = confidence(hits) == "low" and not emptied
+    counts = None
+    if facets:
+        deep = hits if emptied or len(hits) >= FACET_DEPTH else searcher.search(query, k=FACET_DEPTH, mode=mode,
+                                                                                   filters=filters)
+        counts = facet_counts([searcher.doc_by_id[h.doc_id] for h in deep[:FACET_DEPTH]], filters)
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
     if style != "short":
         hits = [h.cited(style) for h in hits]
-    return SearchResponse(query=query, mode=mode, hits=hits, low_confidence=weak or None, truncated=cut or None)
+    return SearchResponse(query=query, mode=mode, hits=hits, low_confidence=weak or None, truncated=cut or None,
+                          filters=filters.to_dict() or None, empty_because=emptied, facets=counts)
 
 
 def competition_ranks(run: list[int], score_of: dict[int, float]) -> dict[int, int]:
@@ -105,6 +119,7 @@ class Searcher(Reader):
         self._device = device
         self._lock = threading.RLock()
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._allowed_cache: OrderedDict[Filters, frozenset[str]] = OrderedDict()
         if snapshot.bm25_written is not None:  # the store weighted its documents with these
             k1, b = snapshot.bm25_written
             self.config = replace(self.config, bm25_k1=k1, bm25_b=b)
@@ -194,13 +209,22 @@ class Searcher(Reader):
         with self._lock:
             self._qcache[query.strip()] = vector
 
-    def _allowed(self, doc_ids=None, sources=None) -> Allowed:
-        """The documents a filter allows (``None``: no filter)."""
-        if not doc_ids and not sources:
+    def allowed(self, filters: Filters | None) -> Allowed:
+        """The ids of the documents ``filters`` allows (``None``: no filter), remembered for
+        the last few filters asked (the documents of a version never change)."""
+        if not filters:
             return None
-        return frozenset(d["doc_id"] for d in self.docs
-                         if (not doc_ids or d["doc_id"] in doc_ids)
-                         and (not sources or d["meta"].get("source", "") in sources))
+        with self._lock:
+            hit = self._allowed_cache.get(filters)
+            if hit is not None:
+                self._allowed_cache.move_to_end(filters)
+                return hit
+        found = filters.allowed(self.docs)
+        with self._lock:
+            self._allowed_cache[filters] = found
+            while len(self._allowed_cache) > 64:
+                self._allowed_cache.popitem(last=False)
+        return found
 
     def _ranked(self, scores: dict[int, float], rows: dict[int, dict[str, Any]]) -> list[int]:
         """Best first; equal scores by passage id, so the order never depends on where
@@ -208,11 +232,11 @@ class Searcher(Reader):
         return sorted(scores, key=lambda r: (-scores[r], rows[r]["id"]))
 
     # ------------------------------------------------------------------ search
-    def search(self, query: str, k: int = 10, mode: str = "hybrid", doc_ids=None, sources=None,
+    def search(self, query: str, k: int = 10, mode: str = "hybrid", filters: Filters | None = None,
                rerank=None) -> list[Hit]:
         """The ``k`` best passages for ``query``. ``mode``: hybrid, dense or lexical;
-        ``doc_ids`` / ``sources`` filter; ``rerank``: an optional :class:`kb.embed.rerank.Reranker`
-        that re-scores the top of the fused ranking."""
+        ``filters``: only documents they allow (:class:`kb.search.filters.Filters`); ``rerank``:
+        an optional :class:`kb.embed.rerank.Reranker` that re-scores the top of the fused ranking."""
         query, _ = bound_query(query)
         if not query:
             raise EmptyQuery("empty query — type a question or some words to search for")
@@ -222,7 +246,9 @@ class Searcher(Reader):
             return []
         cfg = self.config
         n = max(cfg.pool_min, 5 * k)
-        allowed = self._allowed(doc_ids, sources)
+        allowed = self.allowed(filters)
+        if allowed is not None and not allowed:
+            return []
         qtokens = tokenize(query)
 
         c = self.gather(query, qtokens, n, mode, allowed)
@@ -337,11 +363,15 @@ class Searcher(Reader):
             hits.append(hit)
         return hits
 
-    def related(self, passage_id: str, k: int = 5) -> list[Hit]:
+    def related(self, passage_id: str, k: int = 5, filters: Filters | None = None) -> list[Hit]:
         """Passages like ``passage_id`` (never its own parent or sub-points): near its vector,
         sharing its most telling words, and a little closer when their document's title
-        shares words with its document's title (see :func:`kb.rank.fusion.related_scores`)."""
+        shares words with its document's title (see :func:`kb.rank.fusion.related_scores`);
+        only from documents ``filters`` allows."""
         p = self.passage(passage_id)
+        allowed = self.allowed(filters)
+        if allowed is not None and not allowed:
+            return []
         vec = self.snapshot.vectors([p["row"]])[0]
         family = {p["id"]} | set(self._ancestors({p["row"]: p})[p["id"]])
         family |= self.snapshot.descendants(p["doc_id"], p["id"])
@@ -350,7 +380,7 @@ class Searcher(Reader):
         title_words = list(dict.fromkeys(tokenize(title_of(p))))
         tokens = tokenize(" ".join(p["heading_path"]) + " " + p["text"])
         terms = telling_terms(tokens, set(title_words), self.snapshot.idf, cfg.related_terms)
-        c = self._candidates(vec, terms, n, exclude=frozenset(family), also=(p["row"],))
+        c = self._candidates(vec, terms, n, allowed=allowed, exclude=frozenset(family), also=(p["row"],))
         if c is None:
             return []
         cands, rows, dense, raw = c.rows, c.records, c.dense, c.bm25

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kb import __version__
@@ -25,13 +26,60 @@ from kb.embed.embedders import Embedder
 from kb.errors import EmptyQuery, IndexDamaged, KBError, UnknownPassage
 from kb.present.views import DocumentView, PassageView, SearchResponse
 from kb.records import SEARCH_MODES
+from kb.search.filters import MAX_VALUE_CHARS, MAX_VALUES, TYPES, FilterError, Filters
 from kb.search.live import LiveSearcher
 from kb.search.searcher import MAX_QUERY_CHARS, Searcher, search_response
 from kb.serve.access import redact_paths, token_matches
 
 MAX_K = 100
-MAX_BODY_BYTES = 16 * 1024  # the API takes no bodies; anything bigger is refused unread
+MAX_BODY_BYTES = 64 * 1024  # a POST /search body at most; anything bigger is refused unread
 Mode = Annotated[str, Query(pattern="^(" + "|".join(SEARCH_MODES) + ")$", description="hybrid, dense or lexical")]
+
+
+FILTER_HELP = {
+    "source": "Only documents from this source (repeatable: any of them)",
+    "author": "Only documents by this author (repeatable)",
+    "after": "Only documents dated on or after this day (YYYY-MM-DD, YYYY-MM or YYYY)",
+    "before": "Only documents dated on or before this day (YYYY-MM-DD, YYYY-MM or YYYY)",
+    "folder": "Only documents in this folder of the library, or below it (repeatable)",
+    "type": "Only documents of this type: " + ", ".join(TYPES) + " (repeatable)",
+    "tag": "Only documents with this tag (repeatable)",
+    "doc": "Only this document id (repeatable)",
+}
+Values = Annotated[list[str] | None, Query(max_length=MAX_VALUES)]
+# the shape of a date (a day that does not exist, 2024-02-31, is still a 422 naming the field)
+DATE_SHAPE = r"^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$"
+
+
+class SearchFilters(BaseModel):
+    """AND across fields, OR within one; a filter that allows no document gives no hits."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: list[Annotated[str, StringConstraints(max_length=MAX_VALUE_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_VALUES, description=FILTER_HELP["source"])
+    author: list[Annotated[str, StringConstraints(max_length=MAX_VALUE_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_VALUES, description=FILTER_HELP["author"])
+    after: str | None = Field(default=None, pattern=DATE_SHAPE, description=FILTER_HELP["after"])
+    before: str | None = Field(default=None, pattern=DATE_SHAPE, description=FILTER_HELP["before"])
+    folder: list[Annotated[str, StringConstraints(max_length=MAX_VALUE_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_VALUES, description=FILTER_HELP["folder"])
+    type: list[Annotated[str, StringConstraints(max_length=MAX_VALUE_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_VALUES, description=FILTER_HELP["type"])
+    tag: list[Annotated[str, StringConstraints(max_length=MAX_VALUE_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_VALUES, description=FILTER_HELP["tag"])
+    doc: list[Annotated[str, StringConstraints(max_length=MAX_VALUE_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_VALUES, description=FILTER_HELP["doc"])
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    q: str = Field(min_length=1, max_length=100_000, description="The question")
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    mode: str = Field(default="hybrid", pattern="^(" + "|".join(SEARCH_MODES) + ")$")
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+    cite: str = Field(default="short", pattern="^(short|gbt7714|apa)$")
+    min_score: float | None = Field(default=None, ge=0, le=1)
+    facets: bool = False
 
 
 @dataclass
@@ -165,12 +213,25 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
                                        description=f"The question; only its first {MAX_QUERY_CHARS} characters "
                                                    "are used (the answer then says truncated: true)")],
                k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, mode: Mode = "hybrid",
-               doc: Annotated[list[str] | None, Query(max_length=100)] = None,
-               source: Annotated[list[str] | None, Query(max_length=100)] = None,
+               source: Values = None, author: Values = None,
+               after: Annotated[str | None, Query(pattern=DATE_SHAPE, description=FILTER_HELP["after"])] = None,
+               before: Annotated[str | None, Query(pattern=DATE_SHAPE, description=FILTER_HELP["before"])] = None,
+               folder: Values = None, type: Values = None, tag: Values = None, doc: Values = None,
                cite: Annotated[str, Query(pattern="^(short|gbt7714|apa)$")] = "short",
-               min_score: Annotated[float | None, Query(ge=0, le=1)] = None):
-        response = search_response(searcher(), q, k=k, mode=mode, doc_ids=set(doc or ()),
-                                   sources=set(source or ()), style=cite, min_score=min_score)
+               min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
+               facets: Annotated[bool, Query(description="Count the first 100 hits' documents by field")] = False):
+        filters = Filters.make(source=source, author=author, after=after, before=before, folder=folder, type=type,
+                               tag=tag, doc=doc)
+        response = search_response(searcher(), q, k=k, mode=mode, filters=filters, style=cite, min_score=min_score,
+                                   facets=facets)
+        return JSONResponse(response.to_dict())
+
+    @app.post("/search", response_model=SearchResponse, dependencies=auth, responses=ERRORS,
+              summary="The same search with its filters in a JSON body")
+    def search_body(body: SearchRequest) -> JSONResponse:
+        filters = Filters.make(**body.filters.model_dump())
+        response = search_response(searcher(), body.q, k=body.k, mode=body.mode, filters=filters, style=body.cite,
+                                   min_score=body.min_score, facets=body.facets)
         return JSONResponse(response.to_dict())
 
     @app.get("/passages/{passage_id}", response_model=PassageContext, dependencies=auth, responses=ERRORS,
@@ -183,8 +244,13 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
     @app.get("/passages/{passage_id}/related", response_model=RelatedPassages, dependencies=auth, responses=ERRORS,
              summary="Passages nearest to this one (not itself, its parent or children)")
     def related(passage_id: Annotated[str, Path(max_length=200)],
-                k: Annotated[int, Query(ge=1, le=MAX_K)] = 5) -> JSONResponse:
-        hits = searcher().related(passage_id, k=k)
+                k: Annotated[int, Query(ge=1, le=MAX_K)] = 5, source: Values = None, author: Values = None,
+                after: Annotated[str | None, Query(pattern=DATE_SHAPE)] = None,
+                before: Annotated[str | None, Query(pattern=DATE_SHAPE)] = None,
+                folder: Values = None, type: Values = None, tag: Values = None, doc: Values = None) -> JSONResponse:
+        filters = Filters.make(source=source, author=author, after=after, before=before, folder=folder, type=type,
+                               tag=tag, doc=doc)
+        hits = searcher().related(passage_id, k=k, filters=filters)
         return JSONResponse({"passage": passage_id, "hits": [asdict(h) for h in hits]})
 
     @app.get("/documents", response_model=DocumentPage, dependencies=auth, responses=ERRORS,
@@ -231,6 +297,8 @@ def _bound_requests(app: FastAPI, fail, limiter: RateLimiter | None) -> None:
             return fail(400, "bad request", "Content-Length is not a number")
         if length > MAX_BODY_BYTES:
             return fail(413, "request too large", f"at most {MAX_BODY_BYTES} bytes")
+        if "chunked" in request.headers.get("transfer-encoding", "").lower():  # a body of unknown length
+            return fail(411, "length required", f"send Content-Length (at most {MAX_BODY_BYTES} bytes)")
         if limiter is not None and not limiter.allow(request.client.host if request.client else "?"):
             return fail(429, "too many requests", f"at most {limiter.per_minute} requests a minute")
         return await call_next(request)
@@ -267,6 +335,10 @@ def _answer_errors(app: FastAPI, fail) -> None:
     @app.exception_handler(UnknownPassage)
     async def unknown(request: Request, exc: UnknownPassage):
         return fail(404, "not found", str(exc))
+
+    @app.exception_handler(FilterError)
+    async def bad_filter(request: Request, exc: FilterError):
+        return fail(422, "invalid parameter", str(exc))
 
     @app.exception_handler(EmptyQuery)
     async def empty(request: Request, exc: EmptyQuery):

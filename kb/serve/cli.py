@@ -156,6 +156,37 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
         click.echo(report.summary())
 
 
+FILTER_OPTIONS = (
+    ("--source", "source", "Only documents from this source."),
+    ("--author", "author", "Only documents by this author."),
+    ("--folder", "folder", "Only documents in this folder of the library (and below it)."),
+    ("--type", "type", "Only documents of this type: txt, md, html, docx, pdf, scan, pptx, xlsx, epub."),
+    ("--tag", "tag", "Only documents with this tag."),
+    ("--doc", "doc", "Only passages of this document id."),
+)
+
+
+def _filter_options(f):
+    """The filters of `kb search` and `kb related`: repeatable ones are OR within a field, AND across."""
+    for flag, name, text in reversed(FILTER_OPTIONS):
+        f = click.option(flag, name, multiple=True, metavar="VALUE", help=text + " (repeatable)")(f)
+    f = click.option("--before", "before", default=None, metavar="DATE",
+                     help="Only documents dated on or before DATE (YYYY-MM-DD, YYYY-MM or YYYY).")(f)
+    f = click.option("--after", "after", default=None, metavar="DATE",
+                     help="Only documents dated on or after DATE (YYYY-MM-DD, YYYY-MM or YYYY).")(f)
+    return f
+
+
+def _filters(values: dict):
+    """The filters given as options; a bad value is a usage error naming its option (exit 2)."""
+    from kb.search.filters import FilterError, Filters
+
+    try:
+        return Filters.make(**values)
+    except FilterError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[-1], param_hint=f"--{e.field}") from e
+
+
 @cli.command("search")
 @click.argument("question", nargs=-1)
 @click.option("-k", "k", default=10, show_default=True, type=K_RANGE, help="Number of results (1-1000).")
@@ -167,21 +198,23 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
               help="Print the hits' references as BibTeX or RIS (for Zotero, EndNote, NoteExpress).")
 @click.option("--model", default=None, help="Check that the index was built with this model.")
 @click.option("--device", default=None, help="Device for a sentence-transformers model.")
-@click.option("--doc", "doc_ids", multiple=True, help="Only passages of this document id (repeatable).")
-@click.option("--source", "sources", multiple=True, help="Only documents from this source (repeatable).")
+@_filter_options
+@click.option("--facets", is_flag=True, help="Also count the first 100 hits' documents by source, year, folder, "
+                                             "type and tag.")
 @click.option("--rerank", "rerank_model", default=None, metavar="MODEL",
               help="Re-score the top 30 with a sentence-transformers cross-encoder (name or path).")
 @click.option("--min-score", default=None, type=click.FloatRange(0.0, 1.0), metavar="S",
               help="Only hits scoring at least S (0-1). Without it, weak hits are listed and marked.")
 @_index_option
 @_friendly
-def search_cmd(question, k, mode, as_json, style, export_format, model, device, doc_ids, sources, rerank_model,
-               min_score, index_dir):
+def search_cmd(question, k, mode, as_json, style, export_format, model, device, facets, rerank_model,
+               min_score, index_dir, **filter_values):
     """Find the passages that answer QUESTION (at most 512 characters are used)."""
     from kb.errors import EmptyQuery
     from kb.search.searcher import MAX_QUERY_CHARS, bound_query, search_response
 
     question = " ".join(question)
+    filters = _filters(filter_values)
     if not bound_query(question)[0]:
         raise EmptyQuery("empty query — type a question, e.g. kb search \"组工干部如何创新工作方法\"")
     searcher = _searcher(index_dir, model=model, device=device)
@@ -190,8 +223,8 @@ def search_cmd(question, k, mode, as_json, style, export_format, model, device, 
         from kb.embed.rerank import Reranker
 
         reranker = Reranker(rerank_model, device=device)
-    response = search_response(searcher, question, k=k, mode=mode, doc_ids=set(doc_ids), sources=set(sources),
-                               style=style, min_score=min_score, rerank=reranker)
+    response = search_response(searcher, question, k=k, mode=mode, filters=filters, style=style,
+                               min_score=min_score, rerank=reranker, facets=facets)
     hits, weak = response.hits, response.low_confidence
     if response.truncated:
         click.echo(f"note: the question was cut to its first {MAX_QUERY_CHARS} characters", err=True)
@@ -203,6 +236,11 @@ def search_cmd(question, k, mode, as_json, style, export_format, model, device, 
     if as_json:
         _dump(response.to_dict())
         return
+    if response.facets:
+        _print_facets(response.facets)
+    if response.empty_because:
+        click.echo(f"no results: {terminal_text(response.empty_because)}")
+        return
     if not hits:
         click.echo("no results" + (f" scoring at least {min_score}" if min_score is not None else ""))
         return
@@ -210,6 +248,15 @@ def search_cmd(question, k, mode, as_json, style, export_format, model, device, 
         click.echo(click.style("nothing in the index matches this question well; the closest passages:",
                                fg="yellow"), err=True)
     _print_hits(hits)
+
+
+def _print_facets(facets: dict[str, dict[str, int]]) -> None:
+    names = {"source": "来源", "year": "年份", "folder": "文件夹", "type": "类型", "tag": "标签"}
+    for field, counts in facets.items():
+        if counts:
+            shown = " · ".join(f"{terminal_text(v) or '（无）'} {n}" for v, n in counts.items())
+            click.echo(click.style(f"{names.get(field, field)}: ", bold=True) + shown)
+    click.echo()
 
 
 def _print_hits(hits) -> None:
@@ -237,11 +284,12 @@ def _print_hits(hits) -> None:
 @click.argument("passage_id")
 @click.option("-k", "k", default=5, show_default=True, type=K_RANGE)
 @click.option("--json", "as_json", is_flag=True)
+@_filter_options
 @_index_option
 @_friendly
-def related_cmd(passage_id, k, as_json, index_dir):
+def related_cmd(passage_id, k, as_json, index_dir, **filter_values):
     """Passages nearest to PASSAGE_ID (not itself, its parent or its children)."""
-    hits = _searcher(index_dir).related(passage_id, k=k)
+    hits = _searcher(index_dir).related(passage_id, k=k, filters=_filters(filter_values))
     if as_json:
         _dump({"passage": passage_id, "hits": hits})
     elif not hits:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kb.errors import KBError
+from kb.search.filters import Filters
 from kb.search.live import LiveSearcher
 from kb.search.searcher import search_response
 from kb.serve.access import redact_paths
@@ -47,17 +48,22 @@ def build_server(index_dir: str | Path, library: LiveSearcher | None = None):
 
     @server.tool()
     @_one_line
-    def search(question: str, k: int = 5, mode: str = "hybrid", cite: str = "short") -> dict[str, Any]:
+    def search(question: str, k: int = 5, mode: str = "hybrid", cite: str = "short",
+               filters: dict[str, Any] | None = None, facets: bool = False) -> dict[str, Any]:
         """Find the passages that answer a question (Chinese works best). Returns up to k passages,
         best first, each with its document title, section path (heading_path), text and a ready-to-paste
-        citation; cite is short, gbt7714 (GB/T 7714-2015) or apa. mode: hybrid, dense or lexical."""
+        citation; cite is short, gbt7714 (GB/T 7714-2015) or apa. mode: hybrid, dense or lexical.
+        filters narrows the search: {"source": [..], "author": [..], "after": "2024-01-01", "before": "2024-12-31",
+        "folder": [..], "type": ["pdf"], "tag": [..], "doc": [..]} (any value of a field, every field);
+        facets: also count the documents of the first 100 hits by source, year, folder, type and tag."""
         k = max(1, min(int(k), 20))
-        response = search_response(library.current(), question, k=k, mode=mode, style=cite)
+        chosen = Filters.make(**(filters or {}))
+        response = search_response(library.current(), question, k=k, mode=mode, style=cite, filters=chosen,
+                                   facets=bool(facets))
         out = {"query": response.query, "passages": [_passage(h) for h in response.hits]}
-        if response.low_confidence:
-            out["low_confidence"] = True
-        if response.truncated:
-            out["truncated"] = True
+        for key in ("low_confidence", "truncated", "filters", "empty_because", "facets"):
+            if getattr(response, key):
+                out[key] = getattr(response, key)
         return out
 
     @server.tool()
@@ -73,10 +79,11 @@ def build_server(index_dir: str | Path, library: LiveSearcher | None = None):
 
     @server.tool()
     @_one_line
-    def related(passage_id: str, k: int = 5) -> dict[str, Any]:
+    def related(passage_id: str, k: int = 5, filters: dict[str, Any] | None = None) -> dict[str, Any]:
         """Passages on the same subject as the given one (not itself, its paragraph or its sub-points),
-        each with its citation."""
-        hits = library.current().related(passage_id, k=max(1, min(int(k), 20)))
+        each with its citation; filters as for search."""
+        hits = library.current().related(passage_id, k=max(1, min(int(k), 20)),
+                                         filters=Filters.make(**(filters or {})))
         return {"passage": passage_id, "passages": [_passage(h) for h in hits]}
 
     return server

@@ -22,6 +22,7 @@ from kb.index import update_index
 from kb.present.cite import export
 from kb.present.render import document_html, highlight_html, meta_line, text_html
 from kb.records import SEARCH_MODES
+from kb.search.filters import FilterError, Filters, document_fields
 from kb.search.live import LiveSearcher
 from kb.search.searcher import MAX_QUERY_CHARS, Searcher, bound_query, search_response
 from kb.serve.access import authorize_session, check_exposure, confine, library_roots, redact_paths, token_matches
@@ -59,6 +60,7 @@ html, body, [class*="css"], .stMarkdown, .stTextInput input {
 .kb-score { display: inline-block; background: #1f6feb; color: #fff; border-radius: 10px; padding: 0 9px;
             font-weight: 600; cursor: help; }
 .kb-summary { color: #6b7480; font-size: 0.85rem; margin: 0.2rem 0 0.4rem; }
+.kb-facets { color: #4a5260; font-size: 0.8rem; margin: 0.1rem 0 0.4rem; line-height: 1.6; }
 .kb-rank { color: #9aa3ad; font-weight: 600; margin-right: 0.4em; }
 .kb-context { color: #5f6875; font-size: 0.95rem; line-height: 1.85; border-left: 3px solid #e3e6eb;
               padding: 2px 0 2px 12px; margin: 8px 0; white-space: pre-wrap; }
@@ -169,21 +171,53 @@ def live_searcher(index_dir: str) -> LiveSearcher:
 # --------------------------------------------------------------------------- navigation
 
 
-def go(**params) -> None:
-    """Switch view through the URL, so every view can be shared and reloaded."""
-    q = st.query_params.get("q", "")
+FILTER_FIELDS = {"source": "来源", "author": "作者", "folder": "文件夹", "type": "类型", "tag": "标签"}
+URL_FILTERS = (*FILTER_FIELDS, "after", "before", "in")  # "in": within these documents ("doc" opens one)
+
+
+def url_filters() -> tuple[Filters, str | None]:
+    """The filters the URL carries, and what is wrong with them (then none apply)."""
+    p = st.query_params
+    values: dict = {name: p.get_all(name) for name in FILTER_FIELDS}
+    values.update(after=p.get("after") or None, before=p.get("before") or None, doc=p.get_all("in"))
+    try:
+        return Filters.make(**values), None
+    except FilterError as e:
+        return Filters(), f"筛选条件无效（{e}），已忽略"
+
+
+def _set_url(params: dict) -> None:
     st.query_params.clear()
-    new = {"q": q, **params} if q and "q" not in params else params
-    for key, value in new.items():
+    for key, value in params.items():
         if value:
             st.query_params[key] = value
 
 
+def go(**params) -> None:
+    """Switch view through the URL, so every view can be shared and reloaded; the question
+    and the filters stay unless ``params`` replace them."""
+    keep = {key: st.query_params.get_all(key) for key in ("q", *URL_FILTERS) if key not in params}
+    _set_url({**{k: (v[0] if k == "q" and v else v) for k, v in keep.items()}, **params})
+
+
 def on_query_change() -> None:
     q, _ = bound_query(st.session_state.get("q_input", ""))
-    st.query_params.clear()
-    if q:
-        st.query_params["q"] = q
+    go(q=q)
+
+
+def on_filter_change() -> None:
+    """The filter panel's choices into the URL (a filtered search can be shared)."""
+    ss = st.session_state
+    params = {name: list(ss.get(f"f_{name}") or []) for name in FILTER_FIELDS}
+    params.update(after=(ss.get("f_after") or "").strip(), before=(ss.get("f_before") or "").strip(),
+                  **{"in": list(ss.get("f_in") or [])})
+    go(**params)
+
+
+def search_in_document(doc_id: str) -> None:
+    """「在本文档中搜索」: the search narrowed to this one document."""
+    st.session_state["f_in"] = [doc_id]
+    go(**{"in": [doc_id], "doc": None, "p": None})
 
 
 # --------------------------------------------------------------------------- pieces
@@ -315,15 +349,14 @@ def view_search(searcher: Searcher, settings: dict) -> None:
         return
     if cut:
         st.caption(f"问题太长，只用了前 {MAX_QUERY_CHARS} 个字。")
-    t0 = time.perf_counter()
-    try:
-        response = search_response(searcher, query, k=settings["k"], mode=settings["mode"],
-                                   doc_ids=settings["doc_ids"], sources=settings["sources"])
-    except KBError as e:
-        say("error", str(e))
+    response, ms = settings["response"], settings["ms"]
+    if response is None:
         return
-    ms = (time.perf_counter() - t0) * 1000
+    facet_line(response.facets)
     hits = response.hits
+    if response.empty_because:
+        st.info(f"没有符合筛选条件的文档（{response.empty_because}）。请放宽或取消左侧的筛选条件。")
+        return
     if not hits:
         st.info("没有找到相关段落。试试换个说法、减少关键词，或取消左侧的筛选条件。")
         return
@@ -364,8 +397,25 @@ def view_passage(searcher: Searcher, passage_id: str) -> None:
         hit_actions(r, key=f"r{i}-{r.id}")
 
 
+def facet_line(facets: dict | None) -> None:
+    """Where the answers are: documents of the first 100 hits per field, before narrowing."""
+    if not facets:
+        return
+    names = {"source": "来源", "year": "年份", "folder": "文件夹", "type": "类型", "tag": "标签"}
+    parts = []
+    for field, counts in facets.items():
+        if counts and (len(counts) > 1 or field in ("year", "type")):
+            shown = " · ".join(f"{text_html(v or '（根目录）' if field == 'folder' else v or '（无）')} {n}"
+                               for v, n in list(counts.items())[:6])
+            parts.append(f"<b>{names[field]}</b> {shown}")
+    if parts:
+        st.markdown('<p class="kb-facets">' + "　".join(parts) + "</p>", unsafe_allow_html=True)
+
+
 def view_document(searcher: Searcher, doc_id: str, passage_id: str | None) -> None:
-    st.button("← 返回搜索结果", on_click=go, kwargs={})
+    cols = st.columns([1, 1])
+    cols[0].button("← 返回搜索结果", on_click=go, kwargs={})
+    cols[1].button("在本文档中搜索", on_click=search_in_document, args=(doc_id,), key="search_in_doc")
     try:
         full_doc = searcher.document(doc_id)
         view = searcher.show(passage_id, context=1) if passage_id else None
@@ -424,10 +474,19 @@ def sidebar(searcher: Searcher, index_dir: str) -> dict:
                           help="混合 = 语义 + 关键词；语义 = 按意思；关键词 = 按词语")
     k = sb.slider("结果数量", 3, 30, 10, key="k")
     titles = {d.doc_id: d.title for d in searcher.documents()}
-    docs = sb.multiselect("只看这些文档", list(titles), format_func=lambda i: titles[i], key="docs",
-                          placeholder="全部文档")
-    sources = sorted(stats["sources"])
-    chosen_sources = sb.multiselect("只看这些来源", sources, key="sources", placeholder="全部来源") if sources else []
+    filters, problem = url_filters()
+    if problem:
+        sb.warning(problem)
+    query = bound_query(st.query_params.get("q", ""))[0]
+    response, ms = None, 0.0
+    if query and not st.query_params.get("doc") and not st.query_params.get("p"):  # the search view
+        t0 = time.perf_counter()
+        try:
+            response = search_response(searcher, query, k=k, mode=MODES[mode_label], filters=filters, facets=True)
+        except KBError as e:
+            say("error", str(e))
+        ms = (time.perf_counter() - t0) * 1000
+    filter_panel(sb, searcher, titles, filters, response.facets if response else None)
 
     corpus = Path(searcher.manifest.get("corpus", ""))
     sb.markdown("### 管理文档")
@@ -445,7 +504,41 @@ def sidebar(searcher: Searcher, index_dir: str) -> dict:
             confirm = st.checkbox("确认移出（文件移到知识库的 .kb-trash 文件夹，不会删除）", key="remove_confirm")
             if st.button("移出知识库", disabled=not confirm, key="remove_btn"):
                 remove(searcher, target, corpus, index_dir)
-    return {"mode": MODES[mode_label], "k": k, "doc_ids": set(docs) or None, "sources": set(chosen_sources) or None}
+    return {"mode": MODES[mode_label], "k": k, "filters": filters, "response": response, "ms": ms}
+
+
+def filter_panel(sb, searcher: Searcher, titles: dict[str, str], filters: Filters, facets: dict | None) -> None:
+    """Source, author, folder, type and tag choices (with the current question's counts), a date
+    range and documents; each choice narrows at once and is kept in the URL."""
+    sb.markdown("### 筛选")
+    options: dict[str, set[str]] = {name: set() for name in FILTER_FIELDS}
+    for d in searcher.docs:
+        f = document_fields(d)
+        for name in ("source", "author", "folder", "type"):
+            if f[name]:
+                options[name].add(f[name])
+        options["tag"].update(f["tags"])
+    for name, label in FILTER_FIELDS.items():
+        values = sorted(options[name] | set(getattr(filters, name)))
+        if not values:
+            continue
+        key = f"f_{name}"
+        if key not in st.session_state:
+            st.session_state[key] = [v for v in getattr(filters, name) if v in values]
+        counts = (facets or {}).get(name, {}) if name != "folder" else {}
+        sb.multiselect(label, values, key=key, on_change=on_filter_change, placeholder=f"全部{label}",
+                       format_func=lambda v, c=counts: f"{v}（{c[v]}）" if v in c else v)
+    cols = sb.columns(2)
+    for col, name, label in ((cols[0], "after", "从"), (cols[1], "before", "到")):
+        key = f"f_{name}"
+        if key not in st.session_state:
+            st.session_state[key] = getattr(filters, name) or ""
+        col.text_input(f"{label}（日期）", key=key, on_change=on_filter_change, placeholder="2024-01-01",
+                       max_chars=10)
+    if "f_in" not in st.session_state:
+        st.session_state["f_in"] = [i for i in filters.doc if i in titles]
+    sb.multiselect("只看这些文档", list(titles), format_func=lambda i: titles.get(i, i), key="f_in",
+                   on_change=on_filter_change, placeholder="全部文档")
 
 
 def library_folder(corpus: Path) -> Path | None:
