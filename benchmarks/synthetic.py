@@ -60,6 +60,9 @@ def random_unit(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
     return v
 
 
+SOURCES = 1000  # documents are spread over this many sources
+
+
 def build(index_dir: Path, n_passages: int, dim: int = 384, per_doc: int = 20, seed: int = 0,
           vector_kind: str = "auto", corpus: Path | None = None, timings: dict | None = None) -> dict:
     """Write a complete one-segment index of ``n_passages`` synthetic passages. With
@@ -110,7 +113,8 @@ def build(index_dir: Path, n_passages: int, dim: int = 384, per_doc: int = 20, s
             os.utime(f, (old, old))
             st = f.stat()
             size, mtime, ctime, digest = st.st_size, st.st_mtime_ns, st.st_ctime_ns, content_hash(raw)
-        doc = {"doc_id": doc_id, "path": path, "title": title, "meta": "{}",
+        meta = json.dumps({"source": f"来源{doc_no % SOURCES:03d}"}, ensure_ascii=False)  # filters: 0.1 % each
+        doc = {"doc_id": doc_id, "path": path, "title": title, "meta": meta,
                "text": body, "offsets": json.dumps({"norm": [0], "orig": [0], "length": pos, "orig_length": pos}),
                "content_hash": digest, "encoding": "utf-8", "format": "txt", "size": size, "mtime_ns": mtime,
                "ctime_ns": ctime, "n_passages": count, "indexed_at": stamp}

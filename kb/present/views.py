@@ -58,7 +58,8 @@ class SearchResponse:
     returns. ``low_confidence``: nothing supports the question well (the relevance floor);
     ``truncated``: the question was cut to its first 512 characters; ``filters``: those the
     search was narrowed by; ``empty_because``: which filter allowed no document; ``facets``:
-    documents of the first 100 hits per source, year, folder, type and tag. Each is left out
+    documents of the passages the hits were ranked from (up to 100) per source, year,
+    folder, type and tag. Each is left out
     when it does not apply."""
 
     query: str

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, fields
 from datetime import date
 from typing import Any
 
+import numpy as np
+
 from kb.errors import KBError
 
 TYPES = ("txt", "md", "html", "docx", "pdf", "scan", "pptx", "xlsx", "epub")
@@ -139,43 +141,72 @@ class Filters:
         """The fields that are set (lists for the repeatable ones)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v}
 
-    def matches(self, doc: dict[str, Any], own: dict[str, Any] | None = None) -> bool:
-        """Whether ``doc`` (a document row) passes every field; ``own``: its
-        :func:`document_fields`, when already computed."""
-        return all(self._field_matches(name, doc, own or document_fields(doc)) for name in self._set())
-
-    def _set(self) -> list[str]:
+    def set_fields(self) -> list[str]:
+        """The names of the fields that are set, in declaration order."""
         return [f.name for f in fields(self) if getattr(self, f.name)]
 
-    def _field_matches(self, name: str, doc: dict[str, Any], f: dict[str, Any]) -> bool:
-        if name == "doc":
-            return doc.get("doc_id") in self.doc
+
+class FieldIndex:
+    """The documents of one version by field value (a filter costs what it selects, never a
+    pass over every document in Python): positions per source, author, type, tag and folder,
+    and each document's date as a number."""
+
+    def __init__(self, docs: list[dict[str, Any]]) -> None:
+        self.ids = [d["doc_id"] for d in docs]
+        self.position = {doc_id: i for i, doc_id in enumerate(self.ids)}
+        lists: dict[str, dict[str, list[int]]] = {name: {} for name in ("source", "author", "type", "tag", "folder")}
+        dates = np.full(len(docs), -1, dtype=np.int32)
+        for i, d in enumerate(docs):
+            f = document_fields(d)
+            for name in ("source", "author", "type", "folder"):
+                lists[name].setdefault(f[name], []).append(i)
+            for tag in dict.fromkeys(f["tags"]):
+                lists["tag"].setdefault(tag, []).append(i)
+            if f["date"]:
+                dates[i] = int(f["date"].replace("-", ""))
+        self.by_value = {name: {v: np.asarray(p, dtype=np.int64) for v, p in values.items()}
+                         for name, values in lists.items()}
+        self.dates = dates
+
+    def _mask(self, filters: Filters, name: str) -> np.ndarray:
+        n = len(self.ids)
         if name == "after":
-            return f["date"] is not None and f["date"] >= self.after
+            return self.dates >= int(filters.after.replace("-", ""))
         if name == "before":
-            return f["date"] is not None and f["date"] <= self.before
-        if name == "folder":
-            return any(not p or f["folder"] == p or f["folder"].startswith(p + "/") for p in self.folder)
-        if name == "tag":
-            return bool(set(self.tag) & set(f["tags"]))
-        return f[name] in getattr(self, name)
+            return (self.dates >= 0) & (self.dates <= int(filters.before.replace("-", "")))
+        mask = np.zeros(n, dtype=bool)
+        if name == "doc":
+            mask[[self.position[i] for i in filters.doc if i in self.position]] = True
+        elif name == "folder":
+            for folder, where in self.by_value["folder"].items():
+                if any(not p or folder == p or folder.startswith(p + "/") for p in filters.folder):
+                    mask[where] = True
+        else:
+            index = self.by_value[name]
+            for value in getattr(filters, name):
+                where = index.get(value)
+                if where is not None:
+                    mask[where] = True
+        return mask
 
-    def allowed(self, docs: list[dict[str, Any]]) -> frozenset[str] | None:
-        """The ids of the documents these filters allow (``None``: no filter)."""
-        if not self:
+    def allowed(self, filters: Filters | None) -> frozenset[str] | None:
+        """The ids of the documents ``filters`` allows (``None``: no filter)."""
+        if not filters:
             return None
-        return frozenset(d["doc_id"] for d in docs if self.matches(d))
+        mask = np.ones(len(self.ids), dtype=bool)
+        for name in filters.set_fields():
+            mask &= self._mask(filters, name)
+        return frozenset(self.ids[i] for i in np.flatnonzero(mask))
 
-    def emptied_by(self, docs: list[dict[str, Any]]) -> str:
+    def emptied_by(self, filters: Filters) -> str:
         """Why no document passes: the first field that alone matches none, else the
         combination (a sentence for the user)."""
-        for name in self._set():
-            alone = Filters(**{name: getattr(self, name)})
-            if not any(alone.matches(d) for d in docs):
-                value = getattr(self, name)
+        for name in filters.set_fields():
+            if not self._mask(filters, name).any():
+                value = getattr(filters, name)
                 shown = " or ".join(value) if isinstance(value, tuple) else value
                 return f"no document matches {name} {shown}"
-        return "no document matches all of these filters together (" + ", ".join(self._set()) + ")"
+        return "no document matches all of these filters together (" + ", ".join(filters.set_fields()) + ")"
 
 
 def facet_counts(docs: list[dict[str, Any]], filters: Filters | None = None) -> dict[str, dict[str, int]]:

@@ -28,7 +28,7 @@ from kb.rank.fusion import (
     telling_terms,
 )
 from kb.records import SEARCH_MODES
-from kb.search.filters import FACET_DEPTH, Filters, facet_counts
+from kb.search.filters import FACET_DEPTH, FieldIndex, Filters, facet_counts
 from kb.search.reader import Reader, title_of
 from kb.store import open_store
 from kb.store.base import Allowed, Snapshot
@@ -64,21 +64,19 @@ def search_response(searcher: Searcher, question: str, k: int = 10, mode: str = 
                     rerank=None, facets: bool = False) -> SearchResponse:
     """One question answered the way every front end shows it: bounded, searched within
     ``filters``, marked when weak, filtered by ``min_score`` and cited in ``style``; with
-    ``facets``, the documents of the first :data:`FACET_DEPTH` hits counted by field. A filter
+    ``facets``, the documents of the ranked candidates the hits were chosen from (the first
+    :data:`FACET_DEPTH`; no second search) counted by field. A filter
     that allows no document gives no hits and says which field emptied the result."""
     query, cut = bound_query(question)
     filters = filters or Filters()
     emptied = None
+    ranked_docs: list[str] = []
     if filters and not searcher.allowed(filters):
-        hits, emptied = [], filters.emptied_by(searcher.docs)
+        hits, emptied = [], searcher.field_index().emptied_by(filters)
     else:
-        hits = searcher.search(query, k=k, mode=mode, filters=filters, rerank=rerank)
+        hits, ranked_docs = searcher.search_ranked(query, k=k, mode=mode, filters=filters, rerank=rerank)
     weak = confidence(hits) == "low" and not emptied
-    counts = None
-    if facets:
-        deep = hits if emptied or len(hits) >= FACET_DEPTH else searcher.search(query, k=FACET_DEPTH, mode=mode,
-                                                                                   filters=filters)
-        counts = facet_counts([searcher.doc_by_id[h.doc_id] for h in deep[:FACET_DEPTH]], filters)
+    counts = facet_counts([searcher.doc_by_id[d] for d in ranked_docs], filters) if facets else None
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
     if style != "short":
@@ -120,6 +118,7 @@ class Searcher(Reader):
         self._lock = threading.RLock()
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._allowed_cache: OrderedDict[Filters, frozenset[str]] = OrderedDict()
+        self._fields: FieldIndex | None = None  # documents by field value, built on the first filter
         if snapshot.bm25_written is not None:  # the store weighted its documents with these
             k1, b = snapshot.bm25_written
             self.config = replace(self.config, bm25_k1=k1, bm25_b=b)
@@ -209,6 +208,13 @@ class Searcher(Reader):
         with self._lock:
             self._qcache[query.strip()] = vector
 
+    def field_index(self) -> FieldIndex:
+        """The documents of this version by field value (built once, on the first filter)."""
+        with self._lock:
+            if self._fields is None:
+                self._fields = FieldIndex(self.docs)
+            return self._fields
+
     def allowed(self, filters: Filters | None) -> Allowed:
         """The ids of the documents ``filters`` allows (``None``: no filter), remembered for
         the last few filters asked (the documents of a version never change)."""
@@ -219,7 +225,7 @@ class Searcher(Reader):
             if hit is not None:
                 self._allowed_cache.move_to_end(filters)
                 return hit
-        found = filters.allowed(self.docs)
+        found = self.field_index().allowed(filters)
         with self._lock:
             self._allowed_cache[filters] = found
             while len(self._allowed_cache) > 64:
@@ -237,23 +243,29 @@ class Searcher(Reader):
         """The ``k`` best passages for ``query``. ``mode``: hybrid, dense or lexical;
         ``filters``: only documents they allow (:class:`kb.search.filters.Filters`); ``rerank``:
         an optional :class:`kb.embed.rerank.Reranker` that re-scores the top of the fused ranking."""
+        return self.search_ranked(query, k, mode, filters, rerank)[0]
+
+    def search_ranked(self, query: str, k: int = 10, mode: str = "hybrid", filters: Filters | None = None,
+                      rerank=None) -> tuple[list[Hit], list[str]]:
+        """:meth:`search`, and the documents of the ranked candidates the hits were chosen from
+        (best first, one entry per passage, at most :data:`FACET_DEPTH`): what facets count."""
         query, _ = bound_query(query)
         if not query:
             raise EmptyQuery("empty query — type a question or some words to search for")
         if mode not in MODES:
             raise KBError(f"unknown mode {mode!r} — use one of {', '.join(MODES)}")
         if k <= 0 or self.count == 0:
-            return []
+            return [], []
         cfg = self.config
         n = max(cfg.pool_min, 5 * k)
         allowed = self.allowed(filters)
         if allowed is not None and not allowed:
-            return []
+            return [], []
         qtokens = tokenize(query)
 
         c = self.gather(query, qtokens, n, mode, allowed)
         if c is None:
-            return []
+            return [], []
         rows, dense_of, lex_of = c.records, c.dense, c.lexical
         fused, key = fusion_for(mode, cfg)(cfg, c, len(self._query_terms(qtokens)), lambda: self.pool(qtokens, c))
         ranked = self._ranked(key, rows)
@@ -265,7 +277,8 @@ class Searcher(Reader):
             rerank_of = dict(zip(top, rerank.scores(query, texts).tolist()))
             ranked = self._ranked(rerank_of, rows)
             fused = {r: rerank_of[r] for r in ranked}
-        return self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of, rows)
+        hits = self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of, rows)
+        return hits, [rows[r]["doc_id"] for r in ranked[:FACET_DEPTH]]
 
     def gather(self, query: str, qtokens: list[str], n: int, mode: str = "hybrid",
                allowed: Allowed = None) -> Candidates | None:

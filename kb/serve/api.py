@@ -46,6 +46,7 @@ FILTER_HELP = {
     "tag": "Only documents with this tag (repeatable)",
     "doc": "Only this document id (repeatable)",
 }
+FACETS_HELP = "Count by field the documents the hits were ranked from"
 Values = Annotated[list[str] | None, Query(max_length=MAX_VALUES)]
 # the shape of a date (a day that does not exist, 2024-02-31, is still a 422 naming the field)
 DATE_SHAPE = r"^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$"
@@ -219,7 +220,7 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
                folder: Values = None, type: Values = None, tag: Values = None, doc: Values = None,
                cite: Annotated[str, Query(pattern="^(short|gbt7714|apa)$")] = "short",
                min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
-               facets: Annotated[bool, Query(description="Count the first 100 hits' documents by field")] = False):
+               facets: Annotated[bool, Query(description=FACETS_HELP)] = False):
         filters = Filters.make(source=source, author=author, after=after, before=before, folder=folder, type=type,
                                tag=tag, doc=doc)
         response = search_response(searcher(), q, k=k, mode=mode, filters=filters, style=cite, min_score=min_score,

@@ -199,8 +199,8 @@ def _filters(values: dict):
 @click.option("--model", default=None, help="Check that the index was built with this model.")
 @click.option("--device", default=None, help="Device for a sentence-transformers model.")
 @_filter_options
-@click.option("--facets", is_flag=True, help="Also count the first 100 hits' documents by source, year, folder, "
-                                             "type and tag.")
+@click.option("--facets", is_flag=True, help="Also count, by source, year, folder, type and tag, the documents of the "
+                                             "passages the hits were ranked from (up to 100).")
 @click.option("--rerank", "rerank_model", default=None, metavar="MODEL",
               help="Re-score the top 30 with a sentence-transformers cross-encoder (name or path).")
 @click.option("--min-score", default=None, type=click.FloatRange(0.0, 1.0), metavar="S",

@@ -55,7 +55,8 @@ def build_server(index_dir: str | Path, library: LiveSearcher | None = None):
         citation; cite is short, gbt7714 (GB/T 7714-2015) or apa. mode: hybrid, dense or lexical.
         filters narrows the search: {"source": [..], "author": [..], "after": "2024-01-01", "before": "2024-12-31",
         "folder": [..], "type": ["pdf"], "tag": [..], "doc": [..]} (any value of a field, every field);
-        facets: also count the documents of the first 100 hits by source, year, folder, type and tag."""
+        facets: also count, by source, year, folder, type and tag, the documents of the passages the
+        hits were ranked from (up to 100)."""
         k = max(1, min(int(k), 20))
         chosen = Filters.make(**(filters or {}))
         response = search_response(library.current(), question, k=k, mode=mode, style=cite, filters=chosen,

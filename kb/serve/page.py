@@ -398,7 +398,7 @@ def view_passage(searcher: Searcher, passage_id: str) -> None:
 
 
 def facet_line(facets: dict | None) -> None:
-    """Where the answers are: documents of the first 100 hits per field, before narrowing."""
+    """Where the answers are: documents of the passages the hits were ranked from, per field."""
     if not facets:
         return
     names = {"source": "来源", "year": "年份", "folder": "文件夹", "type": "类型", "tag": "标签"}
