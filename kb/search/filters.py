@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from kb.errors import KBError
+from kb.store.base import DocSet
 
 TYPES = ("txt", "md", "html", "docx", "pdf", "scan", "pptx", "xlsx", "epub")
 NO_DATE = "无日期"  # the year facet of a document without its own date
@@ -152,6 +153,7 @@ class FieldIndex:
     and each document's date as a number."""
 
     def __init__(self, docs: list[dict[str, Any]]) -> None:
+        self.docs = docs
         self.ids = [d["doc_id"] for d in docs]
         self.position = {doc_id: i for i, doc_id in enumerate(self.ids)}
         lists: dict[str, dict[str, list[int]]] = {name: {} for name in ("source", "author", "type", "tag", "folder")}
@@ -183,20 +185,19 @@ class FieldIndex:
                     mask[where] = True
         else:
             index = self.by_value[name]
-            for value in getattr(filters, name):
-                where = index.get(value)
-                if where is not None:
-                    mask[where] = True
+            found = [where for where in map(index.get, getattr(filters, name)) if where is not None]
+            if found:
+                mask[np.concatenate(found)] = True
         return mask
 
-    def allowed(self, filters: Filters | None) -> frozenset[str] | None:
-        """The ids of the documents ``filters`` allows (``None``: no filter)."""
+    def allowed(self, filters: Filters | None) -> DocSet | None:
+        """The ids of the documents ``filters`` allows, with their positions (``None``: no filter)."""
         if not filters:
             return None
         mask = np.ones(len(self.ids), dtype=bool)
         for name in filters.set_fields():
             mask &= self._mask(filters, name)
-        return frozenset(self.ids[i] for i in np.flatnonzero(mask))
+        return DocSet(np.flatnonzero(mask), self.docs)
 
     def emptied_by(self, filters: Filters) -> str:
         """Why no document passes: the first field that alone matches none, else the

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -69,7 +70,39 @@ def id_hash(passage_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(passage_id.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-Allowed = frozenset[str] | None  # the documents a filter allows (None: every document)
+class DocSet(AbstractSet):
+    """The ids of the documents a filter allows, held as their positions (``positions``) in
+    one snapshot's ``docs`` list (``of``): a store may use the positions directly (the local
+    store does, so a broad filter costs no pass over ids in Python); the ids themselves are
+    made only when a store asks for them (membership, iteration)."""
+
+    def __init__(self, positions, of: list) -> None:
+        self.positions, self.of = positions, of
+        self._ids: frozenset[str] | None = None
+
+    def ids(self) -> frozenset[str]:
+        if self._ids is None:
+            self._ids = frozenset(self.of[i]["doc_id"] for i in self.positions)
+        return self._ids
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self.ids()
+
+    def __iter__(self):
+        return iter(self.ids())
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DocSet) and other.of is self.of:  # compared by position: no ids made
+            return bool(np.array_equal(self.positions, other.positions))
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+Allowed = AbstractSet[str] | None  # the documents a filter allows (None: every document): ids, or a DocSet
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,13 @@ def weights(tf: np.ndarray, lengths: np.ndarray, avgdl: float, k1: float, b: flo
 
 def top_k(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the ``k`` largest positive scores, best first."""
+    idx = np.flatnonzero(scores > 0)  # only rows holding a query term: a fraction of the index
     if mask is not None:
-        scores = np.where(mask, scores, 0.0)
-    n = int(np.count_nonzero(scores > 0))
-    k = min(k, n)
+        idx = idx[mask[idx]]
+    k = min(k, len(idx))
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    idx = np.argpartition(-scores, k - 1)[:k]
-    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    if k < len(idx):
+        idx = idx[np.argpartition(-scores[idx], k - 1)[:k]]
+    idx = idx[np.lexsort((idx, -scores[idx]))]  # best first, equal scores by row
     return idx.astype(np.int64), scores[idx]

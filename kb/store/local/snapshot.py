@@ -41,10 +41,15 @@ class LocalSnapshot(Snapshot):
             self.live.append(~np.isin(seg.passage_doc, dead) if len(dead) else None)
         self.total_rows = int(self.offsets[-1])
         self.docs: list[dict[str, Any]] = []
+        self._doc_slots: list[int] = []  # per segment, one more than its highest document number
         for i, (seg, dead) in enumerate(zip(segments, deleted)):
             gone = set(dead.tolist())
             self.docs += [{**d, "seg": i} for d in seg.docs if d["doc_idx"] not in gone]
+            self._doc_slots.append(max((d["doc_idx"] for d in seg.docs), default=-1) + 1)
         self.doc_by_id = {d["doc_id"]: d for d in self.docs}
+        self._position = {d["doc_id"]: i for i, d in enumerate(self.docs)}
+        self._doc_seg = np.asarray([d["seg"] for d in self.docs], dtype=np.int64)
+        self._doc_number = np.asarray([d["doc_idx"] for d in self.docs], dtype=np.int64)
         self._stats_lock = threading.Lock()
         self._terms: OrderedDict[str, tuple[int, list]] = OrderedDict()
         self._sample: np.ndarray | None = None
@@ -186,19 +191,24 @@ class LocalSnapshot(Snapshot):
         return int(self.segments[0].info["dim"]) if self.segments else 0
 
     def _masks(self, allowed: Allowed) -> list[np.ndarray] | None:
-        """Per segment, which rows belong to the ``allowed`` documents (and are live)."""
+        """Per segment, which rows belong to the ``allowed`` documents (and are live); then the
+        same over the global rows (the segments' masks end to end)."""
         if allowed is None:
             return None
         with self._stats_lock:
-            if self._last_masks is not None and self._last_masks[0] == allowed:
-                return self._last_masks[1]
+            last = self._last_masks
+            if last is not None and (last[0] is allowed or last[0] == allowed):
+                return last[1]
+        positions = getattr(allowed, "positions", None)
+        if positions is None or getattr(allowed, "of", None) is not self.docs:  # plain ids (or another version's)
+            positions = np.asarray([self._position[i] for i in allowed if i in self._position], dtype=np.int64)
+        seg_of, number_of = self._doc_seg[positions], self._doc_number[positions]  # the live copy of each
         masks = []
         for s, seg in enumerate(self.segments):
-            ok = np.zeros(len(seg.docs) and max(d["doc_idx"] for d in seg.docs) + 1, dtype=bool)
-            for d in seg.docs:
-                if d["doc_id"] in allowed and self.doc_by_id.get(d["doc_id"], {}).get("seg") == s:
-                    ok[d["doc_idx"]] = True
+            ok = np.zeros(self._doc_slots[s], dtype=bool)
+            ok[number_of[seg_of == s]] = True
             masks.append(ok[seg.passage_doc] if seg.rows else np.zeros(0, dtype=bool))
+        masks.append(np.concatenate(masks) if len(masks) > 1 else masks[0] if masks else np.zeros(0, dtype=bool))
         with self._stats_lock:
             self._last_masks = (allowed, masks)
         return masks
@@ -297,7 +307,7 @@ class LocalSnapshot(Snapshot):
     def bm25_top(self, tokens, k1: float, b: float, k: int, allowed: Allowed = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of the ``k`` best BM25 matches."""
         masks = self._masks(allowed)
-        return bm25.top_k(self._bm25_cached(tokens, k1, b), k, None if masks is None else np.concatenate(masks))
+        return bm25.top_k(self._bm25_cached(tokens, k1, b), k, None if masks is None else masks[-1])
 
     def bm25_of(self, tokens, k1: float, b: float, rows) -> dict[int, float]:
         """BM25 scores of the given rows."""

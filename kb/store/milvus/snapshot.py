@@ -132,9 +132,14 @@ class MilvusSnapshot(Snapshot):
         return out
 
     @staticmethod
-    def _filter(allowed: Allowed) -> str | None:
-        """A filter expression: the passages of these documents."""
-        return None if allowed is None else f"doc_id in {json.dumps(sorted(allowed), ensure_ascii=False)}"
+    def _filter(allowed: Allowed) -> dict[str, Any]:
+        """Search arguments for the passages of these documents. The ids are written as JSON
+        string literals: Milvus Lite 3 does not take expression templates (``filter_params``),
+        and every id here is one the library itself holds (a filter selects among them), never
+        text a user typed."""
+        if allowed is None:
+            return {}
+        return {"filter": f"doc_id in {json.dumps(sorted(allowed), ensure_ascii=False)}"}
 
     def _check_bm25(self, k1: float, b: float) -> None:
         if self.bm25_written is not None and (k1, b) != tuple(self.bm25_written):
@@ -142,16 +147,15 @@ class MilvusSnapshot(Snapshot):
                           f"b={self.bm25_written[1]}; it cannot score with k1={k1}, b={b}")
 
     # ------------------------------------------------------------------ channels
-    def _search(self, field: str, data, k: int, filt: str | None, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, field: str, data, k: int, filt: dict[str, Any], params: dict) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, MAX_LIMIT)
         if k <= 0 or self.n_live == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         want = k
         while True:
-            kw = {"filter": filt} if filt else {}
             res = self.lib.call(self.lib.client.search, self.lib.P, data=[data], anns_field=field, limit=want,
                                 output_fields=list(SHOWN), search_params={"metric_type": "IP", "params": params},
-                                **kw)[0]
+                                **filt)[0]
             hits = [h for h in res if h["entity"]["doc_id"] in self.doc_by_id]
             # a filtered HNSW search (or uncommitted rows) may give fewer than asked: ask for more
             if len(hits) >= k or len(res) < want or want >= MAX_LIMIT:
