@@ -33,6 +33,10 @@ def terminal_text(text: str) -> str:
     return _CONTROL.sub("\ufffd", text or "")
 
 
+# what filters and facets are called where a person reads them (the CLI, the page)
+FIELD_LABELS = {"source": "来源", "author": "作者", "year": "年份", "folder": "文件夹", "type": "类型", "tag": "标签"}
+
+
 def meta_line(meta: dict[str, str], labels: dict[str, str] | None = None) -> str:
     """Where a document comes from, in one line: ``作者 董清河 · 来源 百度文库 · 2024-07-11``
     (plain text: escape it for HTML with :func:`text_html`)."""

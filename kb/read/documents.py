@@ -244,6 +244,11 @@ _FM_KEYS = {"title": "title", "date": "date", "source": "source", "author": "aut
 _TAG_SPLIT = re.compile(r"[,;，；、]+")
 
 
+def split_tags(text: str) -> list[str]:
+    """Tags written in one string: separated by commas, semicolons or 、 (either width)."""
+    return [t.strip() for t in _TAG_SPLIT.split(text) if t.strip()]
+
+
 def _fm_value(raw: str) -> str | list[str]:
     raw = raw.strip()
     if raw.startswith("[") and raw.endswith("]"):
@@ -271,7 +276,7 @@ def front_matter(text: str) -> tuple[dict[str, Any], str]:
             continue
         value = _fm_value(km.group(2))
         if key == "tags":
-            value = value if isinstance(value, list) else [v.strip() for v in _TAG_SPLIT.split(value)]
+            value = value if isinstance(value, list) else split_tags(value)
             fields["tags"] = [v for v in fields.get("tags", []) + value if v][:50]
         elif isinstance(value, str):
             fields[key] = value[:200]
@@ -286,9 +291,7 @@ def _read_markdown(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> R
     text, enc, _, warnings, *_ = _read_text(raw, name)
     fields, text = front_matter(text)
     title = fields.pop("title", None)
-    if title:
-        return Read(text, enc, title, warnings, fields)
-    for line in text.splitlines():
+    for line in [] if title else text.splitlines():  # else the first line, when it is a heading
         if _MD_HEADING.match(line.strip()):
             title = line.strip().lstrip("#").strip()
             break
@@ -847,7 +850,7 @@ def _properties(created: Any, keywords: Any) -> dict[str, Any]:
     if day:
         out["date"] = day
     if isinstance(keywords, str) and keywords.strip():
-        out["tags"] = [t.strip() for t in _TAG_SPLIT.split(keywords) if t.strip()][:50]
+        out["tags"] = split_tags(keywords)[:50]
     return out
 
 

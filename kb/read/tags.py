@@ -1,5 +1,5 @@
 """Tags a library gives its files by path: ``FOLDER/.kb/tags.csv``, one rule a line,
-``pattern,tag[,tag…]`` (``#`` starts a comment; tags may also be split by ``;``). A pattern is
+``pattern,tag[,tag…]`` (``#`` starts a comment; tags in one cell may be split by ``;`` or ``、``). A pattern is
 matched against the file's path inside the library with shell rules, ``*`` crossing folders
 (``2024/人社/*``, ``*.pdf``, ``通知*``)."""
 
@@ -9,15 +9,14 @@ import csv
 import fnmatch
 import hashlib
 import io
-import re
 from pathlib import Path
 
 from kb.errors import KBError
+from kb.read.documents import split_tags
 
 TAGS_FILE = Path(".kb") / "tags.csv"
 MAX_BYTES = 1 << 20
 MAX_RULES = 10_000
-_SPLIT = re.compile(r"[;；,，、]+")
 
 
 class TagRules:
@@ -51,7 +50,7 @@ class TagRules:
             pattern = row[0].strip()
             if pattern.lower() in ("pattern", "glob", "path") and len(rules) == 0:
                 continue  # a header line
-            tags = [t.strip() for cell in row[1:] for t in _SPLIT.split(cell) if t.strip()]
+            tags = [t for cell in row[1:] for t in split_tags(cell)]
             if tags:
                 rules.append((pattern, tags[:50]))
             if len(rules) > MAX_RULES:

@@ -136,7 +136,7 @@ class Filters:
         return cls(**out)
 
     def __bool__(self) -> bool:
-        return any(getattr(self, f.name) for f in fields(self))
+        return bool(self.set_fields())
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that are set (lists for the repeatable ones)."""

@@ -47,9 +47,23 @@ FILTER_HELP = {
     "doc": "Only this document id (repeatable)",
 }
 FACETS_HELP = "Count by field the documents the hits were ranked from"
-Values = Annotated[list[str] | None, Query(max_length=MAX_VALUES)]
 # the shape of a date (a day that does not exist, 2024-02-31, is still a 422 naming the field)
 DATE_SHAPE = r"^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$"
+
+
+Values = Annotated[list[str] | None, Query(max_length=MAX_VALUES)]  # a repeatable filter: any of them
+Day = Annotated[str | None, Query(pattern=DATE_SHAPE, description="A day (YYYY-MM-DD), a month (YYYY-MM) or a year; "
+                                                                  "after: from its first day, before: to its last")]
+
+
+def query_filters(source: Values = None, author: Values = None, after: Day = None, before: Day = None,
+                  folder: Values = None, type: Values = None, tag: Values = None, doc: Values = None) -> Filters:
+    """The filter parameters of a GET request (those of `kb search`), checked."""
+    return Filters.make(source=source, author=author, after=after, before=before, folder=folder, type=type,
+                        tag=tag, doc=doc)
+
+
+QueryFilters = Annotated[Filters, Depends(query_filters)]
 
 
 class SearchFilters(BaseModel):
@@ -213,16 +227,10 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
     def search(q: Annotated[str, Query(min_length=1, max_length=100_000,
                                        description=f"The question; only its first {MAX_QUERY_CHARS} characters "
                                                    "are used (the answer then says truncated: true)")],
-               k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, mode: Mode = "hybrid",
-               source: Values = None, author: Values = None,
-               after: Annotated[str | None, Query(pattern=DATE_SHAPE, description=FILTER_HELP["after"])] = None,
-               before: Annotated[str | None, Query(pattern=DATE_SHAPE, description=FILTER_HELP["before"])] = None,
-               folder: Values = None, type: Values = None, tag: Values = None, doc: Values = None,
+               filters: QueryFilters, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, mode: Mode = "hybrid",
                cite: Annotated[str, Query(pattern="^(short|gbt7714|apa)$")] = "short",
                min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
                facets: Annotated[bool, Query(description=FACETS_HELP)] = False):
-        filters = Filters.make(source=source, author=author, after=after, before=before, folder=folder, type=type,
-                               tag=tag, doc=doc)
         response = search_response(searcher(), q, k=k, mode=mode, filters=filters, style=cite, min_score=min_score,
                                    facets=facets)
         return JSONResponse(response.to_dict())
@@ -245,12 +253,7 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
     @app.get("/passages/{passage_id}/related", response_model=RelatedPassages, dependencies=auth, responses=ERRORS,
              summary="Passages nearest to this one (not itself, its parent or children)")
     def related(passage_id: Annotated[str, Path(max_length=200)],
-                k: Annotated[int, Query(ge=1, le=MAX_K)] = 5, source: Values = None, author: Values = None,
-                after: Annotated[str | None, Query(pattern=DATE_SHAPE)] = None,
-                before: Annotated[str | None, Query(pattern=DATE_SHAPE)] = None,
-                folder: Values = None, type: Values = None, tag: Values = None, doc: Values = None) -> JSONResponse:
-        filters = Filters.make(source=source, author=author, after=after, before=before, folder=folder, type=type,
-                               tag=tag, doc=doc)
+                filters: QueryFilters, k: Annotated[int, Query(ge=1, le=MAX_K)] = 5) -> JSONResponse:
         hits = searcher().related(passage_id, k=k, filters=filters)
         return JSONResponse({"passage": passage_id, "hits": [asdict(h) for h in hits]})
 

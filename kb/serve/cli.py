@@ -251,11 +251,12 @@ def search_cmd(question, k, mode, as_json, style, export_format, model, device, 
 
 
 def _print_facets(facets: dict[str, dict[str, int]]) -> None:
-    names = {"source": "来源", "year": "年份", "folder": "文件夹", "type": "类型", "tag": "标签"}
+    from kb.present.render import FIELD_LABELS
+
     for field, counts in facets.items():
         if counts:
             shown = " · ".join(f"{terminal_text(v) or '（无）'} {n}" for v, n in counts.items())
-            click.echo(click.style(f"{names.get(field, field)}: ", bold=True) + shown)
+            click.echo(click.style(f"{FIELD_LABELS.get(field, field)}: ", bold=True) + shown)
     click.echo()
 
 

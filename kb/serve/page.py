@@ -20,7 +20,7 @@ import streamlit as st
 from kb.errors import KBError
 from kb.index import update_index
 from kb.present.cite import export
-from kb.present.render import document_html, highlight_html, meta_line, text_html
+from kb.present.render import FIELD_LABELS, document_html, highlight_html, meta_line, text_html
 from kb.records import SEARCH_MODES
 from kb.search.filters import FilterError, Filters, document_fields
 from kb.search.live import LiveSearcher
@@ -171,7 +171,7 @@ def live_searcher(index_dir: str) -> LiveSearcher:
 # --------------------------------------------------------------------------- navigation
 
 
-FILTER_FIELDS = {"source": "来源", "author": "作者", "folder": "文件夹", "type": "类型", "tag": "标签"}
+FILTER_FIELDS = {name: FIELD_LABELS[name] for name in ("source", "author", "folder", "type", "tag")}
 URL_FILTERS = (*FILTER_FIELDS, "after", "before", "in")  # "in": within these documents ("doc" opens one)
 
 
@@ -401,13 +401,12 @@ def facet_line(facets: dict | None) -> None:
     """Where the answers are: documents of the passages the hits were ranked from, per field."""
     if not facets:
         return
-    names = {"source": "来源", "year": "年份", "folder": "文件夹", "type": "类型", "tag": "标签"}
     parts = []
     for field, counts in facets.items():
         if counts and (len(counts) > 1 or field in ("year", "type")):
             shown = " · ".join(f"{text_html(v or '（根目录）' if field == 'folder' else v or '（无）')} {n}"
                                for v, n in list(counts.items())[:6])
-            parts.append(f"<b>{names[field]}</b> {shown}")
+            parts.append(f"<b>{FIELD_LABELS[field]}</b> {shown}")
     if parts:
         st.markdown('<p class="kb-facets">' + "　".join(parts) + "</p>", unsafe_allow_html=True)
 

@@ -207,15 +207,15 @@ class IndexDir:
         for gen in reversed(self.generations()):
             if gen.name.endswith(".tmp"):
                 continue
-            try:
-                data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
-                check_seal(data)
-                names = [e["name"] for e in data["segments"]] if data.get("format_version") != 1 else []
-                if isinstance(data.get("embedder"), dict) and all(
-                        (self.segments_dir / n / "segment.json").is_file() for n in names):
-                    return gen
-            except (OSError, ValueError, KeyError, TypeError):
+            data = intact_json(gen / "manifest.json")
+            if data is None or not isinstance(data.get("embedder"), dict):
                 continue
+            try:
+                names = [e["name"] for e in data["segments"]] if data.get("format_version") != 1 else []
+            except (KeyError, TypeError):
+                continue
+            if all((self.segments_dir / n / "segment.json").is_file() for n in names):
+                return gen
         return None
 
     def recorded_embedder(self) -> dict[str, Any] | None:
@@ -223,13 +223,9 @@ class IndexDir:
         seal, else of the newest segment that recorded one; None when no record survives."""
         segments = sorted(self.segments_dir.glob("seg-*/segment.json")) if self.segments_dir.is_dir() else []
         for path in [g / "manifest.json" for g in reversed(self.generations())] + segments[::-1]:
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                check_seal(data)
-                if isinstance(data.get("embedder"), dict):
-                    return data["embedder"]
-            except (OSError, ValueError, AttributeError):
-                continue
+            data = intact_json(path)
+            if data is not None and isinstance(data.get("embedder"), dict):
+                return data["embedder"]
         return None
 
     def require_current(self) -> Path:
@@ -319,14 +315,23 @@ class IndexDir:
             pass
 
 
+def intact_json(path: Path) -> dict[str, Any] | None:
+    """A manifest or segment.json when it reads and matches its seal, else None."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        check_seal(data)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def segment_names(gen: Path) -> list[str] | None:
     """The segments a generation lists (none for a format-1 one; None when its manifest does
     not read or match its seal)."""
+    data = intact_json(gen / "manifest.json")
     try:
-        data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
-        check_seal(data)
-        return [str(e["name"]) for e in data.get("segments", [])]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None if data is None else [str(e["name"]) for e in data.get("segments", [])]
+    except (TypeError, KeyError):
         return None
 
 
@@ -337,11 +342,16 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:200]
 
 
-def damaged(where: Path, e: BaseException) -> KBError:
+def damaged(where: Path, e: BaseException, what: str = "") -> KBError:
+    """The one message for an index that does not read: ``what`` names the file inside ``where``
+    when it is known. Permission denied is said as such (a rebuild would not mend it)."""
     if isinstance(e, PermissionError):
-        return unreadable(where)
+        return unreadable(where, what)
+    if what:
+        return IndexDamaged(f"index at {where}/ is damaged: {what} is missing or unreadable ({_reason(e)}) — "
+                            "rebuild it with `kb index FOLDER --rebuild`")
     return IndexDamaged(f"index at {where}/ is damaged or unreadable ({_reason(e)}) — "
-                   "rebuild it with `kb index FOLDER --rebuild`")
+                        "rebuild it with `kb index FOLDER --rebuild`")
 
 
 def unreadable(where: Path, what: str = "") -> KBError:
@@ -357,11 +367,8 @@ def read_manifest(gen: Path, legacy_ok: bool = False) -> dict[str, Any]:
         if not isinstance(data, dict) or not isinstance(data.get("embedder"), dict):
             raise ValueError("not a kb manifest")
         check_seal(data)
-    except PermissionError as e:
-        raise unreadable(gen.parent, f"{gen.name}/manifest.json") from e
     except (OSError, ValueError) as e:
-        raise IndexDamaged(f"index at {gen.parent}/ is damaged: {gen.name}/manifest.json is missing or unreadable "
-                           f"({_reason(e)}) — rebuild it with `kb index FOLDER --rebuild`") from e
+        raise damaged(gen.parent, e, f"{gen.name}/manifest.json") from e
     version = data.get("format_version")
     if version == 1 and legacy_ok:
         return data

@@ -32,22 +32,21 @@ from typing import Any
 
 import numpy as np
 
-from kb.errors import IndexDamaged, KBError
+from kb.errors import KBError
 from kb.store.base import id_hash
 from kb.store.local.layout import (
     DOC_COLUMNS,
     PASSAGE_COLUMNS,
     _fsync_dir,
-    _reason,
     check_seal,
     create_db,
+    damaged,
     file_checksum,
     fsync_file,
     open_db,
     save_array,
     save_json,
     sealed,
-    unreadable,
 )
 from kb.store.local.postings import Postings, PostingsBuilder
 from kb.store.local.vectors import VectorIndex
@@ -290,11 +289,12 @@ def _may_read(path: Path) -> bool:
 
 
 def segment_damaged(path: Path, what: str, e: BaseException) -> KBError:
-    if isinstance(e, PermissionError) or not _may_read(path / what):
-        return unreadable(path.parent.parent, f"{path.parent.name}/{path.name}/{what}".rstrip("/"))
-    where = f"{path.parent.name}/{path.name}/{what}" if what else f"{path.parent.name}/{path.name}"
-    return IndexDamaged(f"index at {path.parent.parent}/ is damaged: {where} is missing or unreadable "
-                   f"({_reason(e)}) — rebuild it with `kb index FOLDER --rebuild`")
+    """:func:`damaged` for a file of the segment at ``path`` (a file this user may not read,
+    whatever the library said, is a permission problem)."""
+    where = f"{path.parent.name}/{path.name}/{what}".rstrip("/")
+    if not _may_read(path / what):
+        e = PermissionError(13, "Permission denied")
+    return damaged(path.parent.parent, e, where)
 
 
 class SegmentReader:
@@ -453,5 +453,4 @@ def load_deleted(gen: Path, entry: dict[str, Any]) -> np.ndarray:
             raise ValueError("its checksum does not match")
         return np.load(path).astype(np.int64)
     except (OSError, ValueError) as e:
-        raise IndexDamaged(f"index at {gen.parent}/ is damaged: {gen.name}/deleted/{name}.npy is missing or "
-                      f"unreadable ({_reason(e)}) — rebuild it with `kb index FOLDER --rebuild`") from e
+        raise damaged(gen.parent, e, f"{gen.name}/deleted/{name}.npy") from e
