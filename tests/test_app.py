@@ -121,6 +121,15 @@ def test_a_shared_filtered_link_narrows_and_shows_counts(kb_folder, monkeypatch)
     assert any("筛选条件无效" in w.value for w in bad.sidebar.warning) and cards(bad)
 
 
+def test_a_tagged_link_shows_the_tags_on_the_card(tmp_path, monkeypatch):
+    note = "---\ntags: [社保, 民生]\ndate: 2024-03-05\n---\n\n缴费通知\n\n来源：人社局\n\n今年的缴费基数已经公布。"
+    corpus, index = library_with(tmp_path, {"note.md": note})
+    at = app(index, monkeypatch, q="缴费基数", tag="社保")
+    assert not at.exception and at.sidebar.multiselect(key="f_tag").value == ["社保"]
+    shown = [html.unescape(c) for c in cards(at)]
+    assert shown and all("标签 社保、民生" in c and "来源 人社局" in c and "2024-03-05" in c for c in shown)
+
+
 def test_mode_and_number_of_results(sample_index, monkeypatch):
     at = app(sample_index, monkeypatch, q="服务")
     at.sidebar.slider(key="k").set_value(3).run()

@@ -158,3 +158,27 @@ def test_document_markup_never_reaches_the_network(server):
         browser.close()
     outside = [u for u in requested if not u.startswith(server) and not u.startswith("data:")]
     assert outside == [], outside
+
+
+def test_filters_live_in_the_url_and_a_shared_link_restores_them(server):
+    from urllib.parse import parse_qs, urlparse
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1200}, locale="zh-CN")
+        page.goto(server + "/?q=服务理念&source=百度文库", wait_until="domcontentloaded")  # a shared filtered link
+        page.locator(".kb-card").first.wait_for(timeout=30000)
+        shown = page.locator(".kb-card").all_inner_texts()
+        assert shown and all("来源 百度文库" in t for t in shown)  # the other source's document is left out
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        assert "百度文库" in sidebar.locator('[data-testid="stMultiSelect"]').first.inner_text()  # the panel shows it
+        after = sidebar.get_by_label("从（日期）")
+        after.fill("2030-01-01")
+        after.press("Enter")
+        page.get_by_text("没有符合筛选条件的文档", exact=False).wait_for(timeout=30000)
+        assert page.locator(".kb-card").count() == 0
+        state = parse_qs(urlparse(page.url).query)
+        assert state["after"] == ["2030-01-01"] and state["source"] == ["百度文库"] and state["q"] == ["服务理念"]
+        page.screenshot(path=str(ARTIFACTS / "filtered.png"), full_page=False)
+        browser.close()

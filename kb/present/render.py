@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from kb.text.process import fold, sentence_spans
 from kb.text.structure import heading_label
@@ -37,11 +38,18 @@ def terminal_text(text: str) -> str:
 FIELD_LABELS = {"source": "来源", "author": "作者", "year": "年份", "folder": "文件夹", "type": "类型", "tag": "标签"}
 
 
-def meta_line(meta: dict[str, str], labels: dict[str, str] | None = None) -> str:
-    """Where a document comes from, in one line: ``作者 董清河 · 来源 百度文库 · 2024-07-11``
-    (plain text: escape it for HTML with :func:`text_html`)."""
-    labels = {"author": "作者 ", "source": "来源 ", "date": ""} if labels is None else labels
-    return " · ".join(labels[key] + meta[key] for key in labels if meta.get(key))
+def meta_line(meta: dict[str, Any], labels: dict[str, str] | None = None) -> str:
+    """Where a document comes from, in one line: ``作者 董清河 · 来源 百度文库 · 2024-07-11 ·
+    标签 社保、民生`` (plain text: escape it for HTML with :func:`text_html`)."""
+    labels = {"author": "作者 ", "source": "来源 ", "date": "", "tags": "标签 "} if labels is None else labels
+    shown = []
+    for key in labels:
+        value = meta.get(key)
+        if isinstance(value, list):
+            value = "、".join(str(v) for v in value)
+        if value:
+            shown.append(labels[key] + str(value))
+    return " · ".join(shown)
 
 
 def place_label(locator: str, ocr: bool) -> str:

@@ -341,10 +341,10 @@ _HTML_DATE_NAMES = ("article:published_time", "og:published_time", "pubdate", "p
                     "citation_publication_date", "citation_date", "published_time", "firstpublishedtime")
 
 
-def _html_fields(soup) -> dict[str, str]:
-    """A page's own date (``<meta>`` of a publication date, else its first ``<time datetime>``)
-    and author (``<meta name="author">``)."""
-    found: dict[str, str] = {}
+def _html_fields(soup) -> dict[str, Any]:
+    """A page's own date (``<meta>`` of a publication date, else its first ``<time datetime>``),
+    author (``<meta name="author">``) and tags (``<meta name="keywords">``)."""
+    found: dict[str, Any] = {}
     metas = {}
     for tag in soup.find_all("meta", limit=500):
         key = str(tag.get("name") or tag.get("property") or tag.get("itemprop") or "").strip().lower()
@@ -362,6 +362,9 @@ def _html_fields(soup) -> dict[str, str]:
             found["date"] = day
     if metas.get("author", "").strip():
         found["author"] = metas["author"].strip()
+    tags = split_tags(metas.get("keywords", ""))
+    if tags:
+        found["tags"] = tags[:50]
     return found
 
 

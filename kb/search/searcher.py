@@ -294,16 +294,16 @@ class Searcher(Reader):
                     allowed: Allowed = None, exclude: frozenset[str] = frozenset(),
                     also: tuple[int, ...] = ()) -> Candidates | None:
         """The top ``n`` rows of the dense channel (when there is a vector) and of BM25 (when
-        ``lexical``), less the passages ``exclude`` names, each scored by both: cosines (the
-        dense run's own, the others' computed) calibrated against the query's background,
+        ``lexical``), less the passages ``exclude`` names, each scored by both: cosines (of the
+        stored vectors, computed here) calibrated against the query's background,
         and raw BM25 (of the ``also`` rows too). ``lexical`` is left to the caller."""
         cfg = self.config
         lex_rows = np.zeros(0, np.int64)
         if lexical:
             lex_rows, _ = self.snapshot.bm25_top(tokens, cfg.bm25_k1, cfg.bm25_b, n, allowed)
-        dense_rows, dense_cos = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        dense_rows = np.zeros(0, np.int64)
         if qvec is not None:
-            dense_rows, dense_cos = self.snapshot.dense(qvec, n, allowed)
+            dense_rows, _ = self.snapshot.dense(qvec, n, allowed)
         candidates = list(dict.fromkeys([int(r) for r in dense_rows] + [int(r) for r in lex_rows]))
         rows = self.snapshot.rows(candidates)
         if exclude:
@@ -312,10 +312,9 @@ class Searcher(Reader):
             return None
         cos_of: dict[int, float] = {}
         dense_of: dict[int, float] = {}
-        if qvec is not None:  # the dense search scored its own rows; score the keyword-only ones
-            cos_of = dict(zip(dense_rows.tolist(), dense_cos.tolist()))
-            rest = [r for r in candidates if r not in cos_of]
-            cos_of.update(zip(rest, (self.snapshot.vectors(rest) @ qvec).tolist()))
+        if qvec is not None:  # every candidate's cosine computed here, one way for both stores:
+            # their engines' arithmetic differs in the last bits, and equal passages would swap places
+            cos_of = dict(zip(candidates, (self.snapshot.vectors(candidates) @ qvec).tolist()))
             bg = self.dense_background(qvec)
             dense_of = {r: calibrate_dense(c, bg) for r, c in cos_of.items()}
         raw_lex = self.snapshot.bm25_of(tokens, cfg.bm25_k1, cfg.bm25_b, candidates + list(also))

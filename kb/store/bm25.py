@@ -27,15 +27,22 @@ def weights(tf: np.ndarray, lengths: np.ndarray, avgdl: float, k1: float, b: flo
     return np.float32(scale) * tf * np.float32(k1 + 1.0) / (tf + norm)
 
 
-def top_k(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the ``k`` largest positive scores, best first."""
+def top_k(scores: np.ndarray, k: int, mask: np.ndarray | None = None,
+          keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the ``k`` largest positive scores, best first; equal scores in
+    the order of ``keys`` (each row's passage-id hash; the row itself when None), also where
+    the k-th place is shared: which of equal rows make the cut never depends on the rows
+    around them (a filter, the segmentation, the store)."""
     idx = np.flatnonzero(scores > 0)  # only rows holding a query term: a fraction of the index
     if mask is not None:
         idx = idx[mask[idx]]
     k = min(k, len(idx))
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    s = scores[idx]
     if k < len(idx):
-        idx = idx[np.argpartition(-scores[idx], k - 1)[:k]]
-    idx = idx[np.lexsort((idx, -scores[idx]))]  # best first, equal scores by row
-    return idx.astype(np.int64), scores[idx]
+        kth = np.partition(s, len(s) - k)[len(s) - k]  # the k-th largest: every row that equals it competes
+        keep = s >= kth
+        idx, s = idx[keep], s[keep]
+    order = np.lexsort((idx if keys is None else keys[idx], -s))[:k]
+    return idx[order].astype(np.int64), s[order]

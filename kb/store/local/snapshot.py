@@ -56,6 +56,7 @@ class LocalSnapshot(Snapshot):
         self._lexical: tuple[int, int] | None = None
         self._last_bm25: tuple[tuple, np.ndarray] | None = None
         self._last_masks: tuple[frozenset[str], list[np.ndarray]] | None = None
+        self._row_keys: np.ndarray | None = None
 
     @property
     def version(self) -> str:
@@ -214,8 +215,20 @@ class LocalSnapshot(Snapshot):
         return masks
 
     # ------------------------------------------------------------------ dense
+    def row_keys(self) -> np.ndarray:
+        """Every global row's passage-id hash: the order of equal scores, the same in any
+        segmentation and on Milvus (whose row keys are these hashes)."""
+        with self._stats_lock:
+            if self._row_keys is None:
+                parts = [np.asarray(seg.idhash, dtype=np.uint64) for seg in self.segments if seg.rows]
+                self._row_keys = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+            return self._row_keys
+
     def dense(self, qvec: np.ndarray, k: int, allowed: Allowed = None) -> tuple[np.ndarray, np.ndarray]:
-        """Global rows and cosines of the ``k`` nearest live vectors, best first."""
+        """Global rows and cosines of the ``k`` nearest live vectors, best first; equal
+        cosines by passage-id hash, also where the k-th place is shared."""
+        if k <= 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         masks = self._masks(allowed)
         all_rows, all_scores = [], []
         for s, seg in enumerate(self.segments):
@@ -224,13 +237,18 @@ class LocalSnapshot(Snapshot):
                 ok = masks[s] if ok is None else (ok & masks[s])
             if seg.rows == 0 or (ok is not None and not ok.any()):
                 continue
-            rows, scores = seg.vectors.search(qvec, k, ok)
+            want = k + 1
+            while True:  # until the vectors that tie with the k-th (if any) are all in
+                rows, scores = seg.vectors.search(qvec, want, ok)
+                if len(rows) < want or scores[-1] < scores[k - 1]:
+                    break
+                want *= 4
             all_rows.append(rows + self.offsets[s])
             all_scores.append(scores)
         if not all_rows:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         rows, scores = np.concatenate(all_rows), np.concatenate(all_scores)
-        order = np.lexsort((rows, -scores))[:k]
+        order = np.lexsort((self.row_keys()[rows], -scores))[:k]
         return rows[order], scores[order]
 
     def sample_vectors(self) -> np.ndarray:
@@ -307,7 +325,7 @@ class LocalSnapshot(Snapshot):
     def bm25_top(self, tokens, k1: float, b: float, k: int, allowed: Allowed = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of the ``k`` best BM25 matches."""
         masks = self._masks(allowed)
-        return bm25.top_k(self._bm25_cached(tokens, k1, b), k, None if masks is None else masks[-1])
+        return bm25.top_k(self._bm25_cached(tokens, k1, b), k, None if masks is None else masks[-1], self.row_keys())
 
     def bm25_of(self, tokens, k1: float, b: float, rows) -> dict[int, float]:
         """BM25 scores of the given rows."""

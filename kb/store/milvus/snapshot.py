@@ -151,17 +151,20 @@ class MilvusSnapshot(Snapshot):
         k = min(k, MAX_LIMIT)
         if k <= 0 or self.n_live == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        want = k
+        want = min(k + 1, MAX_LIMIT)
         while True:
             res = self.lib.call(self.lib.client.search, self.lib.P, data=[data], anns_field=field, limit=want,
-                                output_fields=list(SHOWN), search_params={"metric_type": "IP", "params": params},
+                                output_fields=list(SHOWN) + ([field] if field == "dense" else []),
+                                search_params={"metric_type": "IP", "params": params},
                                 **filt)[0]
             hits = [h for h in res if h["entity"]["doc_id"] in self.doc_by_id]
-            # a filtered HNSW search (or uncommitted rows) may give fewer than asked: ask for more
-            if len(hits) >= k or len(res) < want or want >= MAX_LIMIT:
+            # a filtered HNSW search (or uncommitted rows) may give fewer than asked, and rows
+            # that tie with the k-th may lie beyond the limit: ask for more
+            short = len(hits) < k
+            tied = len(hits) > k and float(hits[-1]["distance"]) >= float(hits[k - 1]["distance"])
+            if not (short or tied) or len(res) < want or want >= MAX_LIMIT:
                 break
             want = min(MAX_LIMIT, want * 4)
-        hits = hits[:k]
         entities = []
         for h in hits:
             e = dict(h["entity"])
@@ -170,7 +173,7 @@ class MilvusSnapshot(Snapshot):
         self._keep(entities)
         rows = np.asarray([e["key"] for e in entities], dtype=np.int64)
         scores = np.asarray([float(h["distance"]) for h in hits], dtype=np.float32)
-        order = np.lexsort((rows, -scores))
+        order = np.lexsort((rows, -scores))[:k]  # equal scores by key: the passage-id hash, as locally
         return rows[order], scores[order]
 
     def dense(self, qvec: np.ndarray, k: int, allowed: Allowed = None) -> tuple[np.ndarray, np.ndarray]:
