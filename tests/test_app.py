@@ -115,8 +115,12 @@ def test_a_shared_filtered_link_narrows_and_shows_counts(kb_folder, monkeypatch)
     facets = next(m.value for m in at.markdown if 'class="kb-facets"' in m.value)
     assert "类型" in facets and "txt" in facets
     nothing = app(index, monkeypatch, q="测试", after="2030-01-01")
-    assert not cards(nothing) and any("没有符合筛选条件的文档" in i.value and "after 2030-01-01" in i.value
-                                      for i in nothing.info)
+    assert not cards(nothing) and any("没有符合筛选条件的文档：没有 2030-01-01 以后的文档" in i.value for i in nothing.info)
+    no_md = app(index, monkeypatch, q="测试", source="测试站", type="md")
+    assert any("没有类型为“md”的文档" in i.value for i in no_md.info)
+    sample = next(d["doc_id"] for d in Searcher.load(index).docs if d["path"] == SAMPLE_DOC.name)
+    together = app(index, monkeypatch, **{"q": "测试", "source": "测试站", "in": sample})
+    assert any("没有同时符合来源、文档这些条件的文档" in i.value for i in together.info)
     bad = app(index, monkeypatch, q="测试", after="昨天")
     assert any("筛选条件无效" in w.value for w in bad.sidebar.warning) and cards(bad)
 

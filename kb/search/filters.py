@@ -199,15 +199,25 @@ class FieldIndex:
             mask &= self._mask(filters, name)
         return DocSet(np.flatnonzero(mask), self.docs)
 
-    def emptied_by(self, filters: Filters) -> str:
-        """Why no document passes: the first field that alone matches none, else the
-        combination (a sentence for the user)."""
+    def emptying_field(self, filters: Filters) -> str | None:
+        """The first field set in ``filters`` that alone matches no document (None: each
+        matches some, only together they match none)."""
         for name in filters.set_fields():
             if not self._mask(filters, name).any():
-                value = getattr(filters, name)
-                shown = " or ".join(value) if isinstance(value, tuple) else value
-                return f"no document matches {name} {shown}"
-        return "no document matches all of these filters together (" + ", ".join(filters.set_fields()) + ")"
+                return name
+        return None
+
+    def emptied_by(self, filters: Filters) -> str:
+        """Why no document passes, a sentence for the user: the field that alone matches
+        none, else the combination."""
+        name = self.emptying_field(filters)
+        if name is None:
+            return "no document matches all of these filters together (" + ", ".join(filters.set_fields()) + ")"
+        return f"no document matches {name} {shown_value(getattr(filters, name), ' or ')}"
+
+
+def shown_value(value: tuple[str, ...] | str, joiner: str) -> str:
+    return joiner.join(value) if isinstance(value, tuple) else value
 
 
 def facet_counts(docs: list[dict[str, Any]], filters: Filters | None = None) -> dict[str, dict[str, int]]:

@@ -22,7 +22,7 @@ from kb.index import update_index
 from kb.present.cite import export
 from kb.present.render import FIELD_LABELS, document_html, highlight_html, meta_line, text_html
 from kb.records import SEARCH_MODES
-from kb.search.filters import FilterError, Filters, document_fields
+from kb.search.filters import FilterError, Filters, document_fields, shown_value
 from kb.search.live import LiveSearcher
 from kb.search.searcher import MAX_QUERY_CHARS, Searcher, bound_query, search_response
 from kb.serve.access import authorize_session, check_exposure, confine, library_roots, redact_paths, token_matches
@@ -231,6 +231,20 @@ def crumb_html(title: str, heading_path: list[str], place: str = "", ocr: bool =
     return '<span class="kb-sep">›</span>'.join(parts) + badges
 
 
+def empty_reason(searcher: Searcher, filters: Filters) -> str:
+    """Which filter left no document, said in Chinese (the API's ``empty_because`` is English)."""
+    name = searcher.field_index().emptying_field(filters)
+    if name is None:
+        labels = {**FIELD_LABELS, "after": "日期", "before": "日期", "doc": "文档"}
+        return "没有同时符合" + "、".join(dict.fromkeys(labels[n] for n in filters.set_fields())) + "这些条件的文档"
+    value = shown_value(getattr(filters, name), "、")
+    if name in ("after", "before"):
+        return f"没有 {value} {'以后' if name == 'after' else '以前'}的文档"
+    if name == "doc":
+        return "所选的文档不在知识库中"
+    return f"没有{FIELD_LABELS[name]}为“{value}”的文档"
+
+
 def meta_html(meta: dict) -> str:
     return text_html(meta_line(meta))
 
@@ -355,7 +369,7 @@ def view_search(searcher: Searcher, settings: dict) -> None:
     facet_line(response.facets)
     hits = response.hits
     if response.empty_because:
-        st.info(f"没有符合筛选条件的文档（{response.empty_because}）。请放宽或取消左侧的筛选条件。")
+        st.info(f"没有符合筛选条件的文档：{empty_reason(searcher, settings['filters'])}。请放宽或取消左侧的筛选条件。")
         return
     if not hits:
         st.info("没有找到相关段落。试试换个说法、减少关键词，或取消左侧的筛选条件。")
