@@ -115,7 +115,8 @@ def test_a_shared_filtered_link_narrows_and_shows_counts(kb_folder, monkeypatch)
     facets = next(m.value for m in at.markdown if 'class="kb-facets"' in m.value)
     assert "类型" in facets and "txt" in facets
     nothing = app(index, monkeypatch, q="测试", after="2030-01-01")
-    assert not cards(nothing) and any("没有符合筛选条件的文档：没有 2030-01-01 以后的文档" in i.value for i in nothing.info)
+    said = [i.value for i in nothing.info]
+    assert not cards(nothing) and any("没有符合筛选条件的文档：没有 2030-01-01 以后的文档" in v for v in said)
     no_md = app(index, monkeypatch, q="测试", source="测试站", type="md")
     assert any("没有类型为“md”的文档" in i.value for i in no_md.info)
     sample = next(d["doc_id"] for d in Searcher.load(index).docs if d["path"] == SAMPLE_DOC.name)

@@ -374,7 +374,8 @@ def test_a_huge_query_reaches_the_encoder_and_tokenizer_cut(tmp_path, corpus, mo
     import kb.search.searcher
 
     real = kb.search.searcher.tokenize
-    monkeypatch.setattr(kb.search.searcher, "tokenize", lambda text: tokenized.append(len(text)) or real(text))
+    monkeypatch.setattr(kb.search.searcher, "tokenize",
+                        lambda text, **kw: tokenized.append(len(text)) or real(text, **kw))
     hits = s.search("服务理念" * 25_000, k=5)  # 100,000 characters
     assert hits and max(len(t) for t in spy.seen) <= MAX_QUERY_CHARS and max(tokenized) <= MAX_QUERY_CHARS
     assert bound_query("问" * 100_000) == ("问" * MAX_QUERY_CHARS, True)

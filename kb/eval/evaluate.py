@@ -284,7 +284,6 @@ SHORT_QUESTION = 12  # characters: a keyword query or a short question, below; a
 def _by_type(ds: Dataset, results, path_to_id: dict[str, str], searcher) -> dict[str, Any]:
     """MRR@10 and hit@1 by kind of question, so that users see where retrieval fails:
     short / long questions, and questions with / without a word the index has."""
-    from kb.text.process import tokenize
 
     groups: dict[str, list[tuple[float, float]]] = {}
     for q, hits in zip(ds.queries, results):
@@ -292,7 +291,7 @@ def _by_type(ds: Dataset, results, path_to_id: dict[str, str], searcher) -> dict
         positives = {str(p) for p in q.get("positives", [])}
         score = (mrr_at(ranked, positives, 10), hit_at(ranked, positives, 1))
         question = q["question"].strip()
-        indexed = any(searcher.has_term(t) for t in tokenize(question))
+        indexed = any(searcher.has_term(t) for t in searcher.tokenize(question))
         for name in ("short" if len(question) <= SHORT_QUESTION else "long",
                      "with_indexed_terms" if indexed else "without_indexed_terms"):
             groups.setdefault(name, []).append(score)

@@ -69,7 +69,6 @@ def collect(dataset: str | Path, progress: bool = False, model: str | None = Non
     from kb.progress import progress_bar
     from kb.search.searcher import Searcher
     from kb.split.passages import DEFAULT_MAX_CHARS
-    from kb.text.process import tokenize
 
     ds = load_dataset(dataset)
     if ds.passages is None:
@@ -91,7 +90,7 @@ def collect(dataset: str | Path, progress: bool = False, model: str | None = Non
         if not question:
             continue
         searcher.prime_query(question, qvecs.get(question)[0])
-        tokens = tokenize(question)
+        tokens = searcher.tokenize(question)
         c = searcher.gather(question, tokens, n)
         if c is None:
             continue

@@ -48,6 +48,8 @@ def update_index(
     ray_address: str | None = None,
     ocr: str = "auto",
     max_pages: int = DEFAULT_MAX_PAGES,
+    words: str | Path | None = None,
+    synonyms: str | Path | None = None,
 ) -> IndexReport:
     """Bring the index in ``index_dir`` in line with the folder ``corpus``.
 
@@ -56,12 +58,16 @@ def update_index(
     A folder that has become empty does not empty the index unless ``prune`` is set.
     Changes are written as one new segment plus deletions; the merge policy may then
     compact segments (reported in ``report.merge``). ``ocr`` and ``max_pages``: how
-    scanned PDFs and images are read (changing them re-reads those files only).
+    scanned PDFs and images are read (changing them re-reads those files only). ``words``,
+    ``synonyms``: the library's dictionary and synonyms files (else ``corpus/.kb/words.txt``
+    and ``synonyms.txt``, else what the index remembers; see :mod:`kb.text.vocabulary`).
     """
     options = IndexOptions(model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
                            rebuild=rebuild, max_file_bytes=max_file_bytes, max_chars=max_chars,
                            vector_kind=vector_kind, prune=prune, merge=merge, progress=progress, ray=ray,
-                           ray_address=ray_address, ocr=ocr, max_pages=max_pages)
+                           ray_address=ray_address, ocr=ocr, max_pages=max_pages,
+                           words=str(words) if words is not None else None,
+                           synonyms=str(synonyms) if synonyms is not None else None)
     writer: Writer
     if open_store(index_dir).backend == "milvus":
         writer = MilvusWriter(str(index_dir), reuse_vectors=reuse_vectors)

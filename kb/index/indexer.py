@@ -45,7 +45,8 @@ from kb.split.passages import DEFAULT_MAX_CHARS, split_document
 from kb.store.local.layout import (
     PendingVectors,
 )
-from kb.text.process import tokenize
+from kb.text.process import fold, tokenize
+from kb.text.vocabulary import EMPTY, Vocabulary, holds_any, load_vocabulary
 
 MAX_EMBED_CHARS = 512  # e5's window is 512 tokens; a long parent is represented by its opening
 # Embeddings are saved to pending.sqlite after every batch of at most this many passages
@@ -76,8 +77,9 @@ def lexical_text(passage: Passage) -> str:
 
 # Bump when splitting or tokenising changes: an index built by an older pipeline is then
 # re-processed on the next `kb index` (vectors are reused wherever the embedded text is unchanged).
-PIPELINE_VERSION = 5  # 3: document URLs in the metadata; 4: page/slide/row locators, OCR of scans;
-#                      5: document dates from front matter, HTML, DOCX and PDF properties; tags
+PIPELINE_VERSION = 6  # 3: document URLs in the metadata; 4: page/slide/row locators, OCR of scans;
+#                      5: document dates from front matter, HTML, DOCX and PDF properties; tags;
+#                      6: identifiers (codes, standards, document and article numbers) as whole terms
 
 
 def pipeline_settings(max_chars: int, reading: dict | None = None) -> dict:
@@ -104,6 +106,7 @@ class IndexReport:
     passages: int = 0
     embedded: int = 0
     reused: int = 0
+    retokenised: int = 0  # unchanged documents cut again because they hold a word the dictionary changed
     warnings: list[str] = field(default_factory=list)
     generation: str | None = None
     segments: int = 0  # in the live generation
@@ -118,6 +121,8 @@ class IndexReport:
             f"{self.unchanged} unchanged",
             f"{self.passages} passages ({self.embedded} embedded, {self.reused} reused)",
         ]
+        if self.retokenised:
+            parts.append(f"{self.retokenised} re-tokenised for the changed dictionary")
         if self.kept:
             parts.append(f"{self.kept} unreadable, previous version kept")
         if self.failed or self.skipped:
@@ -157,6 +162,8 @@ class IndexOptions:
     ray_address: str | None = None  # None: a local Ray started for the run
     ocr: str = "auto"  # scans: "auto" (pages without a text layer, images), "always", "never"
     max_pages: int = DEFAULT_MAX_PAGES  # pages read per PDF or multi-page image
+    words: str | None = None  # a jieba user dictionary (else FOLDER/.kb/words.txt, else the index's)
+    synonyms: str | None = None  # a Solr synonyms file (else FOLDER/.kb/synonyms.txt, else the index's)
 
     def __post_init__(self) -> None:
         if self.ocr not in OCR_MODES:
@@ -206,7 +213,8 @@ class Change:
 class Writer(ABC):
     """The part of `kb index` that differs by store (:class:`kb.index.local.LocalWriter`,
     :class:`kb.index.milvus.MilvusWriter`). The previous state a session yields has
-    ``manifest``, ``docs`` (path -> document row), ``legacy`` and ``vectors_for(keys)``."""
+    ``manifest``, ``docs`` (path -> document row), ``legacy``, ``vectors_for(keys)`` and
+    ``doc_texts()`` (each document's path, and its title and text)."""
 
     location: str  # as messages name it
     pending_path: Path  # vectors embedded by an unfinished run wait here (a killed run resumes from them)
@@ -258,12 +266,18 @@ class Indexer:
         self._reread_scans = False  # how scans are read changed: read PDFs and images again
         self._ocr_cache = None  # kb.read.ocr.OcrCache, opened when a file is first read
         self.tag_rules: TagRules | None = None  # the library's .kb/tags.csv, read when the run starts
+        self.vocabulary: Vocabulary = EMPTY  # its words and synonyms (kb.text.vocabulary), read when it starts
+        self._tokenizer = None
+        self._vocabulary_changed = False  # publish even when no document changed (synonyms)
+        self._retokenise: set[str] = set()  # documents that hold a word the dictionary changed
 
     def pipeline(self) -> dict:
         opt = self.options
         settings = pipeline_settings(opt.max_chars, ReadOptions(ocr=opt.ocr, max_pages=opt.max_pages).settings())
         if self.tag_rules is not None:  # another tags.csv re-tags every document (nothing is embedded again)
             settings["tags"] = self.tag_rules.digest
+        if self.vocabulary:
+            settings["vocabulary"] = self.vocabulary.to_json()
         return settings
 
     def pipeline_changed(self, prev) -> bool:
@@ -275,9 +289,15 @@ class Indexer:
             return False
         old, new = dict(prev.manifest.get("pipeline") or {}), self.pipeline()
         old_reading, new_reading = old.pop("reading", None), new.pop("reading")
+        old_words, new_words = old.pop("vocabulary", None), new.pop("vocabulary", None)
         if old != new:
             return True
         self._reread_scans = old_reading != new_reading
+        if old_words != new_words:
+            self._vocabulary_changed = True
+            changed = self.vocabulary.changed_words(Vocabulary.from_json(old_words))
+            if changed:
+                self._retokenise = {rel for rel, text in prev.doc_texts() if holds_any(fold(text), changed)}
         return False
 
     def warn(self, msg: str) -> None:
@@ -299,7 +319,7 @@ class Indexer:
         full = self.pipeline_changed(prev)
         plan = self.scan(corpus, prev, full, scan_started_ns)
         if (prev is not None and not full and not prev.legacy and not plan.new_docs and not plan.removed
-                and not plan.refreshed):
+                and not plan.refreshed and not self._vocabulary_changed):
             self.writer.unchanged(prev, self.report)
             return
         rewrite = prev is None or full or prev.legacy  # everything is written anew
@@ -322,6 +342,9 @@ class Indexer:
             raise KBError(f"{corpus} is not a folder — give the folder that holds your documents"
                           + (" (the index is unchanged)" if prev else ""))
         self.tag_rules = TagRules.load(corpus)
+        remembered = Vocabulary.from_json((prev.manifest.get("pipeline") or {}).get("vocabulary")) if prev else EMPTY
+        self.vocabulary = load_vocabulary(corpus, opt.words, opt.synonyms, remembered, self.warn)
+        self._tokenizer = self.vocabulary.tokenizer()
         self.spec = None
         # --rebuild keeps the library's embedder unless it is told another one
         told = opt.model is not None or self._embedder is not None
@@ -394,7 +417,9 @@ class Indexer:
         plan.removed = [rel for rel in prev_docs if rel not in present]
         report.removed = len(plan.removed)
         for doc, _ in plan.new_docs:
-            if doc.path in prev_docs:
+            if doc.path in self._retokenise and prev_docs[doc.path]["content_hash"] == doc.content_hash:
+                report.retokenised += 1
+            elif doc.path in prev_docs:
                 report.changed += 1
             else:
                 report.added += 1
@@ -497,8 +522,9 @@ class Indexer:
             self._ocr_cache.close()
 
     def _reread(self, rel: str) -> bool:
-        """True for a PDF or an image when how scans are read has changed since the last run."""
-        return self._reread_scans and rel[rel.rfind("."):].lower() in SCAN_SUFFIXES
+        """True for a PDF or an image when how scans are read has changed since the last run,
+        and for a document that holds a word the dictionary changed (vectors are reused)."""
+        return rel in self._retokenise or (self._reread_scans and rel[rel.rfind("."):].lower() in SCAN_SUFFIXES)
 
     def read_options(self, on_page: Callable[[int, int], None] | None = None) -> ReadOptions:
         """How this run reads scans, with the OCR cache beside the index."""
@@ -528,7 +554,7 @@ class Indexer:
                     "heading_path": json.dumps(p.heading_path, ensure_ascii=False), "text": p.text,
                     "start": p.start, "end": p.end, "orig_start": p.orig_start, "orig_end": p.orig_end,
                     "parent": p.parent, "ordinal": p.ordinal, "vkey": vkey,
-                    "tokens": " ".join(tokenize(lexical_text(p))),
+                    "tokens": " ".join(tokenize(lexical_text(p), tokenizer=self._tokenizer)),
                 })
             new_rows[doc.doc_id] = rows
         vec_of: dict[str, np.ndarray] = {}

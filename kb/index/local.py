@@ -155,6 +155,14 @@ class Previous:
     deleted: list[set[int]]
     docs: dict[str, dict]  # path -> document row (with "seg"), stat refreshes applied
 
+    def doc_texts(self) -> Iterator[tuple[str, str]]:
+        """``(path, title + text)`` of each document (what its passages' keyword side is made of)."""
+        live = {(d["seg"], d["doc_id"]): rel for rel, d in self.docs.items()}
+        for s, seg in enumerate(self.segments):
+            for doc_id, text in seg.store.titles_and_texts():
+                if (s, doc_id) in live:
+                    yield live[(s, doc_id)], text
+
     def vectors_for(self, keys: list[str]) -> dict[str, np.ndarray]:
         """Vectors of these vector keys held by any segment (deleted documents included:
         a vector depends only on the model and the text)."""

@@ -33,6 +33,7 @@ from kb.store.milvus.library import (
     term_hash,
 )
 from kb.text.process import tokenize
+from kb.text.vocabulary import Vocabulary
 
 
 @dataclass
@@ -43,6 +44,18 @@ class MilvusPrevious:
     docs: dict[str, dict]
     lib: MilvusLibrary
     legacy: bool = False
+
+    def doc_texts(self) -> Iterator[tuple[str, str]]:
+        """``(path, title + text)`` of each document (what its passages' keyword side is made of)."""
+        path_of = {d["doc_id"]: rel for rel, d in self.docs.items()}
+        titles = {r["doc_id"]: r["title"] for r in self.lib.query_all(self.lib.D, 'doc_id != ""', ["doc_id", "title"])}
+        parts: dict[str, list] = {}
+        for r in self.lib.query_all(self.lib.T, f"doc_id != {json.dumps(library.MANIFEST_DOC)}",
+                                    ["doc_id", "part", "chunk"]):
+            parts.setdefault(r["doc_id"], []).append((r["part"], r["chunk"]))
+        for doc_id, chunks in parts.items():
+            if doc_id in path_of:
+                yield path_of[doc_id], (titles.get(doc_id) or "") + "\n" + "".join(c for _, c in sorted(chunks))
 
     def vectors_for(self, keys: list[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -224,18 +237,19 @@ def compact_milvus(location: str, progress: bool = False) -> IndexReport:
         n, total = int(manifest["passages"]), int(manifest["total_length"])
         k1, b = manifest["bm25"]["k1"], manifest["bm25"]["b"]
         avgdl = total / n if n else 1.0
+        tokenizer = Vocabulary.from_json((manifest.get("pipeline") or {}).get("vocabulary")).tokenizer()
         bar = _bar(progress, n, "re-weighting")
         batch: list[dict] = []
         fields = list(SHOWN) + ["source", "date", "vkey", "length", "dense"]
         for r in lib.query_all(lib.P, ALL, fields):
             batch.append(r)
             if len(batch) >= library.WRITE_BATCH:
-                _reweight(lib, batch, avgdl, k1, b)
+                _reweight(lib, batch, avgdl, k1, b, tokenizer)
                 if bar is not None:
                     bar.update(len(batch))
                 batch = []
         if batch:
-            _reweight(lib, batch, avgdl, k1, b)
+            _reweight(lib, batch, avgdl, k1, b, tokenizer)
         if bar is not None:
             bar.close()
         manifest.update(avgdl_written=avgdl, generation=int(manifest["generation"]) + 1)
@@ -249,13 +263,13 @@ def compact_milvus(location: str, progress: bool = False) -> IndexReport:
     return report
 
 
-def _reweight(lib: MilvusLibrary, rows: list[dict], avgdl: float, k1: float, b: float) -> None:
+def _reweight(lib: MilvusLibrary, rows: list[dict], avgdl: float, k1: float, b: float, tokenizer=None) -> None:
     """Upsert rows with BM25 weights for ``avgdl`` (tokens recomputed from the text, as
-    `kb index` tokenises it)."""
+    `kb index` tokenises it, with the library's own words)."""
     tokens = []
     for r in rows:
         p = Passage(id=r["id"], doc_id=r["doc_id"], kind=r["kind"], heading_path=json.loads(r["heading_path"]),
                     text=r["text"], start=r["start"], end=r["end"], orig_start=r["orig_start"],
                     orig_end=r["orig_end"], parent=r["parent"] or None, ordinal=r["ordinal"])
-        tokens.append(tokenize(lexical_text(p)))
+        tokens.append(tokenize(lexical_text(p), tokenizer=tokenizer))
     lib.reweight(rows, tokens, avgdl, k1, b)

@@ -35,6 +35,8 @@ class PassageView:
     # Where in the file: 第3页 / 第3–4页 / 第5张幻灯片 / 第12–20行 ("" for formats without pages).
     locator: str = ""
     ocr: bool = False  # the passage's text (some of it) was read from a scan by OCR
+    # synonyms (the library's) the passage holds: {synonym: the question's word it stands for}
+    synonyms: dict[str, str] = field(default_factory=dict)
 
     @property
     def reference(self) -> Reference:

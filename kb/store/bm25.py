@@ -6,10 +6,20 @@ lives (up to Milvus' average length, frozen when a passage is written)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 K1 = 1.2  # term-frequency saturation
 B = 0.75  # length normalisation
+
+
+def query_terms(tokens: Sequence[str] | Mapping[str, float]) -> dict[str, float]:
+    """A query's distinct terms with their weights: tokens weigh 1 each; a mapping (a query
+    widened by synonyms) gives each term its own weight."""
+    if isinstance(tokens, Mapping):
+        return {t: float(w) for t, w in tokens.items() if w > 0}
+    return dict.fromkeys(tokens, 1.0)
 
 
 def idf(n_docs: int, df: int) -> float:

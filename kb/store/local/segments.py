@@ -26,6 +26,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,15 @@ class PassageStore:
 
     def doc_text(self, doc_id: str) -> str:
         return self._all("SELECT text FROM documents WHERE doc_id = ?", (doc_id,))[0]["text"]
+
+    def titles_and_texts(self) -> Iterator[tuple[str, str]]:
+        """``(doc_id, title + text)`` of every document, one at a time."""
+        ids = [r["doc_id"] for r in self._all("SELECT doc_id FROM documents")]
+        for i in range(0, len(ids), 200):  # a few documents' text in memory at a time
+            chunk = ids[i: i + 200]
+            for row in self._all(f"SELECT doc_id, title, text FROM documents WHERE doc_id IN "
+                                 f"({','.join('?' * len(chunk))})", chunk):
+                yield row["doc_id"], (row["title"] or "") + "\n" + row["text"]
 
     def _in(self, column: str, keys: list, select: str = "*") -> list[dict[str, Any]]:
         out = []

@@ -313,7 +313,7 @@ class LocalSnapshot(Snapshot):
     def _bm25_cached(self, tokens, k1: float, b: float) -> np.ndarray:
         """:meth:`bm25`, remembered for the last query (a search asks for the top rows,
         then for the scores of the dense channel's rows)."""
-        key = (tuple(dict.fromkeys(tokens)), k1, b)
+        key = (tuple(bm25.query_terms(tokens).items()), k1, b)
         with self._stats_lock:
             if self._last_bm25 is not None and self._last_bm25[0] == key:
                 return self._last_bm25[1]
@@ -333,17 +333,18 @@ class LocalSnapshot(Snapshot):
         return {int(r): float(scores[r]) for r in rows}
 
     def bm25(self, tokens, k1: float, b: float) -> np.ndarray:
-        """BM25 score of every global row for the query ``tokens`` (each distinct term once)."""
+        """BM25 score of every global row for the query ``tokens`` (each distinct term once;
+        a mapping of terms to weights scales each term's part)."""
         out = np.zeros(self.total_rows, dtype=np.float32)
         n, total = self.lexical_stats()
         if n == 0:
             return out
         avgdl = total / n
-        for tok in dict.fromkeys(tokens):
+        for tok, weight in bm25.query_terms(tokens).items():
             df, parts = self.term(tok)
             if not df:
                 continue
-            term_idf = bm25.idf(n, df)
+            term_idf = bm25.idf(n, df) * weight
             for s, rows, tf in parts:
                 lengths = self.segments[s].postings.lengths[rows]
                 out[rows + self.offsets[s]] += bm25.weights(tf, lengths, avgdl, k1, b, scale=term_idf)

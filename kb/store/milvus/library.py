@@ -49,6 +49,8 @@ EXTRA = "pip install 'kb[milvus]'"
 FORMAT = 1
 BUCKETS = 256
 META = -1  # the manifest's row in kb_stats
+MANIFEST_ROW_BYTES = 60_000  # a longer manifest is kept in kb_text parts (MANIFEST_DOC)
+MANIFEST_DOC = "#manifest"  # the kb_text "document" whose parts hold a long manifest (no real id starts with #)
 TEXT_CHUNK = 15_000  # characters per kb_text row: at most 60,000 bytes of UTF-8
 WRITE_BATCH = 512  # passages per insert
 IN_BATCH = 1000  # keys per `in [...]` filter
@@ -370,8 +372,20 @@ class MilvusLibrary:
     def manifest(self) -> dict | None:
         if not self.exists():
             return None
-        rows = self.query(self.S, f"bucket == {META}", ["meta"])
-        return json.loads(rows[0]["meta"]) if rows else None
+        for _ in range(3):  # a manifest written meanwhile may have replaced the parts just named
+            rows = self.query(self.S, f"bucket == {META}", ["meta"])
+            if not rows:
+                return None
+            data = json.loads(rows[0]["meta"])
+            if "manifest_parts" not in data:
+                return data
+            found = self.query(self.T, f"doc_id == {json.dumps(MANIFEST_DOC)} and key like "
+                               f"{json.dumps(data['manifest_sha1'] + '#%')}", ["part", "chunk"], limit=MAX_LIMIT)
+            text = "".join(p["chunk"] for p in sorted(found, key=lambda p: p["part"]))
+            whole = len(found) == data["manifest_parts"]
+            if whole and hashlib.sha1(text.encode()).hexdigest() == data["manifest_sha1"]:
+                return json.loads(text)
+        raise KBError(f"{self.loc.uri}: the manifest's parts are missing or damaged — run `kb index --rebuild`")
 
     def document_frequencies(self) -> dict[int, int]:
         df: dict[int, int] = {}
@@ -398,8 +412,25 @@ class MilvusLibrary:
 
     # ------------------------------------------------------------------ writing
     def write_manifest(self, manifest: dict) -> None:
-        self.call(self.client.upsert, self.S, [{"bucket": META, "meta": json.dumps(manifest, ensure_ascii=False),
-                                                "df": {0: 1.0}}])
+        """The manifest in its kb_stats row; one too long for a row (a large dictionary) goes to
+        kb_text in parts named by its SHA-1, which the row then names (parts of earlier ones
+        are removed after)."""
+        text = json.dumps(manifest, ensure_ascii=False)
+        if len(text.encode()) <= MANIFEST_ROW_BYTES:
+            row = text
+        else:
+            digest = hashlib.sha1(text.encode()).hexdigest()
+            parts = [{"key": f"{digest}#{i}", "doc_id": MANIFEST_DOC, "part": i,
+                      "chunk": text[start: start + TEXT_CHUNK], "v": [0.0, 0.0]}
+                     for i, start in enumerate(range(0, len(text), TEXT_CHUNK))]
+            for i in range(0, len(parts), 16):
+                self.call(self.client.upsert, self.T, parts[i: i + 16])
+            row = json.dumps({"manifest_sha1": digest, "manifest_parts": len(parts)})
+        self.call(self.client.upsert, self.S, [{"bucket": META, "meta": row, "df": {0: 1.0}}])
+        stale = f"doc_id == {json.dumps(MANIFEST_DOC)}"
+        if row is not text:
+            stale += f" and not (key like {json.dumps(digest + '#%')})"
+        self.call(self.client.delete, self.T, filter=stale)
 
     def write_frequencies(self, df: dict[int, int], buckets: set[int] | None = None) -> None:
         """Upsert the buckets that changed (all when ``buckets`` is None); empty ones are deleted."""

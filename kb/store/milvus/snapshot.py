@@ -182,11 +182,11 @@ class MilvusSnapshot(Snapshot):
 
     def _query_sparse(self, tokens) -> dict[int, float]:
         q: dict[int, float] = {}
-        for t in dict.fromkeys(tokens):
+        for t, weight in bm25.query_terms(tokens).items():
             h = term_hash(t)
             df = self.df.get(h, 0)
             if df > 0:
-                q[h] = q.get(h, 0.0) + self._idf(df)
+                q[h] = q.get(h, 0.0) + self._idf(df) * weight
         return q
 
     def bm25_top(self, tokens, k1: float, b: float, k: int, allowed: Allowed = None):
@@ -198,7 +198,7 @@ class MilvusSnapshot(Snapshot):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         rows, scores = self._search("sparse", q, k, self._filter(allowed), {})
         with self._lock:
-            self._last_top[tuple(sorted(q))] = dict(zip(rows.tolist(), scores.tolist()))
+            self._last_top[tuple(sorted(q.items()))] = dict(zip(rows.tolist(), scores.tolist()))
             while len(self._last_top) > 16:
                 self._last_top.popitem(last=False)
         return rows, scores
@@ -212,7 +212,7 @@ class MilvusSnapshot(Snapshot):
         if not q or not keys:
             return {k: 0.0 for k in keys}
         with self._lock:
-            known = dict(self._last_top.get(tuple(sorted(q))) or {})
+            known = dict(self._last_top.get(tuple(sorted(q.items()))) or {})
         out = {k: known[k] for k in keys if k in known}
         rest = [k for k in dict.fromkeys(keys) if k not in out]
         # a row the top-k search did not return scores at most its last score: still computed exactly
