@@ -199,6 +199,22 @@ def test_remove_a_document(kb_folder, monkeypatch):
     assert [d["path"] for d in Searcher.load(index).docs] == [SAMPLE_DOC.name]
 
 
+def test_the_dictionary_and_synonyms_are_edited_on_the_page(kb_folder, monkeypatch):
+    corpus, index = kb_folder
+    at = app(index, monkeypatch, q="测试转义")
+    at.sidebar.text_area(key="vocab_words").input("测试转义\n坏 行 有 太多")  # a form: sent on submit
+    at.sidebar.text_area(key="vocab_synonyms").input("陷阱, 圈套")
+    next(b for b in at.sidebar.button if b.label == "保存并更新索引").click().run()
+    assert not at.exception
+    assert (corpus / ".kb" / "words.txt").read_text(encoding="utf-8") == "测试转义\n"  # the usable lines
+    assert (corpus / ".kb" / "synonyms.txt").read_text(encoding="utf-8") == "陷阱, 圈套\n"
+    assert any("词典 line 2" in w.value for w in at.sidebar.warning)
+    assert any("1 re-tokenised" in html.unescape(s.value) for s in at.sidebar.success)
+    s = Searcher.load(index)
+    assert s.vocabulary.describe()["words"] == 1 and s.vocabulary.describe()["synonyms"] == 1
+    assert at.sidebar.text_area(key="vocab_words").value == "测试转义"  # what the index now keeps
+
+
 def test_unknown_passage_in_the_url_is_a_clear_error(sample_index, monkeypatch):
     at = app(sample_index, monkeypatch, p="nope:1")
     assert not at.exception and any("no passage with id" in e.value for e in at.error)

@@ -230,3 +230,58 @@ def test_milvus_tokenises_and_expands_as_the_local_store(library, tmp_path):
         assert _index(docs, db).retokenised == _index(docs, index).retokenised
     finally:
         release(db)
+
+
+def test_suggest_lists_the_librarys_terms_that_the_tokenizer_cuts_apart_and_list_shows_the_files(tmp_path):
+    import random
+
+    from kb.text.process import split_sentences
+
+    rng = random.Random(1)
+    prose = [x for x in split_sentences(SAMPLE_DOC.read_text(encoding="utf-8")) if len(x) > 10]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    before = ["推进", "落实", "开展", "完成", "实施", "深化", "部署", "做好", "抓好", "加快"]
+    after = ["改革", "工作", "试点", "登记", "审批", "要求", "任务", "进度", "办理", "窗口"]
+    for i in range(12):
+        lines = [f"{rng.choice(before)}三码合一{rng.choice(after)}，{rng.choice(before)}一网通办{rng.choice(after)}。"
+                 for _ in range(4)]
+        (docs / f"n{i}.txt").write_text(f"第{i}号通知\n\n" + "".join(lines + rng.sample(prose, 12)), encoding="utf-8")
+    index = tmp_path / "index"
+    _index(docs, index)
+    r = CliRunner().invoke(cli, ["words", "suggest", "--index", str(index), "--json"])
+    assert r.exit_code == 0, r.output
+    found = {f["word"]: f for f in json.loads(r.output)}
+    assert {"三码合一", "一网通办"} <= set(found) and found["三码合一"]["count"] == 48
+    assert found["三码合一"]["example"].startswith("n")
+    pasted = CliRunner().invoke(cli, ["words", "suggest", "--index", str(index)]).output
+    (docs / ".kb").mkdir()
+    (docs / ".kb" / "words.txt").write_text(pasted, encoding="utf-8")  # the output is a dictionary as it is
+    assert _index(docs, index).retokenised == 12
+    r = CliRunner().invoke(cli, ["words", "suggest", "--index", str(index), "--json"])
+    assert not {"三码合一", "一网通办"} & {f["word"] for f in json.loads(r.output)}  # now kept whole
+    listed = CliRunner().invoke(cli, ["words", "list", "--index", str(index)]).output
+    assert "三码合一" in listed and "# synonyms: 0 rules" in listed
+
+
+def test_bm25_with_a_dictionary_is_the_reference_over_the_same_tokens(library):
+    import numpy as np
+
+    bm25s = pytest.importorskip("bm25s")
+    docs, index = library
+    (docs / ".kb" / "words.txt").write_text("三码合一\n责任人登记\n", encoding="utf-8")
+    _index(docs, index)
+    s = Searcher.load(index)
+    [seg] = s.snapshot.segments
+    stored = [(r[0] or "").split(" ") for r in seg.store.con.execute("SELECT tokens FROM passages ORDER BY row")]
+    assert any("三码合一" in t for t in stored) and any("责任人登记" in t for t in stored)
+    ref = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
+    ref.index(stored, show_progress=False)
+    for q in ("推进三码合一改革", "PPR-9017 责任人登记", "国办发(2024)3号"):
+        tokens = [t for t in dict.fromkeys(s.tokenize(q)) if t in ref.vocab_dict]
+        ids, scores = ref.retrieve([tokens], k=len(stored), show_progress=False)
+        expected = np.zeros(len(stored), dtype=np.float32)
+        expected[ids[0]] = scores[0]
+        assert np.allclose(s.snapshot.bm25(tokens, 1.2, 0.75), expected * 2.2, atol=1e-4), q
+    one = s.snapshot.bm25(["三码合一"], 1.2, 0.75)
+    assert np.allclose(s.snapshot.bm25({"三码合一": 0.6}, 1.2, 0.75), 0.6 * one)  # a synonym's weight

@@ -33,6 +33,9 @@ from kb.serve.access import redact_paths, token_matches
 
 MAX_K = 100
 MAX_BODY_BYTES = 64 * 1024  # a POST /search body at most; anything bigger is refused unread
+QUESTION_HELP = (f"The question; only its first {MAX_QUERY_CHARS} characters are used (the answer then says "
+                 "truncated: true). Words in double quotes (\"…\" or “…”) must appear as a phrase in every hit; "
+                 "-word leaves out passages that hold it.")
 Mode = Annotated[str, Query(pattern="^(" + "|".join(SEARCH_MODES) + ")$", description="hybrid, dense or lexical")]
 
 
@@ -88,7 +91,7 @@ class SearchFilters(BaseModel):
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    q: str = Field(min_length=1, max_length=100_000, description="The question")
+    q: str = Field(min_length=1, max_length=100_000, description=QUESTION_HELP)
     k: int = Field(default=10, ge=1, le=MAX_K)
     mode: str = Field(default="hybrid", pattern="^(" + "|".join(SEARCH_MODES) + ")$")
     filters: SearchFilters = Field(default_factory=SearchFilters)
@@ -225,8 +228,7 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
     @app.get("/search", response_model=SearchResponse, dependencies=auth, responses=ERRORS,
              summary="The passages that answer a question (the JSON of `kb search --json`)")
     def search(q: Annotated[str, Query(min_length=1, max_length=100_000,
-                                       description=f"The question; only its first {MAX_QUERY_CHARS} characters "
-                                                   "are used (the answer then says truncated: true)")],
+                                       description=QUESTION_HELP)],
                filters: QueryFilters, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, mode: Mode = "hybrid",
                cite: Annotated[str, Query(pattern="^(short|gbt7714|apa)$")] = "short",
                min_score: Annotated[float | None, Query(ge=0, le=1)] = None,

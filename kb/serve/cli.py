@@ -218,7 +218,11 @@ def _filters(values: dict):
 @_friendly
 def search_cmd(question, k, mode, as_json, style, export_format, model, device, facets, rerank_model,
                min_score, index_dir, **filter_values):
-    """Find the passages that answer QUESTION (at most 512 characters are used)."""
+    """Find the passages that answer QUESTION (at most 512 characters are used).
+
+    Words in double quotes ("…" or “…”) must appear, as a phrase, in every hit (width,
+    case, spaces and punctuation aside); -word leaves out passages that hold it:
+    kb search '"一次不用跑" 办理 -网上'."""
     from kb.errors import EmptyQuery
     from kb.search.searcher import MAX_QUERY_CHARS, bound_query, search_response
 
@@ -403,7 +407,7 @@ def stats_cmd(as_json, index_dir):
     click.echo(f"vocabulary  {s['vocabulary']} terms")
     own = s.get("dictionary") or {}
     if own.get("words") or own.get("synonyms"):
-        click.echo(f"dictionary  {own['words']} words, {own['synonyms']} synonym rules (kb words list)")
+        click.echo(f"dictionary  {own['words']} words, {own['synonyms']} synonym rules (`kb words list`)")
     if s.get("store"):  # Milvus
         click.echo(f"store       {s['store']}: collections {', '.join(s['collections'])}")
         avg = s["bm25_average_length"]
@@ -416,6 +420,65 @@ def stats_cmd(as_json, index_dir):
         click.echo(f"segments    {len(s['segments'])}{purge}")
     if s["size_bytes"] is not None:
         click.echo(f"size        {s['size_bytes'] / 1048576:.1f} MB")
+
+
+@cli.group("words")
+def words_group():
+    """The library's own vocabulary: its dictionary and synonyms (set with `kb index --words FILE
+    --synonyms FILE`, or FOLDER/.kb/words.txt and synonyms.txt), and words to add to it."""
+
+
+@words_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_index_option
+@_friendly
+def words_list_cmd(as_json, index_dir):
+    """The dictionary and synonyms the index keeps, as the files would hold them."""
+    v = _searcher(index_dir).vocabulary
+    if as_json:
+        _dump(v.to_json())
+        return
+    click.echo(f"# dictionary: {len(v.words)} words")
+    for w in v.words:
+        click.echo(terminal_text(w.line()))
+    click.echo(f"# synonyms: {len(v.synonyms)} rules")
+    for r in v.synonyms:
+        click.echo(terminal_text(r.line()))
+
+
+@words_group.command("suggest")
+@click.option("-n", "limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--min-count", default=5, show_default=True, type=click.IntRange(2, 1_000_000),
+              help="Occurrences a word needs at least.")
+@click.option("--json", "as_json", is_flag=True)
+@_index_option
+@_friendly
+def words_suggest_cmd(limit, min_count, as_json, index_dir):
+    """Terms of the library that the tokenizer cuts apart (frequent, cohesive, free at both
+    ends), best first, each with its count and a document holding it — ready to paste into
+    FOLDER/.kb/words.txt."""
+    from kb.text.newwords import discover
+
+    s = _searcher(index_dir)
+    tokenizer = s.vocabulary.tokenizer()
+    cut = tokenizer.cut if tokenizer is not None else _jieba_cut()
+    texts = {d["path"]: s.snapshot.doc_text(d["doc_id"]) for d in s.docs}
+    found = discover(texts.values(), lambda w: list(cut(w)) == [w], min_count=min_count, limit=limit)
+    for f in found:
+        f.example = next((path for path, text in texts.items() if f.word in text), "")
+    if as_json:
+        _dump([f.to_dict() for f in found])
+        return
+    if not found:
+        click.echo("no new words found (a larger library, or a lower --min-count, finds more)")
+    for f in found:
+        click.echo(terminal_text(f"{f.word}\t# {f.count} 次 · 例 {f.example}"))
+
+
+def _jieba_cut():
+    from kb.text.process import _get_jieba
+
+    return _get_jieba().cut
 
 
 @cli.command("compact")

@@ -53,6 +53,8 @@ def build_server(index_dir: str | Path, library: LiveSearcher | None = None):
         """Find the passages that answer a question (Chinese works best). Returns up to k passages,
         best first, each with its document title, section path (heading_path), text and a ready-to-paste
         citation; cite is short, gbt7714 (GB/T 7714-2015) or apa. mode: hybrid, dense or lexical.
+        Words of the question in double quotes must appear as a phrase in every hit; -word leaves out
+        passages that hold it.
         filters narrows the search: {"source": [..], "author": [..], "after": "2024-01-01", "before": "2024-12-31",
         "folder": [..], "type": ["pdf"], "tag": [..], "doc": [..]} (any value of a field, every field);
         facets: also count, by source, year, folder, type and tag, the documents of the passages the

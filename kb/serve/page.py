@@ -27,7 +27,8 @@ from kb.search.live import LiveSearcher
 from kb.search.searcher import MAX_QUERY_CHARS, Searcher, bound_query, search_response
 from kb.serve.access import authorize_session, check_exposure, confine, library_roots, redact_paths, token_matches
 from kb.serve.streamlit_server import harden
-from kb.serve.uploads import UPLOAD_SUFFIXES, remove_document, save_upload
+from kb.serve.uploads import UPLOAD_SUFFIXES, remove_document, save_library_file, save_upload
+from kb.text.vocabulary import parse_synonyms, parse_words
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "corpus"  # in a checkout of kb
 UPLOAD_LIMIT_MB = 20  # per file
@@ -356,7 +357,8 @@ def build_index(folder: Path, index_dir: str, **kw) -> bool:
 def view_search(searcher: Searcher, settings: dict) -> None:
     st.title("kb 知识库检索")
     st.text_input("问题", key="q_input", on_change=on_query_change, label_visibility="collapsed",
-                  placeholder="输入问题，按回车搜索，例如：如何转变服务理念", max_chars=MAX_QUERY_CHARS)
+                  placeholder="输入问题，按回车搜索，例如：如何转变服务理念（\"加引号\"的词句必须出现，-词 排除）",
+                  max_chars=MAX_QUERY_CHARS)
     query, cut = bound_query(st.query_params.get("q", ""))
     if not query:
         st.caption("输入一个问题或几个关键词，按回车。结果按相关度排列，每条都注明出处，可以复制引用、查看相关段落或打开全文。")
@@ -517,7 +519,46 @@ def sidebar(searcher: Searcher, index_dir: str) -> dict:
             confirm = st.checkbox("确认移出（文件移到知识库的 .kb-trash 文件夹，不会删除）", key="remove_confirm")
             if st.button("移出知识库", disabled=not confirm, key="remove_btn"):
                 remove(searcher, target, corpus, index_dir)
+    vocabulary_editor(sb, searcher, corpus, index_dir)
     return {"mode": MODES[mode_label], "k": k, "filters": filters, "response": response, "ms": ms}
+
+
+def vocabulary_editor(sb, searcher: Searcher, corpus: Path, index_dir: str) -> None:
+    """The library's dictionary and synonyms (its .kb/words.txt and synonyms.txt), edited
+    and applied: saving re-tokenises what holds a changed word and embeds nothing."""
+    kept = searcher.vocabulary.to_json()
+    with sb.expander("词典与同义词"):
+        with st.form("vocabulary"):
+            words = st.text_area("词典（每行一个词，可加词频和词性：三码合一 10 n）", "\n".join(kept["words"]),
+                                 key="vocab_words", height=140, max_chars=200_000)
+            synonyms = st.text_area("同义词（每行一组：居民医保, 基本医疗保险；单向：交多少钱 => 缴费标准）",
+                                    "\n".join(kept["synonyms"]), key="vocab_synonyms", height=100,
+                                    max_chars=200_000)
+            saved = st.form_submit_button("保存并更新索引")
+    if saved:
+        save_vocabulary(words, synonyms, corpus, index_dir)
+
+
+def save_vocabulary(words: str, synonyms: str, corpus: Path, index_dir: str) -> None:
+    folder = library_folder(corpus)
+    if folder is None:
+        st.rerun()
+        return
+    own, bad_words = parse_words(words.splitlines(), "词典")
+    rules, bad_rules = parse_synonyms(synonyms.splitlines(), "同义词")
+    for problem in bad_words + bad_rules:
+        note("warning", f"{problem}（这一行没有保存）")
+    try:  # the lines that can be used, as kb reads them
+        save_library_file(folder, "words.txt", "".join(w.line() + "\n" for w in own))
+        save_library_file(folder, "synonyms.txt", "".join(r.line() + "\n" for r in rules))
+    except (KBError, OSError) as e:
+        note("error", f"未能保存词典：{e}")
+        st.rerun()
+        return
+    for key in ("vocab_words", "vocab_synonyms"):  # show what the index keeps from now on
+        st.session_state.pop(key, None)
+    with st.sidebar:
+        build_index(folder, index_dir)
 
 
 def filter_panel(sb, searcher: Searcher, titles: dict[str, str], filters: Filters, facets: dict | None) -> None:

@@ -86,6 +86,27 @@ def _write_new(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def save_library_file(folder: str | Path, name: str, text: str, max_bytes: int = 1024 * 1024) -> Path:
+    """Replace ``folder/.kb/name`` (the library's dictionary or synonyms) with ``text``: the
+    ``.kb`` folder must be a real folder inside ``folder``, the file is written new beside it
+    and renamed over the old one (never written through a link)."""
+    folder = Path(folder)
+    data = text.encode("utf-8")
+    if len(data) > max_bytes:
+        raise KBError(f"{name} is larger than {max_bytes // 1024} KB")
+    meta = folder / ".kb"
+    if meta.is_symlink() or (meta.exists() and not meta.is_dir()):
+        raise KBError(".kb in the library folder is not a folder")
+    meta.mkdir(exist_ok=True)
+    if not inside(folder, meta):
+        raise KBError(".kb is outside the library folder")
+    target = meta / name
+    tmp = meta / f".{name}.{os.getpid()}.tmp"
+    _write_new(tmp, data)
+    os.replace(tmp, target)
+    return target
+
+
 def remove_document(folder: str | Path, relpath: str) -> Path:
     """Move a document out of the knowledge base into ``folder/.kb-trash/`` (kept, not
     deleted). Returns where it went."""

@@ -272,7 +272,7 @@ def tokenize(text: str, stop_words: frozenset[str] = STOP_WORDS, tokenizer=None,
     if tokenizer is None:
         words = _get_jieba().cut_for_search(folded)
     else:
-        words = _cut_keeping(tokenizer, folded) if query else tokenizer.cut_for_search(folded)
+        words = _cut_with_words(tokenizer, folded, query)
     tokens = []
     for tok in words:
         tok = tok.strip()
@@ -286,20 +286,37 @@ def tokenize(text: str, stop_words: frozenset[str] = STOP_WORDS, tokenizer=None,
     return tokens
 
 
-def _cut_keeping(tokenizer, text: str):
-    """jieba's search mode, except that the tokenizer's own words are not cut smaller."""
-    own, freq = tokenizer.user_words, tokenizer.FREQ
-    for w in tokenizer.cut(text):
-        if w not in own:
-            if len(w) > 2:
-                for i in range(len(w) - 1):
-                    if freq.get(w[i:i + 2]):
-                        yield w[i:i + 2]
-            if len(w) > 3:
-                for i in range(len(w) - 2):
-                    if freq.get(w[i:i + 3]):
-                        yield w[i:i + 3]
-        yield w
+def _cut_with_words(tokenizer, text: str, query: bool):
+    """jieba's search mode, with the tokenizer's own words cut out first wherever they occur
+    (leftmost, longest): in a query each is one term; in a text, its shorter words too."""
+    for piece, own in _own_word_spans(tokenizer, text):
+        if own and query:
+            yield piece
+        else:
+            yield from tokenizer.cut_for_search(piece)
+
+
+def _own_word_spans(tokenizer, text: str):
+    """``text`` as ``(piece, is one of the tokenizer's words)``; only where a word's first two
+    characters occur is a word looked for."""
+    own, heads, lengths = tokenizer.user_words, tokenizer.user_heads, tokenizer.user_lengths
+    i = start = 0
+    n = len(text)
+    while i < n - 1:
+        if text[i:i + 2] in heads:
+            for length in lengths:
+                if i + length <= n and text[i:i + length] in own:
+                    if start < i:
+                        yield text[start:i], False
+                    yield text[i:i + length], True
+                    i = start = i + length
+                    break
+            else:
+                i += 1
+        else:
+            i += 1
+    if start < n:
+        yield text[start:], False
 
 
 # --------------------------------------------------------------------------- identifiers

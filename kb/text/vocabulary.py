@@ -35,6 +35,7 @@ WORDS_FILE = "words.txt"  # in FOLDER/.kb/
 SYNONYMS_FILE = "synonyms.txt"
 
 _SPACE = re.compile(r"\s+")
+_COMMENT = re.compile(r"(?:^|\s)#")
 _WORD_OK = re.compile(r"[\w\u4e00-\u9fff]")
 
 
@@ -193,8 +194,8 @@ def _lines(source: Path | Iterable[str], what: str, limit: int, warn) -> Iterabl
 
 def parse_words(source: Path | Iterable[str], where: str = "",
                 warn: Callable[[str], None] = lambda m: None) -> tuple[tuple[Word, ...], list[str]]:
-    """Words of a jieba user dictionary (``word [freq] [tag]`` a line; ``#`` comments and
-    blank lines skipped); a line that cannot be used is a warning naming it."""
+    """Words of a jieba user dictionary (``word [freq] [tag]`` a line; ``#`` starts a comment,
+    blank lines are skipped); a line that cannot be used is a warning naming it."""
     where = where or str(source)
     out: dict[str, Word] = {}
     problems: list[str] = []
@@ -204,8 +205,8 @@ def parse_words(source: Path | Iterable[str], where: str = "",
         warn(problems[-1])
 
     for n, line in _lines(source, "words", MAX_WORDS, warn):
-        line = line.strip()
-        if not line or line.startswith("#"):
+        line = _COMMENT.split(line, 1)[0].strip()  # "# ..." at the start or after a space (C# stays a word)
+        if not line:
             continue
         if len(line) > MAX_LINE:
             bad(n, f"longer than {MAX_LINE} characters; skipped")
@@ -322,6 +323,8 @@ def _tokenizer(digest: str, words: tuple[Word, ...]):
         t.add_word(w.word, w.freq, w.tag)
     t.total = base.total  # text without these words cuts exactly as before
     t.user_words = frozenset(w.word for w in words)
+    t.user_heads = frozenset(w.word[:2] for w in words)
+    t.user_lengths = sorted({len(w.word) for w in words}, reverse=True)
     with _tok_lock:
         _tokenizers[digest] = t
         while len(_tokenizers) > 4:
