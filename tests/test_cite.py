@@ -54,7 +54,7 @@ def test_short_style_is_the_old_citation():
 def test_exports_escape_and_separate_records():
     refs = [Reference(title="50% 的{难题}_与#号", key="k1"), Reference(title="第二条", key="k1")]
     bib = bibtex(refs)
-    assert r"50\% 的\{难题\}\_与\#号" in bib and bib.count("@misc{") == 2 and "k1a" in bib  # keys stay unique
+    assert r"50\% 的\{难题\}\_与\#号" in bib and bib.count("@misc{") == 2 and "k1-2" in bib  # keys stay unique
     records = ris(refs).strip().split("ER  - ")
     assert len([r for r in records if r.strip()]) == 2
     assert all(re.match(r"^[A-Z][A-Z0-9]  - ", line) for line in ris(refs).splitlines() if line.strip())
@@ -93,3 +93,44 @@ def test_cli_cite_and_export(tmp_path):
     r = runner.invoke(cli, ["search", "数据共享", "--index", idx, "--export", "bibtex", "-k", "1"])
     assert r.stdout.startswith("@misc{") and "url = {http://e.org/x.html}" in r.stdout
     assert runner.invoke(cli, ["search", "x", "--index", idx, "--cite", "mla"]).exit_code == 2
+
+
+def test_hits_of_one_document_are_one_record_with_every_place_cited():
+    doc = dict(title="关于做好年度工作的通知", author="李明", date="2024-03-01", doc="d1", path="a.pdf")
+    refs = [Reference(**doc, sections=("一、总体要求",), place="第3页"),
+            Reference(**doc, sections=("二、主要任务",), place="第5页"),
+            Reference(**doc, sections=("一、总体要求",), place="第3页"),  # the same place again
+            Reference(title="另一份文件", doc="d2", path="b.txt", sections=("三、保障",))]
+    bib = bibtex(refs)
+    assert bib.count("@misc{") == 2 and "@misc{李明2024做好年度," in bib and "@misc{另一份文," in bib
+    assert "pages = {3--5}" in bib and "note = {章节：一、总体要求；章节：二、主要任务}" in bib
+    records = [r for r in ris(refs).split("ER  - ") if r.strip()]
+    assert len(records) == 2 and "ID  - 李明2024做好年度" in records[0] and "SP  - 3\nEP  - 5" in records[0]
+    ids = [line for line in ris(refs).splitlines() if line.startswith("ID  - ")]
+    assert len(ids) == len(set(ids)) == 2
+    no_pages = [Reference(**doc, sections=("一、总体要求",), place="第5张幻灯片"), Reference(**doc, sections=("二、",))]
+    assert "note = {章节：一、总体要求（第5张幻灯片）；章节：二、}" in bibtex(no_pages)
+
+
+def test_citation_keys_are_the_same_in_every_build_and_tell_namesakes_apart(tmp_path):
+    from kb.index import update_index
+    from kb.search.searcher import Searcher
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    body = ("来源：市政府\n\n发布日期：2024年3月1日\n\n一、总体要求\n\n做好年度考核工作。\n\n"
+            "二、主要任务\n\n按时报送考核材料。")
+    (docs / "a.txt").write_text("关于做好年度考核工作的通知\n\n" + body, encoding="utf-8")
+    (docs / "b.txt").write_text("关于做好年度考核工作的补充通知\n\n" + body, encoding="utf-8")  # the same key base
+    (docs / "c.txt").write_text("乡村振兴规划\n\n来源：农业农村局\n\n推进乡村振兴。", encoding="utf-8")
+    keys = []
+    for name in ("one", "two"):
+        update_index(docs, tmp_path / name, model="hash:64", progress=False, warn=lambda m: None)
+        s = Searcher.load(tmp_path / name)
+        keys.append({h.path: h.cite_key for h in s.search("考核 乡村振兴", k=20, mode="lexical")})
+    assert keys[0] == keys[1] and len(set(keys[0].values())) == 3
+    assert keys[0]["c.txt"] == "农业农村局乡村振兴"
+    assert keys[0]["a.txt"].startswith("市政府2024做好年度-") and keys[0]["b.txt"].startswith("市政府2024做好年度-")
+    hits = Searcher.load(tmp_path / "one").search("考核", k=10, mode="lexical")
+    assert sum(h.path == "a.txt" for h in hits) >= 2
+    assert bibtex([h.reference for h in hits]).count("@misc{") == len({h.path for h in hits})

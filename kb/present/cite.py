@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 STYLES = ("short", "gbt7714", "apa")
@@ -36,15 +36,16 @@ class Reference:
     url: str = ""
     sections: tuple[str, ...] = ()  # the locator: heading path below the title
     path: str = ""  # file within the library
-    key: str = ""  # a stable id for BibTeX/RIS
+    key: str = ""  # the citation key (BibTeX key, RIS ID); empty: made from author, year and title
     place: str = ""  # page, slide or rows in the file: 第3页, 第3–4页, 第5张幻灯片, 第12–20行
+    doc: str = ""  # the document's id: references to one document are one record in an export
 
     @classmethod
     def of(cls, title: str, meta: Mapping[str, str], heading_path: Sequence[str] = (), path: str = "",
-           key: str = "", place: str = "") -> Reference:
+           key: str = "", place: str = "", doc: str = "") -> Reference:
         return cls(title=title or "", author=meta.get("author", ""), author_position=meta.get("author_position", ""),
                    publisher=meta.get("source", ""), date=meta.get("date", ""), url=meta.get("url", ""),
-                   sections=tuple(h for h in heading_path[1:] if h), path=path, key=key, place=place)
+                   sections=tuple(h for h in heading_path[1:] if h), path=path, key=key, place=place, doc=doc)
 
     @property
     def pages(self) -> str:
@@ -151,24 +152,83 @@ def _bib(value: str) -> str:
     return _BIB_SPECIAL.sub(lambda m: "\\textbackslash{}" if m.group(1) == "\\" else "\\" + m.group(1), value)
 
 
-def _key(ref: Reference, n: int) -> str:
-    base = re.sub(r"[^A-Za-z0-9:_-]", "", ref.key) or f"kb{n}"
-    return base if not ref.year else f"{base}-{ref.year}"
+_KEY_DROP = re.compile(r"[^0-9A-Za-z\u4e00-\u9fff\u3400-\u4dbf]+")
+
+
+# how notices' titles begin, left out of a key as Better BibTeX leaves out "the" and "a"
+_TITLE_OPENING = re.compile(r"^(?:关于(?:印发|转发|进一步)?|印发|转发)")
+
+
+def citation_key(author: str, date: str, title: str) -> str:
+    """A key as Better BibTeX makes them, author-year-title: ``董清河2024对生活失`` (the author,
+    else the publisher; the year; the title's first four characters, or three words, after an
+    opening like 关于印发), letters, digits and Chinese characters only. The same document gets
+    the same key in every run; :meth:`kb.search.reader.Reader.cite_key` tells apart documents
+    of one library that would share one."""
+    year = date[:4] if re.match(r"\d{4}", date) else ""
+    words = [w for w in _KEY_DROP.split(title) if w]
+    if words and all(w.isascii() for w in words):
+        head = "".join(w.capitalize() for w in words[:3])
+    else:
+        joined = "".join(words)
+        head = (_TITLE_OPENING.sub("", joined) or joined)[:4]
+    return (_KEY_DROP.sub("", author)[:12] + year + head) or "kb"
+
+
+def _key(ref: Reference) -> str:
+    return _KEY_DROP.sub("", ref.key) or citation_key(ref.author or ref.publisher, ref.date, ref.title)
+
+
+
+def _records(refs: Iterable[Reference]) -> Iterator[tuple[str, Reference, list[Reference], str]]:
+    """One record per document (first seen first): its key, its reference, every reference to
+    it, and their pages as one range."""
+    groups: dict[str, tuple[Reference, list[Reference]]] = {}
+    for ref in refs:
+        ident = ref.doc or f"{ref.title}\x00{ref.path}\x00{ref.key}"
+        if ident in groups:
+            groups[ident][1].append(ref)
+        else:
+            groups[ident] = (ref, [ref])
+    seen: set[str] = set()
+    for ref, cited in groups.values():
+        key, n = _key(ref), 2
+        while key in seen:  # two documents given one key by the caller: kept apart, in order
+            key, n = f"{_key(ref)}-{n}", n + 1
+        seen.add(key)
+        yield key, ref, cited, _pages(cited)
+
+
+def _note(refs: list[Reference], paged: bool) -> str:
+    """The cited places of one document: each section path with its page (unless the page is
+    the record's own page field), once each."""
+    places = []
+    for r in refs:
+        where = "章节：" + r.locator if r.sections else ""
+        place = "" if paged else r.new_place
+        item = f"{where}（{place}）" if where and place else where or place
+        if item and item not in places:
+            places.append(item)
+    return "；".join(places)
+
+
+def _pages(refs: list[Reference]) -> str:
+    """The pages of a document's references as one range (``3-7``), when every one has a page."""
+    spans = [r.pages for r in refs]
+    if not all(spans):
+        return ""
+    numbers = [int(x) for span in spans for x in span.split("-")]
+    lo, hi = min(numbers), max(numbers)
+    return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
 def bibtex(refs: Iterable[Reference], accessed: _dt.date | None = None) -> str:
-    entries, seen = [], set()
-    for n, ref in enumerate(refs, 1):
-        key = _key(ref, n)
-        while key in seen:
-            key += "a"
-        seen.add(key)
+    entries = []
+    for key, ref, cited, pages in _records(refs):
         fields = [("author", ref.author), ("title", ref.title), ("howpublished", ref.publisher),
                   ("year", ref.year), ("date", ref.date), ("url", ref.url),
                   ("urldate", (accessed or _dt.date.today()).isoformat() if ref.url else ""),
-                  ("pages", ref.pages.replace("-", "--")),
-                  ("note", "；".join(x for x in ("章节：" + ref.locator if ref.sections else "",
-                                                ref.new_place if not ref.pages else "") if x))]
+                  ("pages", pages.replace("-", "--")), ("note", _note(cited, bool(pages)))]
         body = "".join(f"  {name} = {{{value if name == 'url' else _bib(value)}}},\n"  # a URL is verbatim
                        for name, value in fields if value)
         entries.append(f"@misc{{{key},\n{body}}}\n")
@@ -177,13 +237,12 @@ def bibtex(refs: Iterable[Reference], accessed: _dt.date | None = None) -> str:
 
 def ris(refs: Iterable[Reference], accessed: _dt.date | None = None) -> str:
     records = []
-    for ref in refs:
+    for key, ref, cited, pages in _records(refs):
         fields = [("TY", "ELEC" if ref.url else "GEN"), ("AU", ref.author), ("TI", ref.title), ("PB", ref.publisher),
                   ("PY", ref.year), ("DA", ref.date.replace("-", "/")), ("UR", ref.url),
                   ("Y2", (accessed or _dt.date.today()).isoformat().replace("-", "/") if ref.url else ""),
-                  ("SP", ref.pages.split("-")[0]), ("EP", ref.pages.split("-")[-1] if "-" in ref.pages else ""),
-                  ("N1", "；".join(x for x in ("章节：" + ref.locator if ref.sections else "",
-                                              ref.new_place if not ref.pages else "") if x)), ("ID", ref.key)]
+                  ("SP", pages.split("-")[0]), ("EP", pages.split("-")[-1] if "-" in pages else ""),
+                  ("N1", _note(cited, bool(pages))), ("ID", key)]
         lines = [f"{tag}  - {' '.join(value.split())}" for tag, value in fields if value]
         records.append("\n".join(lines) + "\nER  - \n")
     return "\n".join(records)

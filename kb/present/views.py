@@ -37,11 +37,12 @@ class PassageView:
     ocr: bool = False  # the passage's text (some of it) was read from a scan by OCR
     # synonyms (the library's) the passage holds: {synonym: the question's word it stands for}
     synonyms: dict[str, str] = field(default_factory=dict)
+    cite_key: str = ""  # its document's BibTeX key / RIS ID, author-year-title (Reader.cite_key)
 
     @property
     def reference(self) -> Reference:
-        return Reference.of(self.title, self.meta, self.heading_path, self.path, key=self.doc_id,
-                            place=self.locator)
+        return Reference.of(self.title, self.meta, self.heading_path, self.path, key=self.cite_key,
+                            place=self.locator, doc=self.doc_id)
 
     def cited(self, style: str) -> PassageView:
         """The same view with its citation in another style."""
@@ -91,7 +92,7 @@ class DocumentView:
 
     @property
     def reference(self) -> Reference:
-        return Reference.of(self.title, self.meta, (), self.path, key=self.doc_id)
+        return Reference.of(self.title, self.meta, (), self.path, doc=self.doc_id)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

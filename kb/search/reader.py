@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from kb.errors import UnknownPassage
-from kb.present.cite import Reference, cite
+from kb.present.cite import Reference, citation_key, cite
 from kb.present.render import best_sentence, matched_terms
 from kb.present.views import DocumentView, Hit
 from kb.read.locators import locate, public_meta
@@ -26,6 +26,7 @@ class Reader:
         self.vocabulary = Vocabulary.from_json((self.manifest.get("pipeline") or {}).get("vocabulary"))
         self.docs = snapshot.docs
         self.doc_by_id = snapshot.doc_by_id
+        self._cite_keys: dict[str, str] | None = None  # made on the first citation
 
     @property
     def location(self) -> str:
@@ -84,8 +85,21 @@ class Reader:
             matched_terms=terms,
             citation=cite(Reference.of(doc["title"], doc["meta"], r["heading_path"], doc["path"], place=place)),
             kind=r["kind"], parent=r["parent"], path=doc["path"], meta=public_meta(doc["meta"]), context=context,
-            locator=place, ocr=ocr,
+            locator=place, ocr=ocr, cite_key=self.cite_key(r["doc_id"]),
         )
+
+    def cite_key(self, doc_id: str) -> str:
+        """The document's citation key: author-year-title (:func:`kb.present.cite.citation_key`),
+        with its id's first characters when another document of the library would share it — the
+        same in every run and after re-indexing the same library."""
+        if self._cite_keys is None:
+            base = {d["doc_id"]: citation_key(d["meta"].get("author") or d["meta"].get("source", ""),
+                                              d["meta"].get("date", ""), d["title"] or "") for d in self.docs}
+            count: dict[str, int] = {}
+            for k in base.values():
+                count[k] = count.get(k, 0) + 1
+            self._cite_keys = {i: k if count[k] == 1 else f"{k}-{i[:6]}" for i, k in base.items()}
+        return self._cite_keys.get(doc_id, doc_id)
 
     def passage_hit(self, passage_id: str) -> Hit:
         """A passage as a hit of its own (no query): what the page shows as the focus of
