@@ -182,3 +182,24 @@ def test_filters_live_in_the_url_and_a_shared_link_restores_them(server):
         assert state["after"] == ["2030-01-01"] and state["source"] == ["百度文库"] and state["q"] == ["服务理念"]
         page.screenshot(path=str(ARTIFACTS / "filtered.png"), full_page=False)
         browser.close()
+
+
+def test_the_full_document_opens_at_the_passage_chosen(server):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+        page.goto(server + "/?q=坚持狠抓落实 争做求真务实的表率 常怀忧党之心", wait_until="domcontentloaded")
+        card = page.locator(".kb-card", has_text="求真务实").first
+        card.wait_for(timeout=30000)
+        page.get_by_role("button", name="查看全文").first.click()
+        mark = page.locator("mark.kb-focus-inline").first
+        mark.wait_for(timeout=30000)
+        page.wait_for_function(  # the last section of the speech, far below the top: scrolled into view
+            "() => { const m = window.document.querySelector('mark.kb-focus-inline');"
+            " const r = m && m.getBoundingClientRect(); return r && r.top >= 0 && r.top < window.innerHeight; }",
+            timeout=15000)
+        scrolled = page.evaluate("() => Math.max(window.scrollY, ...Array.from(document.querySelectorAll('*'),"
+                                 " e => e.scrollTop))")
+        assert scrolled > 300  # the passage was below the first screen: the page moved to it
+        page.screenshot(path=str(ARTIFACTS / "document-at-passage.png"), full_page=False)
+        browser.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -467,6 +468,27 @@ def view_document(searcher: Searcher, doc_id: str, passage_id: str | None) -> No
         full = document_html(text)
     st.subheader("全文")
     st.markdown(f'<div class="kb-fulltext">{full}</div>', unsafe_allow_html=True)
+    if view:
+        scroll_to_focus(view["passage"]["id"])
+
+
+# Scrolls the page to the highlighted passage of the full text once it is drawn: a fixed script
+# (no document text in it) in a zero-height component, run again only for another passage.
+_SCROLL = """<script>
+const page = window.parent.document;
+function go(tries) {
+  const mark = page.querySelector("mark.kb-focus-inline");
+  if (mark) { mark.scrollIntoView({block: "center"}); }
+  else if (tries > 0) { setTimeout(() => go(tries - 1), 100); }
+}
+go(50);
+</script><!-- %s -->"""
+
+
+def scroll_to_focus(passage_id: str) -> None:
+    import streamlit.components.v1 as components
+
+    components.html(_SCROLL % re.sub(r"[^0-9a-f:]", "", passage_id), height=0)
 
 
 # --------------------------------------------------------------------------- sidebar
