@@ -139,3 +139,12 @@ def test_long_paragraph_becomes_parent_of_chunks():
     chunks = [p for p in passages if p.kind == "chunk"]
     assert len(chunks) >= 5 and all(c.parent == para.id and len(c.text) <= 300 for c in chunks)
     assert "".join(c.text for c in chunks) == para.text
+
+
+def test_a_hash_line_is_a_heading_in_markdown_and_text_in_plain_text():
+    body = "软件包维护\n\n# 安装\n\n修复中断的安装：\n\n# dpkg --configure -a\n\n然后重新运行安装命令。"
+    md = split_document(parse_document(body.encode(), "faq.md"))
+    assert any(p.heading_path[1:] == ["dpkg --configure -a"] for p in md)  # Markdown: a heading, as written
+    txt = split_document(parse_document(body.encode(), "faq.txt"))
+    assert all(len(p.heading_path) == 1 for p in txt)  # plain text: no section named after a command
+    assert any("# dpkg --configure -a" in p.text for p in txt) and any("# 安装" in p.text for p in txt)

@@ -79,7 +79,8 @@ def lexical_text(passage: Passage) -> str:
 # re-processed on the next `kb index` (vectors are reused wherever the embedded text is unchanged).
 PIPELINE_VERSION = 6  # 3: document URLs in the metadata; 4: page/slide/row locators, OCR of scans;
 #                      5: document dates from front matter, HTML, DOCX and PDF properties; tags;
-#                      6: identifiers (codes, standards, document and article numbers) as whole terms
+#                      6: identifiers (codes, standards, document and article numbers) as whole terms;
+#                         a `# ` line of plain text or a PDF is text, not a heading
 
 
 def pipeline_settings(max_chars: int, reading: dict | None = None) -> dict:

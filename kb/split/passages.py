@@ -84,6 +84,9 @@ def _line_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+PLAIN_FORMATS = frozenset({"txt", "pdf", "image"})  # formats whose readers write no ``#`` headings
+
+
 def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS,
                    min_chars: int = DEFAULT_MIN_CHARS) -> list[Passage]:
     """All passages of ``doc`` in reading order (parents before their children)."""
@@ -122,13 +125,16 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS,
     if n_header and (n_header > 1 or n_header == len(lines)):
         add("header", [doc.title], lines[0][0], lines[n_header - 1][1], None)
 
+    # ``#`` headings are markup that Markdown has and the HTML, DOCX, PPTX, XLSX and EPUB readers
+    # write; in plain text and PDFs such a line is text (a root prompt, a shell comment)
+    markdown = doc.format not in PLAIN_FORMATS
     stack = HeadingStack()
     # A standalone heading with nothing under it (end of document, or the next heading is
     # not nested inside it) still becomes a passage, so that no text is lost.
     pending: tuple[int, int, list[str], int] | None = None
     for s, e in lines[n_header:]:
         line = text[s:e]
-        head = heading_label(line)
+        head = heading_label(line, markdown)
         if head is not None:
             flush()
             hm, label, standalone = head

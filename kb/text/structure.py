@@ -61,9 +61,10 @@ HEADING_MAX_CHARS = 40
 _FIRST_CLAUSE_END = re.compile(r"[。！？!?；;]|[:：](?!\d)")
 
 
-def heading_match(line: str) -> HeadingMatch | None:
-    """The numbering family a line starts with, if any (markdown ``#`` included)."""
-    m = _MD.match(line)
+def heading_match(line: str, markdown: bool = True) -> HeadingMatch | None:
+    """The numbering family a line starts with, if any (markdown ``#`` included unless
+    ``markdown`` is False: in plain text a ``# `` line is a shell prompt or a comment)."""
+    m = _MD.match(line) if markdown else None
     if m:
         return HeadingMatch("md", len(m.group(1)), len(m.group(1)))
     for kind, rx in _HEADING_PATTERNS:
@@ -73,14 +74,14 @@ def heading_match(line: str) -> HeadingMatch | None:
     return None
 
 
-def heading_label(line: str) -> tuple[HeadingMatch, str, bool] | None:
+def heading_label(line: str, markdown: bool = True) -> tuple[HeadingMatch, str, bool] | None:
     """If ``line`` is (or starts with) a heading, return ``(match, label, standalone)``.
 
     A short line with a numbering marker is a heading on its own (``standalone``). A long
     one that starts with a marker (``（一）加强组织领导。各地要…``) is a paragraph whose
     first clause is its heading. A numbered line whose first clause is long is neither.
     """
-    hm = heading_match(line)
+    hm = heading_match(line, markdown)
     if hm is None:
         return None
     if hm.kind == "md":
