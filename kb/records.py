@@ -10,6 +10,7 @@ from kb.text.process import OffsetMap
 SEARCH_MODES = ("hybrid", "dense", "lexical")
 # The key under which a document's metadata keeps its page/slide/row marks (kb.read.locators).
 LOCATORS_KEY = "_locators"
+CODE_KEY = "_code"  # a document's spans of code (HTML <pre>), [[start, end], ...] in its text
 
 
 @dataclass

@@ -148,3 +148,16 @@ def test_a_hash_line_is_a_heading_in_markdown_and_text_in_plain_text():
     txt = split_document(parse_document(body.encode(), "faq.txt"))
     assert all(len(p.heading_path) == 1 for p in txt)  # plain text: no section named after a command
     assert any("# dpkg --configure -a" in p.text for p in txt) and any("# 安装" in p.text for p in txt)
+
+
+def test_a_hash_line_inside_pre_is_code_and_the_pages_headings_stay_headings():
+    page = ("<html><body><h1>软件包维护</h1><h2>修复安装</h2><p>中断的安装可以这样修复：</p>"
+            "<pre># dpkg --configure -a\n# apt-get install -f</pre><p>然后重新运行安装命令。</p>"
+            "<h2>清理</h2><p>删除旧的软件包。</p></body></html>")
+    doc = parse_document(page.encode(), "manual.html")
+    passages = split_document(doc)
+    paths = {tuple(p.heading_path[1:]) for p in passages}
+    assert paths <= {(), ("修复安装",), ("清理",)}, paths  # no section named after a command
+    text = " ".join(p.text for p in passages)
+    assert "# dpkg --configure -a" in text and "# apt-get install -f" in text
+    assert any(p.heading_path[1:] == ["清理"] for p in passages)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kb.errors import DocumentError, UnsupportedFormat
 from kb.read import locators
-from kb.records import Document
+from kb.records import CODE_KEY, Document
 from kb.text.process import normalize
 from kb.text.structure import PAGE_NUMBER, glue, header_line_count, heading_match
 
@@ -197,6 +197,7 @@ class Read(NamedTuple):
     marks: list[tuple[int, int, bool]] = []  # (offset in text, number, read by OCR)
     props: dict[str, Any] = {}  # the file's own properties (DOCX/PDF date, author, keywords as tags):
     #                             used where the text's header says nothing
+    code: list[tuple[int, int]] = []  # spans of text that is code (HTML <pre>): no headings in it
 
 
 class _Blocks:
@@ -310,30 +311,48 @@ _BLOCK_TAGS = {
 _HEADING_TAGS = {f"h{level}": level for level in range(1, 7)}
 
 
-def _html_text(soup) -> str:
+def _html_text(soup) -> tuple[str, list[tuple[int, int]]]:
     """The page's text, a heading as a ``#`` line and a block on lines of its own, in one
     iterative walk: linear in the size of the tree however deep it nests (inserting marks
-    into the tree and calling ``get_text`` was quadratic in the depth)."""
+    into the tree and calling ``get_text`` was quadratic in the depth). Also the spans of its
+    ``<pre>`` blocks: code, whose ``# `` lines are prompts and comments, not headings."""
     from bs4 import CData, NavigableString, Tag
 
     out: list[str] = []
+    size = 0
+    code: list[tuple[int, int]] = []
+    pre_start: list[int] = []
     stack: list[tuple[object, str | None]] = [(soup, None)]
     while stack:
         node, closing = stack.pop()
-        if closing is not None:
-            out.append(closing)
+        piece = None
+        if closing == _PRE_END:
+            code.append((pre_start.pop(), size))
+            piece = "\n"
+        elif closing is not None:
+            piece = closing
         elif isinstance(node, Tag):
             level = _HEADING_TAGS.get(node.name)
             if level:
-                out.append("\n\n" + "#" * level + " ")
+                piece = "\n\n" + "#" * level + " "
                 stack.append((None, "\n\n"))
+            elif node.name == "pre" and not pre_start:
+                piece = "\n"
+                pre_start.append(size + 1)
+                stack.append((None, _PRE_END))
             elif node.name in _BLOCK_TAGS:
-                out.append("\n")
+                piece = "\n"
                 stack.append((None, "\n"))
             stack.extend((child, None) for child in reversed(node.contents))
         elif type(node) in (NavigableString, CData):  # what get_text() reads: no comments, doctypes
-            out.append(str(node))
-    return "".join(out)
+            piece = str(node)
+        if piece:
+            out.append(piece)
+            size += len(piece)
+    return "".join(out), code
+
+
+_PRE_END = "\x00pre"  # the walk's mark for the end of a <pre> block
 
 
 _HTML_DATE_NAMES = ("article:published_time", "og:published_time", "pubdate", "publishdate", "publish_date",
@@ -400,11 +419,11 @@ def _read_html(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     meta.update(_html_fields(soup))
     if soup.head:
         soup.head.decompose()
-    text = _html_text(soup)
+    text, code = _html_text(soup)
     if title is None:
         h1 = re.search(r"^# (.+)$", text, re.M)
         title = h1.group(1).strip() if h1 else None
-    return Read(text, enc, title, warnings, meta)
+    return Read(text, enc, title, warnings, meta, code=code)
 
 
 # Office files and EPUBs are zip archives: refuse one that would unpack to more than this
@@ -986,6 +1005,8 @@ def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES,
     if read.marks:
         meta[locators.KEY] = locators.encode(read.unit, [(offsets.to_normalized(o), n, ocr)
                                                          for o, n, ocr in read.marks])
+    if read.code:
+        meta[CODE_KEY] = [[offsets.to_normalized(a), offsets.to_normalized(b)] for a, b in read.code if b > a]
     return Document(
         doc_id=doc_id_for(rel),
         path=rel,

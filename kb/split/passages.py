@@ -14,10 +14,11 @@ Pure functions. A document becomes:
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 
-from kb.records import Document, Passage
+from kb.records import CODE_KEY, Document, Passage
 from kb.text.process import sentence_spans, trim_span
 from kb.text.structure import (  # noqa: F401 - re-exported: the splitter's rules live in kb.structure
     CN_NUMERALS,
@@ -128,13 +129,20 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS,
     # ``#`` headings are markup that Markdown has and the HTML, DOCX, PPTX, XLSX and EPUB readers
     # write; in plain text and PDFs such a line is text (a root prompt, a shell comment)
     markdown = doc.format not in PLAIN_FORMATS
+    code = sorted((int(a), int(b)) for a, b in doc.meta.get(CODE_KEY) or ())  # <pre> blocks: no headings
+    code_starts = [a for a, _ in code]
+
+    def in_code(pos: int) -> bool:
+        i = bisect.bisect_right(code_starts, pos) - 1
+        return i >= 0 and pos < code[i][1]
+
     stack = HeadingStack()
     # A standalone heading with nothing under it (end of document, or the next heading is
     # not nested inside it) still becomes a passage, so that no text is lost.
     pending: tuple[int, int, list[str], int] | None = None
     for s, e in lines[n_header:]:
         line = text[s:e]
-        head = heading_label(line, markdown)
+        head = heading_label(line, markdown) if not (code and in_code(s)) else None
         if head is not None:
             flush()
             hm, label, standalone = head
