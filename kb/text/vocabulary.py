@@ -130,7 +130,7 @@ class Vocabulary:
         text = fold(query)
         have = set(tokens)
         added: dict[str, tuple[str, str]] = {}
-        for rule in self.synonyms:
+        for rule in self._rules_in(text):
             hit = next((t for t in rule.terms if t in text), None)
             if hit is None:
                 continue
@@ -141,6 +141,24 @@ class Vocabulary:
                     if term not in have and term not in added:
                         added[term] = (hit, other)
         return added
+
+    def _rules_in(self, text: str) -> list[Synonym]:
+        """The rules one of whose terms may be in ``text``: those whose term begins with a pair
+        of characters (or a character) the text holds, in file order — a long file costs
+        what the question's length does, not its own."""
+        heads = self._expansions.get("\x00heads")
+        if heads is None:
+            heads = {}
+            for i, rule in enumerate(self.synonyms):
+                for t in rule.terms:
+                    heads.setdefault(t[:2], set()).add(i)
+            self._expansions["\x00heads"] = heads
+        found: set[int] = set()
+        for i in range(len(text)):
+            for key in (text[i:i + 2], text[i]):
+                if key in heads:
+                    found |= heads[key]
+        return [self.synonyms[i] for i in sorted(found)]
 
     def _terms_of(self, phrase: str, tokenize) -> list[str]:
         got = self._expansions.get(phrase)
