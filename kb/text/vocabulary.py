@@ -122,16 +122,18 @@ class Vocabulary:
     def expand(self, query: str, tokens: Sequence[str],
                tokenize: Callable[[str], list[str]]) -> dict[str, tuple[str, str]]:
         """The terms synonyms add to a query: ``{term: (the query's word, the synonym the
-        term comes from)}``. A rule applies when one of its terms is in the folded query; its
-        other terms (or targets) are tokenised as the query is, and only terms the query
-        lacks are added."""
+        term comes from)}``. A rule applies when one of its terms is in the folded query as
+        words (its tokens among the query's); its other terms (or targets) are tokenised as
+        the query is, and only terms the query lacks are added."""
         if not self.synonyms:
             return {}
         text = fold(query)
         have = set(tokens)
         added: dict[str, tuple[str, str]] = {}
         for rule in self._rules_in(text):
-            hit = next((t for t in rule.terms if t in text), None)
+            # a term applies when the question holds it as words, not as a piece of another
+            # word (国家 is not in 中国家庭): its tokens are among the question's
+            hit = next((t for t in rule.terms if t in text and set(self._terms_of(t, tokenize)) <= have), None)
             if hit is None:
                 continue
             for other in (rule.targets or rule.terms):
