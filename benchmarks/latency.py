@@ -117,7 +117,7 @@ def main() -> None:
 
             from kb.text.vocabulary import Vocabulary, parse_synonyms
 
-            vocab = sorted({t for p in synthetic.sentence_pool(5000) for t in tokenize(p) if len(t) >= 2})
+            vocab = sorted({t for p in synthetic.sentence_pool() for t in tokenize(p) if len(t) >= 2})
             pick = random.Random(3)
             lines = [", ".join(pick.sample(vocab, 2)) for _ in range(args.synonyms)]
             plain, widened = s.vocabulary, Vocabulary(synonyms=parse_synonyms(lines)[0])
