@@ -411,3 +411,21 @@ def test_the_page_shows_slide_locators_in_cards_and_citations(tmp_path, monkeypa
     card = next(m.value for m in at.markdown if 'class="kb-card"' in m.value)
     assert '<span class="kb-loc">第2张幻灯片</span>' in card and "kb-ocr" not in card
     assert at.code[0].value.startswith("《工作总结》. 章节：第2张幻灯片：下一步打算.")
+
+
+def test_an_icon_is_not_read_as_a_document():
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(buf, format="PNG")
+    with pytest.raises(DocumentError, match="too small to hold a page of text"):
+        parse_document(buf.getvalue(), "icons/heart.png")
+
+
+@needs_font
+@pytest.mark.ocr
+def test_a_glyph_or_two_read_off_a_picture_is_not_a_document():
+    buf = io.BytesIO()
+    text_image(["个"], px=60, width=400).save(buf, format="PNG")
+    with pytest.raises(DocumentError, match="no text found in the image"):
+        parse_document(buf.getvalue(), "button.png")

@@ -161,3 +161,12 @@ def test_a_hash_line_inside_pre_is_code_and_the_pages_headings_stay_headings():
     text = " ".join(p.text for p in passages)
     assert "# dpkg --configure -a" in text and "# apt-get install -f" in text
     assert any(p.heading_path[1:] == ["清理"] for p in passages)
+
+
+def test_a_pages_title_heading_after_its_navigation_is_not_a_section_of_itself():
+    page = ("<html><head><title>第 2 章 开始之前</title></head><body><div>上一页 下一页</div>"
+            "<h1>第 2 章 开始之前</h1><h2>2.1 选择软件包</h2><p>首先要选择一个软件包，这里说明怎样选择。</p>"
+            "<h2>2.2 设置环境</h2><p>设置两个环境变量。</p></body></html>")
+    passages = split_document(parse_document(page.encode(), "ch2.html"))
+    paths = [p.heading_path for p in passages if "软件包" in p.text or "环境变量" in p.text]
+    assert paths == [["第 2 章 开始之前", "2.1 选择软件包"], ["第 2 章 开始之前", "2.2 设置环境"]]

@@ -640,6 +640,9 @@ def _read_image(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read
             if w * h > ocr.MAX_IMAGE_PIXELS:
                 raise DocumentError(f"{name}: {w}×{h} pixels is over the {ocr.MAX_IMAGE_PIXELS // 1_000_000}-megapixel"
                                     " limit for images")
+            if frames == 1 and (max(w, h) < MIN_TEXT_IMAGE_SIDE or w * h < MIN_TEXT_IMAGE_SIDE ** 2):
+                raise DocumentError(f"{name}: {w}×{h} pixels is too small to hold a page of text (an icon?); "
+                                    "not read")
             if im.format == "JPEG":
                 im.draft("RGB", (ocr.OCR_MAX_SIDE, ocr.OCR_MAX_SIDE))  # decode big photos at a fraction
             page = im.convert("RGB")
@@ -648,9 +651,14 @@ def _read_image(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read
             if opts.on_page:
                 opts.on_page(k + 1, n)
     text = blocks.text()
-    if not text.strip():
+    if len(_WORD_CHARS.findall(text)) < MIN_OCR_CHARS:  # a glyph or two read off a picture is not a document
         raise DocumentError(f"{name}: no text found in the image (OCR)")
     return Read(text, "ocr", None, warnings, {}, "page" if frames > 1 else "image", blocks.marks)
+
+
+MIN_TEXT_IMAGE_SIDE = 100  # pixels: a smaller image (an icon, a bullet, a button) holds no page of text
+MIN_OCR_CHARS = 4  # letters, digits or Chinese characters an image's OCR must find to be a document
+_WORD_CHARS = re.compile(r"[0-9A-Za-z\u4e00-\u9fff]")
 
 
 _SENT_END_CHARS = "。！？!?；;：:”’」』）)"

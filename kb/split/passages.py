@@ -85,6 +85,11 @@ def _line_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def standalone_title(head, stack: HeadingStack, title: str) -> bool:
+    """A heading line, before any other, that is the document's title."""
+    return not stack.items and head[2] and " ".join(head[1].split()) == " ".join((title or "").split())
+
+
 PLAIN_FORMATS = frozenset({"txt", "pdf", "image"})  # formats whose readers write no ``#`` headings
 
 
@@ -143,6 +148,8 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS,
     for s, e in lines[n_header:]:
         line = text[s:e]
         head = heading_label(line, markdown) if not (code and in_code(s)) else None
+        if head is not None and standalone_title(head, stack, doc.title):
+            continue  # the document's title again (a page's <h1> after its navigation): it heads every path
         if head is not None:
             flush()
             hm, label, standalone = head
