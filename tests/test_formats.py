@@ -131,6 +131,16 @@ def test_epub_chapters_are_headings():
     assert any("为了加强基层治理" in p.text and p.heading_path[1:] == ["第一章 总则"] for p in passages)
 
 
+def test_an_epub_chapters_pre_blocks_are_code_not_headings():
+    raw = epub_bytes([("第一章 安装", "安装步骤如下：</p><pre># make install\n# make clean</pre><p>然后运行程序。"),
+                      ("第二章 使用", "启动以后</p><pre># kb search 问题</pre><p>即可检索。")])
+    passages = split_document(parse_document(raw, "book.epub"))
+    assert {tuple(p.heading_path[1:]) for p in passages} <= {(), ("第一章 安装",), ("第二章 使用",)}
+    text = "\n".join(p.text for p in passages)
+    assert "# make install" in text and "# kb search 问题" in text
+    assert any("即可检索" in p.text and p.heading_path[1:] == ["第二章 使用"] for p in passages)
+
+
 @pytest.mark.parametrize("suffix", [".docx", ".pptx", ".xlsx", ".epub"])
 def test_zip_bombs_and_corrupt_archives_are_refused_unread(suffix, monkeypatch):
     import kb.read.documents

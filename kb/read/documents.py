@@ -816,6 +816,7 @@ def _read_epub(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
             f.flush()
             book = epub.read_epub(f.name, options={"ignore_ncx": True})
         out: list[str] = []
+        spans: list[tuple[int, list[tuple[int, int]]]] = []  # (block, its chapter's <pre> spans in the block)
         for item_id, _ in book.spine:
             item = book.get_item_with_id(item_id)
             if item is None or item.get_type() != ebooklib.ITEM_DOCUMENT:
@@ -826,12 +827,19 @@ def _read_epub(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
                 continue
             if chapter.title and not text.lstrip("# ").startswith(chapter.title):
                 out.append(f"# {chapter.title}")
+            lead = len(chapter.text) - len(chapter.text.lstrip())
+            spans.append((len(out), [(a - lead, b - lead) for a, b in chapter.code]))
             out.append(text)
         titles = book.get_metadata("DC", "title")
         title = str(titles[0][0]).strip() if titles else None
     if not out:
         raise DocumentError(f"{name}: no text in any chapter")
-    return Read(_titled(title or Path(name).stem, out), "epub", title)
+    head = title or Path(name).stem
+    starts = [len(head) + 2]  # where each block begins in the joined text (blocks are "\n\n" apart)
+    for block in out[:-1]:
+        starts.append(starts[-1] + len(block) + 2)
+    code = [(starts[i] + a, starts[i] + b) for i, chapter_spans in spans for a, b in chapter_spans]
+    return Read(_titled(head, out), "epub", title, code=code)
 
 
 READERS: dict[str, tuple[str, Reader]] = {
