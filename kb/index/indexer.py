@@ -268,6 +268,7 @@ class Indexer:
         self._ocr_cache = None  # kb.read.ocr.OcrCache, opened when a file is first read
         self.tag_rules: TagRules | None = None  # the library's .kb/tags.csv, read when the run starts
         self.vocabulary: Vocabulary = EMPTY  # its words and synonyms (kb.text.vocabulary), read when it starts
+        self._remembered: Vocabulary = EMPTY  # the ones the index kept until this run
         self._tokenizer = None
         self._vocabulary_changed = False  # publish even when no document changed (synonyms)
         self._retokenise: set[str] = set()  # documents that hold a word the dictionary changed
@@ -296,7 +297,7 @@ class Indexer:
         self._reread_scans = old_reading != new_reading
         if old_words != new_words:
             self._vocabulary_changed = True
-            changed = self.vocabulary.changed_words(Vocabulary.from_json(old_words))
+            changed = self.vocabulary.changed_words(self._remembered)  # the one prev's manifest keeps
             if changed:
                 self._retokenise = {rel for rel, text in prev.doc_texts() if holds_any(fold(text), changed)}
         return False
@@ -343,8 +344,8 @@ class Indexer:
             raise KBError(f"{corpus} is not a folder — give the folder that holds your documents"
                           + (" (the index is unchanged)" if prev else ""))
         self.tag_rules = TagRules.load(corpus)
-        remembered = Vocabulary.from_json((prev.manifest.get("pipeline") or {}).get("vocabulary")) if prev else EMPTY
-        self.vocabulary = load_vocabulary(corpus, opt.words, opt.synonyms, remembered, self.warn)
+        self._remembered = Vocabulary.of_manifest(prev.manifest) if prev else EMPTY
+        self.vocabulary = load_vocabulary(corpus, opt.words, opt.synonyms, self._remembered, self.warn)
         self._tokenizer = self.vocabulary.tokenizer()
         self.spec = None
         # --rebuild keeps the library's embedder unless it is told another one

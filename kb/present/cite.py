@@ -159,12 +159,13 @@ _KEY_DROP = re.compile(r"[^0-9A-Za-z\u4e00-\u9fff\u3400-\u4dbf]+")
 _TITLE_OPENING = re.compile(r"^(?:关于(?:印发|转发|进一步)?|印发|转发)")
 
 
-def citation_key(author: str, date: str, title: str) -> str:
+def citation_key(author: str, publisher: str, date: str, title: str) -> str:
     """A key as Better BibTeX makes them, author-year-title: ``董清河2024对生活失`` (the author,
     else the publisher; the year; the title's first four characters, or three words, after an
     opening like 关于印发), letters, digits and Chinese characters only. The same document gets
     the same key in every run; :meth:`kb.search.reader.Reader.cite_key` tells apart documents
     of one library that would share one."""
+    author = author or publisher
     year = date[:4] if re.match(r"\d{4}", date) else ""
     words = [w for w in _KEY_DROP.split(title) if w]
     if words and all(w.isascii() for w in words):
@@ -176,7 +177,7 @@ def citation_key(author: str, date: str, title: str) -> str:
 
 
 def _key(ref: Reference) -> str:
-    return _KEY_DROP.sub("", ref.key) or citation_key(ref.author or ref.publisher, ref.date, ref.title)
+    return _KEY_DROP.sub("", ref.key) or citation_key(ref.author, ref.publisher, ref.date, ref.title)
 
 
 

@@ -23,7 +23,7 @@ class Reader:
         self.manifest = snapshot.manifest
         self.spec = snapshot.manifest["embedder"]
         # the library's own words and synonyms, as its index recorded them (kb.text.vocabulary)
-        self.vocabulary = Vocabulary.from_json((self.manifest.get("pipeline") or {}).get("vocabulary"))
+        self.vocabulary = Vocabulary.of_manifest(self.manifest)
         self.docs = snapshot.docs
         self.doc_by_id = snapshot.doc_by_id
         self._cite_keys: dict[str, str] | None = None  # made on the first citation
@@ -93,7 +93,7 @@ class Reader:
         with its id's first characters when another document of the library would share it — the
         same in every run and after re-indexing the same library."""
         if self._cite_keys is None:
-            base = {d["doc_id"]: citation_key(d["meta"].get("author") or d["meta"].get("source", ""),
+            base = {d["doc_id"]: citation_key(d["meta"].get("author", ""), d["meta"].get("source", ""),
                                               d["meta"].get("date", ""), d["title"] or "") for d in self.docs}
             count: dict[str, int] = {}
             for k in base.values():

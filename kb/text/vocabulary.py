@@ -21,6 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from kb.errors import KBError
@@ -65,7 +66,7 @@ class Synonym:
 class Vocabulary:
     words: tuple[Word, ...] = ()
     synonyms: tuple[Synonym, ...] = ()
-    _expansions: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+    _tokens: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # a term's tokens
 
     def __bool__(self) -> bool:
         return bool(self.words or self.synonyms)
@@ -82,6 +83,11 @@ class Vocabulary:
     def to_json(self) -> dict:
         """What an index keeps (its manifest): the normalised lines of both files."""
         return {"words": [w.line() for w in self.words], "synonyms": [s.line() for s in self.synonyms]}
+
+    @classmethod
+    def of_manifest(cls, manifest: Mapping | None) -> Vocabulary:
+        """The vocabulary an index's manifest keeps (none: :data:`EMPTY`)."""
+        return cls.from_json(((manifest or {}).get("pipeline") or {}).get("vocabulary"))
 
     @classmethod
     def from_json(cls, data: Mapping | None) -> Vocabulary:
@@ -116,9 +122,6 @@ class Vocabulary:
             return None
         return _tokenizer(self.words_digest, self.words)
 
-    def word_set(self) -> frozenset[str]:
-        return frozenset(w.word for w in self.words)
-
     def expand(self, query: str, tokens: Sequence[str],
                tokenize: Callable[[str], list[str]]) -> dict[str, tuple[str, str]]:
         """The terms synonyms add to a query: ``{term: (the query's word, the synonym the
@@ -144,17 +147,20 @@ class Vocabulary:
                         added[term] = (hit, other)
         return added
 
+    @cached_property
+    def _heads(self) -> dict[str, set[int]]:
+        """The rules (their positions) by the first two characters of each of their terms."""
+        heads: dict[str, set[int]] = {}
+        for i, rule in enumerate(self.synonyms):
+            for t in rule.terms:
+                heads.setdefault(t[:2], set()).add(i)
+        return heads
+
     def _rules_in(self, text: str) -> list[Synonym]:
         """The rules one of whose terms may be in ``text``: those whose term begins with a pair
         of characters (or a character) the text holds, in file order — a long file costs
         what the question's length does, not its own."""
-        heads = self._expansions.get("\x00heads")
-        if heads is None:
-            heads = {}
-            for i, rule in enumerate(self.synonyms):
-                for t in rule.terms:
-                    heads.setdefault(t[:2], set()).add(i)
-            self._expansions["\x00heads"] = heads
+        heads = self._heads
         found: set[int] = set()
         for i in range(len(text)):
             for key in (text[i:i + 2], text[i]):
@@ -163,11 +169,11 @@ class Vocabulary:
         return [self.synonyms[i] for i in sorted(found)]
 
     def _terms_of(self, phrase: str, tokenize) -> list[str]:
-        got = self._expansions.get(phrase)
+        got = self._tokens.get(phrase)
         if got is None:
             got = tokenize(phrase)
-            if len(self._expansions) < 50_000:
-                self._expansions[phrase] = got
+            if len(self._tokens) < 50_000:
+                self._tokens[phrase] = got
         return got
 
 

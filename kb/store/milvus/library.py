@@ -72,6 +72,13 @@ def term_hash(term: str) -> int:
     return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=4).digest(), "little") % 0xFFFFFFFF
 
 
+def text_rows(doc_id: str, key: str, text: str) -> list[dict]:
+    """kb_text rows holding ``text`` in parts of :data:`TEXT_CHUNK` characters (one, empty, for
+    an empty text), keyed ``key#part``."""
+    return [{"key": f"{key}#{part}", "doc_id": doc_id, "part": part, "chunk": text[start: start + TEXT_CHUNK],
+             "v": [0.0, 0.0]} for part, start in enumerate(range(0, max(len(text), 1), TEXT_CHUNK))]
+
+
 def row_key(passage_id: str) -> int:
     """The passage's primary key: its 64-bit id hash shifted into INT64, order kept (the
     dense calibration sample is the smallest keys, as the local store's smallest hashes)."""
@@ -420,9 +427,7 @@ class MilvusLibrary:
             row = text
         else:
             digest = hashlib.sha1(text.encode()).hexdigest()
-            parts = [{"key": f"{digest}#{i}", "doc_id": MANIFEST_DOC, "part": i,
-                      "chunk": text[start: start + TEXT_CHUNK], "v": [0.0, 0.0]}
-                     for i, start in enumerate(range(0, len(text), TEXT_CHUNK))]
+            parts = text_rows(MANIFEST_DOC, digest, text)
             for i in range(0, len(parts), 16):
                 self.call(self.client.upsert, self.T, parts[i: i + 16])
             row = json.dumps({"manifest_sha1": digest, "manifest_parts": len(parts)})
@@ -498,9 +503,7 @@ class MilvusLibrary:
                     "text": _fit(r["text"]), "dense": np.asarray(vec_of[r["vkey"]], dtype=np.float32).tolist(),
                     "sparse": sparse,
                 })
-            for part, start in enumerate(range(0, max(len(doc.text), 1), TEXT_CHUNK)):
-                trows.append({"key": f"{doc.doc_id}#{part}", "doc_id": doc.doc_id, "part": part,
-                              "chunk": doc.text[start: start + TEXT_CHUNK], "v": [0.0, 0.0]})
+            trows += text_rows(doc.doc_id, doc.doc_id, doc.text)
             drows.append({
                 "doc_id": doc.doc_id, "path": _fit(doc.path), "title": _fit(doc.title),
                 "meta": _meta_json(doc.meta), "source": source[:250], "date": date[:250],
