@@ -56,13 +56,17 @@ def test_front_matter_gives_title_date_source_and_tags_and_is_not_text():
     assert inline.meta["tags"] == ["养老", "社保", "公积金", "住房"]
 
 
-def test_html_meta_and_time_give_the_pages_date():
+def test_html_meta_and_time_give_the_pages_date_and_keywords_its_tags():
     meta = parse_document('<html><head><meta property="article:published_time" content="2024-03-02T10:00:00+08:00">'
                           '</head><body><p>正文内容。</p></body></html>'.encode(), "a.html")
     assert meta.meta["date"] == "2024-03-02"
     page = '<html><body><time datetime="2022-11-30">11月30日</time><p>正文。</p></body></html>'
     timed = parse_document(page.encode(), "b.html")
     assert timed.meta["date"] == "2022-11-30"
+    tagged = parse_document('<html><head><meta name="keywords" content="社保, 民生；缴费"></head>'
+                            '<body><p>正文。</p></body></html>'.encode(), "c.html")
+    assert tagged.meta["tags"] == ["社保", "民生", "缴费"]  # the page's keywords are its tags
+    assert "tags" not in timed.meta
 
 
 def test_docx_and_pdf_properties_give_date_and_tags_where_the_text_has_none():
