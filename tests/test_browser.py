@@ -172,7 +172,9 @@ def test_filters_live_in_the_url_and_a_shared_link_restores_them(server):
         shown = page.locator(".kb-card").all_inner_texts()
         assert shown and all("来源 百度文库" in t for t in shown)  # the other source's document is left out
         sidebar = page.locator('[data-testid="stSidebar"]')
-        assert "百度文库" in sidebar.locator('[data-testid="stMultiSelect"]').first.inner_text()  # the panel shows it
+        # the panel shows it (waited for: the sidebar may still be drawing when the first card is there)
+        sidebar.locator('[data-testid="stMultiSelect"]').filter(has_text="来源").filter(
+            has_text="百度文库").first.wait_for(timeout=30000)
         after = sidebar.get_by_label("从（日期）")
         after.fill("2030-01-01")
         after.press("Enter")
