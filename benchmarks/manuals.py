@@ -87,7 +87,7 @@ def build(out: Path) -> dict[str, int]:
     for name in GIMP_ICONS + GIMP_SHOTS:
         _copy(GIMP / name, out / "gimp" / "images" / Path(name).name, made)
     pandoc = shutil.which("pandoc")
-    chapters = [MAINT / "html" / f"{c}.zh-cn.html" for c in MAINT_ORDER if (MAINT / "html" / f"{c}.zh-cn.html").is_file()]
+    chapters = [f for f in (MAINT / "html" / f"{c}.zh-cn.html" for c in MAINT_ORDER) if f.is_file()]
     if pandoc and chapters:
         with tempfile.TemporaryDirectory() as tmp:
             epub = Path(tmp) / "maint-guide.epub"

@@ -10,6 +10,8 @@ from kb.text.process import OffsetMap
 SEARCH_MODES = ("hybrid", "dense", "lexical")
 # The key under which a document's metadata keeps its page/slide/row marks (kb.read.locators).
 LOCATORS_KEY = "_locators"
+CONTENTS_KIND = "toc"  # a table of contents: a passage of its own kind, never an answer ahead of the sections
+HEADINGS_KEY = "_headings"  # headings the file itself marks (a PDF's outline): [[start, end, level], ...]
 CODE_KEY = "_code"  # a document's spans of code (HTML <pre>), [[start, end], ...] in its text
 
 
@@ -50,7 +52,7 @@ class Passage:
 
     id: str
     doc_id: str
-    kind: str  # "header" | "paragraph" | "point" | "chunk"
+    kind: str  # "header" | "paragraph" | "point" | "chunk" | "toc" (a table of contents)
     heading_path: list[str]
     text: str
     start: int

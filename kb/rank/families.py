@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kb.records import CONTENTS_KIND
+
 
 def dedupe_families(ranked: list[int], rows: dict[int, dict[str, Any]], ancestors: dict[str, list[str]],
                     fused: dict[int, float], k: int,
@@ -49,6 +51,11 @@ def drop_repeats(ranked: list[int], rows: dict[int, dict[str, Any]]) -> list[int
             seen.add(key)
             out.append(r)
     return out
+
+
+def contents_last(ranked: list[int], rows: dict[int, dict[str, Any]]) -> list[int]:
+    """Tables of contents after every other passage: they list the sections that answer."""
+    return sorted(ranked, key=lambda r: rows[r]["kind"] == CONTENTS_KIND)
 
 
 def _holds_match(evidence: dict[int, tuple[float, float]] | None, child: int, parent: int) -> bool:

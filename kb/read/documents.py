@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import html
 import io
 import os
 import re
@@ -20,9 +21,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kb.errors import DocumentError, UnsupportedFormat
 from kb.read import locators
-from kb.records import CODE_KEY, Document
+from kb.read.plaintext import reflow
+from kb.records import CODE_KEY, HEADINGS_KEY, Document
 from kb.text.process import normalize
-from kb.text.structure import PAGE_NUMBER, glue, header_line_count, heading_match
+from kb.text.structure import PAGE_NUMBER, glue, header_line_count, heading_match, wide
 
 if TYPE_CHECKING:
     from kb.read.ocr import OcrCache
@@ -198,6 +200,9 @@ class Read(NamedTuple):
     props: dict[str, Any] = {}  # the file's own properties (DOCX/PDF date, author, keywords as tags):
     #                             used where the text's header says nothing
     code: list[tuple[int, int]] = []  # spans of text that is code (HTML <pre>): no headings in it
+    headings: list[tuple[int, int, int]] = []  # (start, end, level) of the headings the file marks
+    #                                            (a PDF's outline): then no heading is guessed
+    labels: list[str] = []  # a PDF's page labels, page 1 first (printed page numbers: "iv", "45")
 
 
 class _Blocks:
@@ -228,11 +233,17 @@ class _Blocks:
         return "\n\n".join(self.parts)
 
 
-def _read_text(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+def _decode_text(raw: bytes, name: str) -> tuple[str, str, list[str]]:
     text, enc, warnings = decode_bytes(raw, name)
     if _control_ratio(text) > 0.02:
         raise DocumentError(f"{name}: looks binary (control characters), not a text document")
-    return Read(text, enc, None, warnings)
+    return text, enc, warnings
+
+
+def _read_text(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
+    """Plain text; hard-wrapped lines joined back into their paragraphs (kb.read.plaintext)."""
+    text, enc, warnings = _decode_text(raw, name)
+    return Read(reflow(text), enc, None, warnings)
 
 
 _MD_HEADING = re.compile(r"^#{1,6}\s")
@@ -289,8 +300,9 @@ def front_matter(text: str) -> tuple[dict[str, Any], str]:
 
 
 def _read_markdown(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
-    text, enc, _, warnings, *_ = _read_text(raw, name)
+    text, enc, warnings = _decode_text(raw, name)
     fields, text = front_matter(text)
+    text = reflow(text)
     title = fields.pop("title", None)
     for line in [] if title else text.splitlines():  # else the first line, when it is a heading
         if _MD_HEADING.match(line.strip()):
@@ -303,19 +315,100 @@ def _read_markdown(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> R
 
 _HTML_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([\w-]+)""", re.I)
 _BLOCK_TAGS = {
-    "p", "div", "section", "article", "li", "tr", "br", "blockquote", "pre", "table", "ul", "ol",
-    "dd", "dt", "figcaption", "main", "td", "th",
+    "p", "div", "section", "article", "li", "br", "blockquote", "pre", "ul", "ol",
+    "dd", "dt", "dl", "figcaption", "main", "figure", "caption",
 }
 
 
 _HEADING_TAGS = {f"h{level}": level for level in range(1, 7)}
+# Page chrome that is not the document: navigation bars, site headers and footers, side boxes
+_CHROME_TAGS = ["script", "style", "noscript", "template", "svg", "iframe", "nav", "header", "footer", "aside",
+                "form"]
+_CHROME_CLASSES = {"navheader", "navfooter", "breadcrumb", "breadcrumbs", "toc", "docnav"}
+_SOFT_BREAK = "\x01"  # a line break in the page's source: a space between words, nothing between CJK
+
+
+def _drop_chrome(soup) -> None:
+    """Remove what is page furniture, not the document: navigation, headers/footers, side boxes,
+    DocBook's navigation tables and in-page tables of contents, and link-only lists (three or more
+    links and hardly any other text)."""
+    for tag in soup(_CHROME_TAGS):
+        tag.decompose()
+    for tag in soup.find_all(attrs={"role": "navigation"}):
+        tag.decompose()
+    for tag in soup.find_all(class_=lambda c: c is not None and c in _CHROME_CLASSES):
+        tag.decompose()
+    for tag in soup.find_all(["ul", "ol", "dl", "table"]):
+        if tag.decomposed:
+            continue
+        links = tag.find_all("a", limit=500)
+        if len(links) < 3:
+            continue
+        text = len("".join(tag.get_text().split()))
+        linked = sum(len("".join(a.get_text().split())) for a in links)
+        if text and linked >= 0.9 * text:
+            tag.decompose()
+
+
+def _cell_text(cell) -> str:
+    return " ".join(cell.get_text(" ").split())
+
+
+def _table_lines(table) -> list[str]:
+    """A table a row a line, as ``列名：值；列名：值`` under its header row (``<th>`` cells or
+    ``<thead>``), else its cells joined by ``；``."""
+    rows = []
+    for tr in table.find_all("tr"):
+        if tr.find_parent("table") is not table:
+            continue  # a row of a nested table: read with its own table's text
+        cells = [c for c in tr.find_all(["th", "td"], recursive=False)]
+        if cells:
+            rows.append((cells, all(c.name == "th" for c in cells) or tr.find_parent("thead") is not None))
+    header: list[str] | None = None
+    lines = []
+    for i, (cells, is_head) in enumerate(rows):
+        texts = [_cell_text(c) for c in cells]
+        if is_head and i == 0:
+            header = texts
+            lines.append("列：" + "、".join(t for t in texts if t))
+            continue
+        if header:
+            pairs = [f"{header[j] if j < len(header) and header[j] else f'列{j + 1}'}：{t}"
+                     for j, t in enumerate(texts) if t]
+            line = "；".join(pairs)
+        else:
+            line = "；".join(t for t in texts if t)
+        if line:
+            lines.append(line)
+    return lines
+
+
+_WS_RUN = re.compile(r"[ \t\r\f\v\u00a0]*\n\s*|[ \t\r\f\v\u00a0]+")
+
+
+def _soft(text: str) -> str:
+    """Text outside ``<pre>`` as a browser lays it out: a run of white space is one space, one that
+    holds a line break a soft break (resolved by :func:`_resolve_soft_breaks`)."""
+    return _WS_RUN.sub(lambda m: _SOFT_BREAK if "\n" in m.group() else " ", text)
+
+
+def _resolve_soft_breaks(text: str) -> str:
+    def repl(m: re.Match) -> str:
+        a = text[m.start() - 1] if m.start() else "\n"
+        b = text[m.end()] if m.end() < len(text) else "\n"
+        if a in "\n " or b in "\n " or (wide(a) and wide(b)):
+            return ""  # as CSS lays out a segment break: removed between two East Asian wide characters
+        return " "
+    text = re.sub(f"[ {_SOFT_BREAK}]*{_SOFT_BREAK}[ {_SOFT_BREAK}]*", repl, text)
+    return re.sub(r"(?m)^ +| +$", "", text)
 
 
 def _html_text(soup) -> tuple[str, list[tuple[int, int]]]:
-    """The page's text, a heading as a ``#`` line and a block on lines of its own, in one
-    iterative walk: linear in the size of the tree however deep it nests (inserting marks
-    into the tree and calling ``get_text`` was quadratic in the depth). Also the spans of its
-    ``<pre>`` blocks: code, whose ``# `` lines are prompts and comments, not headings."""
+    """The page's text, a heading as a ``#`` line, a paragraph (``p``, ``li``, ``dd``, a ``div``'s
+    text) a line of its own with the source's line breaks laid out as a browser does, a table a row
+    a line (:func:`_table_lines`), in one iterative walk: linear in the size of the tree however
+    deep it nests. Also the spans of its ``<pre>`` blocks, kept verbatim: code, whose ``# `` lines
+    are prompts and comments, not headings."""
     from bs4 import CData, NavigableString, Tag
 
     out: list[str] = []
@@ -333,23 +426,40 @@ def _html_text(soup) -> tuple[str, list[tuple[int, int]]]:
             piece = closing
         elif isinstance(node, Tag):
             level = _HEADING_TAGS.get(node.name)
-            if level:
+            if level and not pre_start:
                 piece = "\n\n" + "#" * level + " "
                 stack.append((None, "\n\n"))
+            elif node.name == "table" and not pre_start:
+                lines = _table_lines(node)
+                piece = ("\n" + "\n".join(lines) + "\n") if lines else None
+                node = None  # its cells are read
             elif node.name == "pre" and not pre_start:
                 piece = "\n"
                 pre_start.append(size + 1)
                 stack.append((None, _PRE_END))
-            elif node.name in _BLOCK_TAGS:
+            elif node.name in _BLOCK_TAGS and not pre_start:
                 piece = "\n"
                 stack.append((None, "\n"))
-            stack.extend((child, None) for child in reversed(node.contents))
+            if node is not None:
+                stack.extend((child, None) for child in reversed(node.contents))
         elif type(node) in (NavigableString, CData):  # what get_text() reads: no comments, doctypes
-            piece = str(node)
+            piece = str(node) if pre_start else _soft(str(node))
         if piece:
             out.append(piece)
             size += len(piece)
-    return "".join(out), code
+    text = "".join(out)
+    if not code:
+        return _resolve_soft_breaks(text), code
+    # resolve soft breaks piece by piece between the code spans, keeping the spans' offsets true
+    parts, spans, pos = [], [], 0
+    for a, b in code:
+        parts.append(_resolve_soft_breaks(text[pos:a]))
+        start = sum(map(len, parts))
+        parts.append(text[a:b])
+        spans.append((start, start + b - a))
+        pos = b
+    parts.append(_resolve_soft_breaks(text[pos:]))
+    return "".join(parts), spans
 
 
 _PRE_END = "\x00pre"  # the walk's mark for the end of a <pre> block
@@ -406,8 +516,6 @@ def _read_html(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
         soup = BeautifulSoup(html, "html.parser")
     except Exception as e:  # html.parser is lenient; this is a last resort
         raise DocumentError(f"{name}: HTML could not be parsed ({e})") from e
-    for tag in soup(["script", "style", "noscript", "template", "svg", "iframe", "nav", "footer", "form"]):
-        tag.decompose()
     title = None
     if soup.title and soup.title.get_text(strip=True):
         title = soup.title.get_text(strip=True)
@@ -419,6 +527,7 @@ def _read_html(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     meta.update(_html_fields(soup))
     if soup.head:
         soup.head.decompose()
+    _drop_chrome(soup)
     text, code = _html_text(soup)
     if title is None:
         h1 = re.search(r"^# (.+)$", text, re.M)
@@ -504,6 +613,8 @@ def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
         if total > n:
             warnings.append(f"{name}: read the first {n} of {total} pages (raise it with --max-pages)")
         pages = [(reader.pages[i].extract_text() or "") if opts.ocr != "always" else "" for i in range(n)]
+        outline = _pdf_outline(reader, n)
+        labels = _pdf_page_labels(reader, n)
         title, props = None, {}
         info = reader.metadata
         if info:
@@ -517,19 +628,26 @@ def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
         raise
     except Exception as e:
         raise DocumentError(f"{name}: not a readable PDF file ({type(e).__name__}: {e})") from e
-    texts = [_drop_page_number(_unwrap_pdf_lines(p)) for p in pages]
+    page_lines = _drop_running_lines([p.splitlines() for p in pages])
+    marked = _outline_lines(page_lines, outline)  # page -> {line number: level}
+    texts = [_drop_page_number(_unwrap_pdf_lines(lines, marked.get(i, {}))) for i, lines in enumerate(page_lines)]
     scanned = [i for i, t in enumerate(texts) if len("".join(t.split())) < MIN_TEXT_LAYER_CHARS]
     ocred: set[int] = set()
     if scanned and opts.ocr != "never":
         ocred = _ocr_pdf_pages(raw, name, scanned, opts, texts, warnings)
+    def heading_texts(i: int) -> set[str]:
+        return {page_lines[i][k].strip() for k in marked.get(i, {})}
+
+    outline_texts = {t for i in marked for t in heading_texts(i)}
     blocks = _Blocks()
     for i, t in enumerate(texts):
         t = t.strip()
         if not t:
             continue
         prev = blocks.parts[-1] if blocks.parts else ""
-        if prev and not prev.endswith(tuple(_SENT_END_CHARS + ".")) and not heading_match(t) \
-                and heading_match(prev.rsplit("\n", 1)[-1]) is None:
+        starts_heading = bool(marked.get(i)) and t.split("\n", 1)[0] in heading_texts(i)
+        if prev and not prev.endswith(tuple(_SENT_END_CHARS + ".")) and not heading_match(t) and not starts_heading \
+                and heading_match(prev.rsplit("\n", 1)[-1]) is None and prev.rsplit("\n", 1)[-1] not in outline_texts:
             # the paragraph goes on over the page break: join the page's first line to it
             head, _, rest = t.partition("\n")
             blocks.extend(head, i + 1, i in ocred)
@@ -542,7 +660,121 @@ def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
         if scanned and opts.ocr == "never":
             raise DocumentError(f"{name}: PDF has no text layer (a scan? OCR is off: --ocr never)")
         raise DocumentError(f"{name}: no text found in the PDF" + (" (OCR found none either)" if ocred else ""))
-    return Read(text, "pdf", title, warnings, {}, "page", blocks.marks, props)
+    headings = []
+    cursor = 0
+    for i in sorted(marked):  # where each outline heading line ended up, in order
+        for k, level in sorted(marked[i].items()):
+            line = page_lines[i][k].strip()
+            at = _line_at(text, line, cursor)
+            if at >= 0:
+                headings.append((at, at + len(line), level))
+                cursor = at + len(line)
+    return Read(text, "pdf", title, warnings, {}, "page", blocks.marks, props, headings=headings, labels=labels)
+
+
+def _line_at(text: str, line: str, start: int) -> int:
+    """Where ``line`` stands as a whole line of ``text`` at or after ``start``, or -1."""
+    at = text.find(line, start)
+    while at >= 0:
+        end = at + len(line)
+        if (at == 0 or text[at - 1] == "\n") and (end == len(text) or text[end] == "\n"):
+            return at
+        at = text.find(line, at + 1)
+    return -1
+
+
+def _pdf_outline(reader, pages: int) -> list[tuple[int, str, int]]:
+    """The PDF's outline (bookmarks) as ``(level, title, page index)``, level 1 outermost; empty
+    when it has none or it cannot be read."""
+    found: list[tuple[int, str, int]] = []
+
+    def walk(items, level: int) -> None:
+        for item in items:
+            if isinstance(item, list):
+                walk(item, level + 1)
+                continue
+            try:
+                page = reader.get_destination_page_number(item)
+            except Exception:  # a bookmark to nowhere
+                continue
+            title = " ".join(str(getattr(item, "title", "") or "").split())
+            if title and page is not None and 0 <= page < pages and len(found) < MAX_OUTLINE_ENTRIES:
+                found.append((min(level, 6), title, page))
+    try:
+        walk(reader.outline, 1)
+    except Exception:  # a malformed outline is no outline
+        return []
+    return found
+
+
+MAX_OUTLINE_ENTRIES = 5_000
+
+
+def _pdf_page_labels(reader, pages: int) -> list[str]:
+    """The printed page numbers (``/PageLabels``: ``i``, ``ii``, ``1``…) of the first ``pages``
+    pages, or [] when the PDF has none (or they are just 1, 2, 3…)."""
+    try:
+        if "/PageLabels" not in reader.trailer["/Root"]:
+            return []
+        labels = [str(label) for label in reader.page_labels[:pages]]
+    except Exception:
+        return []
+    return [] if labels == [str(i + 1) for i in range(len(labels))] else labels
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def _drop_running_lines(pages: list[list[str]]) -> list[list[str]]:
+    """Pages without their running headers and footers: a first or last line that, digits aside,
+    stands at the top or bottom of at least half the pages (three or more)."""
+    if len(pages) < 3:
+        return pages
+    counts: dict[tuple[str, str], int] = {}
+    for lines in pages:
+        body = [ln for ln in lines if ln.strip()]
+        for where, line in (("top", body[0] if body else ""), ("bottom", body[-1] if body else "")):
+            key = (where, _DIGITS.sub("#", "".join(line.split())))
+            if key[1]:
+                counts[key] = counts.get(key, 0) + 1
+    running = {key for key, c in counts.items() if c >= max(3, len(pages) // 2)}
+    out = []
+    for lines in pages:
+        lines = list(lines)
+        for where, pick in (("top", 0), ("bottom", -1)):
+            body = [k for k, ln in enumerate(lines) if ln.strip()]
+            if body and (where, _DIGITS.sub("#", "".join(lines[body[pick]].split()))) in running:
+                lines[body[pick]] = ""
+        out.append(lines)
+    return out
+
+
+_OUTLINE_NUMBER = re.compile(r"^(?:第\s*[\d一二三四五六七八九十百]+\s*[章节部分篇]|chapter\s+\d+|"
+                             r"[\dA-Z]{1,3}(?:[.．]\d{1,3})*[.．]?)\s*", re.I)
+
+
+def _outline_lines(pages: list[list[str]], outline: list[tuple[int, str, int]]) -> dict[int, dict[int, int]]:
+    """For each page, the lines that are its outline entries' headings: ``{page: {line: level}}``.
+    A heading line is the entry's title, perhaps after its number (``2.5 常见的…``, ``第 2 章 …``)."""
+    marked: dict[int, dict[int, int]] = {}
+    for level, title, page in outline:
+        want = "".join(title.split())
+        for p in (page, page + 1):  # a bookmark may point at the page before its heading
+            if p >= len(pages):
+                continue
+            taken = marked.setdefault(p, {})
+            for k, line in enumerate(pages[p]):
+                flat = "".join(line.split())
+                if k in taken or not flat.endswith(want):
+                    continue
+                prefix = flat[: len(flat) - len(want)]
+                if not prefix or _OUTLINE_NUMBER.fullmatch(prefix):
+                    taken[k] = level
+                    break
+            else:
+                continue
+            break
+    return {p: lines for p, lines in marked.items() if lines}
 
 
 def _ocr_pdf_pages(raw: bytes, name: str, pages: list[int], opts: ReadOptions, texts: list[str],
@@ -664,21 +896,36 @@ _WORD_CHARS = re.compile(r"[0-9A-Za-z\u4e00-\u9fff]")
 _SENT_END_CHARS = "。！？!?；;：:”’」』）)"
 
 
-def _unwrap_pdf_lines(page: str) -> str:
+_DOT_LEADER = re.compile(r"(?:[.…·]\s?){3,}\s*\d{1,4}$")  # a contents line: "1.1 起点 . . . . 3"
+
+
+def _unwrap_pdf_lines(lines: list[str], headings: dict[int, int] | None = None) -> str:
     """PDF text comes as visual lines; join a line to the next unless it ends a sentence
-    or the next one starts a heading, so that paragraphs survive."""
+    or one of them is a heading (numbered, or a line of the outline: ``headings``), so that
+    paragraphs survive. A word hyphenated over the line end is joined back."""
     out: list[str] = []
-    for line in page.splitlines():
+    headings = headings or {}
+    last_heading = False
+    for k, line in enumerate(lines):
         line = line.strip()
         if not line:
             out.append("")
             continue
-        if out and out[-1] and not out[-1].endswith(tuple(_SENT_END_CHARS)) and not heading_match(line):
-            if heading_match(out[-1]) is None:
-                sep = " " if out[-1][-1].isascii() and line[0].isascii() else ""
-                out[-1] = out[-1] + sep + line
-                continue
+        if k in headings:
+            out.append(line)
+            last_heading = True
+            continue
+        if out and out[-1] and not last_heading and not out[-1].endswith(tuple(_SENT_END_CHARS)) \
+                and not heading_match(line) and heading_match(out[-1]) is None and not _DOT_LEADER.search(out[-1]):
+            prev = out[-1]
+            if len(prev) > 1 and prev[-1] == "-" and prev[-2].isalpha() and prev[-2].isascii() and line[0].islower():
+                out[-1] = prev[:-1] + line  # "docu-" + "ment"
+            else:
+                sep = " " if prev[-1].isascii() and line[0].isascii() else ""
+                out[-1] = prev + sep + line
+            continue
         out.append(line)
+        last_heading = False
     return "\n".join(out)
 
 
@@ -802,6 +1049,39 @@ def _read_xlsx(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     return Read(text, "xlsx", None, [], {}, "row", marks)
 
 
+_CONTAINER = "META-INF/container.xml"
+
+
+def _epub_rooted(raw: bytes) -> bytes:
+    """The EPUB as ebooklib reads it: ``META-INF/container.xml`` at the root. An EPUB whose files
+    sit under a sub-folder (``book/META-INF/container.xml``) has the folder taken off; one with no
+    container but an ``.opf`` package file gets a container naming it."""
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(raw)) as z:
+        names = z.namelist()
+        if _CONTAINER in names:
+            return raw
+        nested = sorted((n for n in names if n.endswith("/" + _CONTAINER)), key=len)
+        prefix = nested[0][: -len(_CONTAINER)] if nested else ""
+        opfs = sorted((n for n in names if n.lower().endswith(".opf")), key=len)
+        if not prefix and not opfs:
+            return raw  # ebooklib says what is missing
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+            for info in z.infolist():
+                if prefix and not info.filename.startswith(prefix):
+                    continue
+                dst.writestr(info.filename[len(prefix):], z.read(info))
+            if not prefix:
+                dst.writestr(_CONTAINER, '<?xml version="1.0"?><container version="1.0" '
+                             'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+                             f'<rootfile full-path="{html.escape(opfs[0])}" '
+                             'media-type="application/oebps-package+xml"/>'
+                             '</rootfiles></container>')
+        return out.getvalue()
+
+
 def _read_epub(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     """Chapters in reading order, each under its own heading."""
     _check_zip(raw, name, "EPUB")
@@ -812,7 +1092,7 @@ def _read_epub(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
         from ebooklib import epub
 
         with tempfile.NamedTemporaryFile(suffix=".epub") as f:  # ebooklib reads from a path
-            f.write(raw)
+            f.write(_epub_rooted(raw))
             f.flush()
             book = epub.read_epub(f.name, options={"ignore_ncx": True})
         out: list[str] = []
@@ -895,10 +1175,14 @@ def _properties(created: Any, keywords: Any) -> dict[str, Any]:
 _DATE = re.compile(
     r"(\d{4})\s*[-/年.]\s*(\d{1,2})\s*[-/月.]\s*(\d{1,2})\s*日?(?:\s*(\d{1,2}:\d{2}(?::\d{2})?))?"
 )
+# a value ends at white space, a bar, or the next field's label (OCR drops the spaces between fields:
+# "来源:百度文库编辑:中财网时间:2024/07/11")
+_LABELS = "来源|出处|稿源|责任编辑|编辑|责编|作者|撰文|发布时间|发表时间|发布日期|时间|日期"
+_VALUE = rf"([^\s|｜]+?)(?=(?:{_LABELS})\s*[:：]|[\s|｜]|$)"
 _FIELD = {
-    "source": re.compile(r"(?:来源|出处|稿源)\s*[:：]\s*(?!https?://)([^\s|｜]+)"),
-    "editor": re.compile(r"(?:责任编辑|编辑|责编)\s*[:：]\s*([^\s|｜]+)"),
-    "author": re.compile(r"(?:作者|撰文|文)\s*[:：/]\s*([^\s|｜]+)"),
+    "source": re.compile(r"(?:来源|出处|稿源)\s*[:：]\s*(?!https?://)" + _VALUE),
+    "editor": re.compile(r"(?:责任编辑|编辑|责编)\s*[:：]\s*" + _VALUE),
+    "author": re.compile(r"(?:作者|撰文|文)\s*[:：/]\s*" + _VALUE),
     "date_field": re.compile(r"(?:发布时间|发表时间|发布日期|时间|日期)\s*[:：]\s*([^|｜]+)"),
 }
 _ROLE_END = (
@@ -1020,9 +1304,12 @@ def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES,
     meta.update(format_meta)
     if read.marks:
         meta[locators.KEY] = locators.encode(read.unit, [(offsets.to_normalized(o), n, ocr)
-                                                         for o, n, ocr in read.marks])
+                                                         for o, n, ocr in read.marks], read.labels)
     if read.code:
         meta[CODE_KEY] = [[offsets.to_normalized(a), offsets.to_normalized(b)] for a, b in read.code if b > a]
+    if read.headings:
+        meta[HEADINGS_KEY] = [[offsets.to_normalized(a), offsets.to_normalized(b), level]
+                              for a, b, level in read.headings if b > a]
     return Document(
         doc_id=doc_id_for(rel),
         path=rel,

@@ -23,8 +23,9 @@ UNITS = ("page", "slide", "row", "image")  # "image": a single picture, no numbe
 _LABEL = {"page": "第{}页", "slide": "第{}张幻灯片", "row": "第{}行"}
 
 
-def encode(unit: str, marks: list[tuple[int, int, bool]]) -> str:
-    """Marks (offset into the normalised text, number, from OCR) as a compact string."""
+def encode(unit: str, marks: list[tuple[int, int, bool]], labels: list[str] = ()) -> str:
+    """Marks (offset into the normalised text, number, from OCR) as a compact string; ``labels``
+    are the printed numbers of pages 1, 2, … (a PDF's page labels), shown instead of the numbers."""
     if unit not in UNITS:
         raise ValueError(f"unknown locator unit {unit!r}")
     marks = sorted(marks, key=lambda m: m[0])
@@ -39,6 +40,8 @@ def encode(unit: str, marks: list[tuple[int, int, bool]]) -> str:
     data = {"unit": unit, "at": at, "n": n}
     if ocr:
         data["ocr"] = "all" if len(ocr) == len(marks) else ocr
+    if labels:
+        data["labels"] = [str(label)[:20] for label in labels]
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -48,6 +51,11 @@ class Locators:
     at: tuple[int, ...]
     numbers: tuple[int, ...]
     ocr: frozenset[int]
+    labels: tuple[str, ...] = ()
+
+    def label(self, number: int) -> str:
+        """Number ``number`` as the document prints it (its page label), else the number."""
+        return self.labels[number - 1] if 0 < number <= len(self.labels) and self.labels[number - 1] else str(number)
 
     def locate(self, start: int, end: int) -> tuple[str, str, bool]:
         """``(label, numbers, ocr)`` of the span ``[start, end)``: the label as shown
@@ -61,8 +69,9 @@ class Locators:
         lo, hi = min(self.numbers[i:j + 1]), max(self.numbers[i:j + 1])
         if self.unit == "image":
             return "", "", ocr
-        numbers = str(lo) if lo == hi else f"{lo}-{hi}"
-        return _LABEL[self.unit].format(str(lo) if lo == hi else f"{lo}–{hi}"), numbers, ocr
+        first, last = self.label(lo), self.label(hi)
+        numbers = first if lo == hi else f"{first}-{last}"
+        return _LABEL[self.unit].format(first if lo == hi else f"{first}–{last}"), numbers, ocr
 
 
 @lru_cache(maxsize=256)
@@ -78,7 +87,7 @@ def decode(data: str) -> Locators:
         ocr = raw.get("ocr") or []
         ocr_set = frozenset(range(len(at))) if ocr == "all" else frozenset(int(i) for i in ocr)
         unit = raw["unit"] if raw["unit"] in UNITS else "page"
-        return Locators(unit, tuple(at), tuple(numbers), ocr_set)
+        return Locators(unit, tuple(at), tuple(numbers), ocr_set, tuple(str(x) for x in raw.get("labels") or ()))
     except (ValueError, KeyError, TypeError):
         return Locators("page", (), (), frozenset())
 

@@ -14,7 +14,7 @@ import numpy as np
 from kb.embed.embedders import Embedder, check_model, embedder_from_spec, mismatch, same_embedder
 from kb.errors import EmptyQuery, KBError
 from kb.present.views import Hit, SearchResponse
-from kb.rank.families import dedupe_families, drop_repeats
+from kb.rank.families import contents_last, dedupe_families, drop_repeats
 from kb.rank.fusion import (
     Candidates,
     Cover,
@@ -393,7 +393,7 @@ class Searcher(Reader):
         rows = rows if rows is not None else self.snapshot.rows(ranked)
         ancestors = self._ancestors(rows)
         evidence = {r: (lex_of.get(r, 0.0), dense_of.get(r, 0.0)) for r in ranked}
-        ranked = drop_repeats(ranked, rows)
+        ranked = contents_last(drop_repeats(ranked, rows), rows)
         chosen = dedupe_families(ranked, rows, ancestors, fused, k, evidence)
         measure = Cover(self.query_weights(qtokens))
         hits = []

@@ -18,10 +18,11 @@ import bisect
 import math
 import re
 
-from kb.records import CODE_KEY, Document, Passage
+from kb.records import CODE_KEY, CONTENTS_KIND, HEADINGS_KEY, Document, Passage
 from kb.text.process import sentence_spans, trim_span
 from kb.text.structure import (  # noqa: F401 - re-exported: the splitter's rules live in kb.structure
     CN_NUMERALS,
+    CONTENTS_TITLE,
     HeadingMatch,
     HeadingStack,
     find_points,
@@ -90,6 +91,55 @@ def standalone_title(head, stack: HeadingStack, title: str) -> bool:
     return not stack.items and head[2] and " ".join(head[1].split()) == " ".join((title or "").split())
 
 
+CONTENTS_ENTRY_MAX_CHARS = 160
+_PAGE_REF = re.compile(r"(?:[.…·．]{3,}|\s)\s*\d{1,4}$")  # "前言 ………… 3": an entry's page number
+
+
+def _entry_key(line: str) -> str:
+    return "".join(_PAGE_REF.sub("", line.lstrip("#")).split())
+
+
+def contents_blocks(text: str, lines: list[tuple[int, int]], markdown: bool,
+                    skip: set[int] = frozenset()) -> list[tuple[int, int]]:
+    """Runs of ``lines`` (index ranges ``[i, j)``) that are a table of contents, not headings:
+    consecutive numbered lines (``1.2. …``, ``第 2 章 …``) or lines ending in a page number
+    (``前言……3``), three or more of which come back later in the document as its headings; five or
+    more in two numberings or more (``2.`` and ``2.1.``: the outline of sections held elsewhere); or
+    two or more under a ``目录`` line (which belongs to the run). A short flat numbered list whose
+    items do not come back is not one. Markup headings (``#``) and lines in ``skip`` (code) never are."""
+    def entry(i: int) -> str | None:
+        """The numbering an entry line has ("page" for a page-numbered one), else None."""
+        if i in skip:
+            return None
+        line = text[lines[i][0]:lines[i][1]]
+        if len(line) > CONTENTS_ENTRY_MAX_CHARS:
+            return None
+        head = heading_match(line, markdown)
+        if head is not None:
+            return None if head.kind == "md" else head.kind
+        return "page" if _PAGE_REF.search(line) else None
+
+    last_seen = {_entry_key(text[s:e]): i for i, (s, e) in enumerate(lines)}
+    blocks: list[tuple[int, int]] = []
+    i = 0
+    while i < len(lines):
+        titled = bool(CONTENTS_TITLE.match(text[lines[i][0]:lines[i][1]]))
+        j = i + 1 if titled else i
+        kinds = set()
+        while j < len(lines) and (kind := entry(j)) is not None:
+            kinds.add(kind)
+            j += 1
+        first = i + 1 if titled else i
+        n = j - first
+        recurring = sum(last_seen[_entry_key(text[s:e])] >= j for s, e in lines[first:j])
+        if (titled and n >= 2) or (n >= 3 and recurring >= max(3, n // 2)) or (n >= 5 and len(kinds) >= 2):
+            blocks.append((i, j))
+            i = j
+        else:
+            i = max(i + 1, j)
+    return blocks
+
+
 PLAIN_FORMATS = frozenset({"txt", "pdf", "image"})  # formats whose readers write no ``#`` headings
 
 
@@ -113,7 +163,7 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS,
         p = add(kind, path, s, e, parent)
         if e - s > max_chars:
             for cs, ce in chunk_spans(text, s, e, max_chars):
-                add("chunk", path, cs, ce, p.id)
+                add(CONTENTS_KIND if kind == CONTENTS_KIND else "chunk", path, cs, ce, p.id)
         return p
 
     # short plain paragraphs waiting to be packed: (start, end, heading path)
@@ -137,17 +187,54 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS,
     code = sorted((int(a), int(b)) for a, b in doc.meta.get(CODE_KEY) or ())  # <pre> blocks: no headings
     code_starts = [a for a, _ in code]
 
-    def in_code(pos: int) -> bool:
+    def code_block(pos: int) -> int | None:
         i = bisect.bisect_right(code_starts, pos) - 1
-        return i >= 0 and pos < code[i][1]
+        return i if i >= 0 and pos < code[i][1] else None
+
+    if code:  # the lines of one code block are one unit: code is never cut line by line
+        units: list[tuple[int, int]] = []
+        last_block = None
+        for s, e in lines[n_header:]:
+            block = code_block(s)
+            if block is not None and block == last_block:
+                units[-1] = (units[-1][0], e)
+            else:
+                units.append((s, e))
+            last_block = block
+        lines = lines[:n_header] + units
+
+    body = lines[n_header:]
+    contents = {i: j for i, j in contents_blocks(text, body, markdown,
+                                                 {i for i, (s, _) in enumerate(body)
+                                                  if code and code_block(s) is not None})}
+    # headings the file marks itself (a PDF's outline): these lines, and no guessed ones
+    marked = {int(a): int(level) for a, _, level in doc.meta.get(HEADINGS_KEY) or ()}
+
+    def heading_of(s: int, e: int) -> tuple[HeadingMatch, str, bool] | None:
+        if code and code_block(s) is not None:
+            return None
+        if marked:
+            return (HeadingMatch("md", marked[s], 0), text[s:e], True) if s in marked else None
+        return heading_label(text[s:e], markdown)
 
     stack = HeadingStack()
     # A standalone heading with nothing under it (end of document, or the next heading is
     # not nested inside it) still becomes a passage, so that no text is lost.
     pending: tuple[int, int, list[str], int] | None = None
-    for s, e in lines[n_header:]:
+    skip_to = 0
+    for i, (s, e) in enumerate(body):
+        if i < skip_to:
+            continue
+        if i in contents:  # a table of contents: one passage of its own, none of its entries a heading
+            flush()
+            if pending is not None:
+                add_unit("paragraph", pending[2], pending[0], pending[1], None)
+                pending = None
+            skip_to = contents[i]
+            add_unit(CONTENTS_KIND, [doc.title] + stack.labels(), s, body[skip_to - 1][1], None)
+            continue
         line = text[s:e]
-        head = heading_label(line, markdown) if not (code and in_code(s)) else None
+        head = heading_of(s, e)
         if head is not None and standalone_title(head, stack, doc.title):
             continue  # the document's title again (a page's <h1> after its navigation): it heads every path
         if head is not None:
@@ -170,7 +257,9 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS,
                 add_unit("point", path + [label], s + ps, s + pe, para.id)
             continue
         size = group[-1][1] - group[0][0] if group else 0
-        if group and (size >= min_chars or (e - group[0][0]) > max_chars or path != group_path):
+        # a short lead-in ending in "：" stays with the list, table or code it introduces
+        lead_in = group and size < max_chars and text[group[-1][1] - 1] in "：:"
+        if group and (path != group_path or (not lead_in and (size >= min_chars or e - group[0][0] > max_chars))):
             flush()
         if not group:
             group_path = path

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 _CN = "零〇一二三四五六七八九十百千两"
@@ -35,6 +36,20 @@ def glue(a: str, b: str) -> str:
     return a + b
 
 
+def wide(ch: str) -> bool:
+    """An East Asian wide or full-width character (CJK, full-width punctuation)."""
+    return unicodedata.east_asian_width(ch) in ("W", "F")
+
+
+def join_wrapped(a: str, b: str) -> str:
+    """Two lines of one paragraph that a fixed width cut apart, laid out as CSS lays out a
+    segment break: nothing between two wide (CJK) characters, one space otherwise."""
+    a, b = a.rstrip(), b.lstrip()
+    if not a or not b:
+        return a + b
+    return a + b if wide(a[-1]) and wide(b[0]) else a + " " + b
+
+
 # --------------------------------------------------------------------------- headings
 
 
@@ -46,10 +61,12 @@ class HeadingMatch:
 
 
 _HEADING_PATTERNS: list[tuple[str, re.Pattern]] = [
-    ("part", re.compile(rf"^第[{_CN}\d]+(?:编|篇|部分)(?=\s|$|[:：、,，.．])")),
-    ("chapter", re.compile(rf"^第[{_CN}\d]+章(?=\s|$|[:：、,，.．]|[\u4e00-\u9fff])")),
-    ("section", re.compile(rf"^第[{_CN}\d]+节(?=\s|$|[:：、,，.．]|[\u4e00-\u9fff])")),
-    ("article", re.compile(rf"^第[{_CN}\d]+条(?=\s|$|[:：、,，.．])")),
+    ("part", re.compile(rf"^第 ?[{_CN}\d]+ ?(?:编|篇|部分)(?=\s|$|[:：、,，.．])")),
+    ("chapter", re.compile(rf"^第 ?[{_CN}\d]+ ?章(?=\s|$|[:：、,，.．]|[\u4e00-\u9fff])")),
+    ("section", re.compile(rf"^第 ?[{_CN}\d]+ ?节(?=\s|$|[:：、,，.．]|[\u4e00-\u9fff])")),
+    ("article", re.compile(rf"^第 ?[{_CN}\d]+ ?条(?=\s|$|[:：、,，.．])")),
+    # 1.2. / 1.2.3. (the kind names the depth, so 1.2.3. nests under 1.2. and 1.3. closes both)
+    ("dotted", re.compile(r"^\d{1,3}(?:[.．]\d{1,3}){1,4}[.．](?=\s*\S)")),
     ("cn", re.compile(rf"^[{_CN}]+\s*、")),
     ("cn_paren", re.compile(rf"^[（(]\s*[{_CN}]+\s*[）)]")),
     ("num", re.compile(r"^\d{1,3}(?:[.．](?!\d)|、)")),
@@ -70,6 +87,8 @@ def heading_match(line: str, markdown: bool = True) -> HeadingMatch | None:
     for kind, rx in _HEADING_PATTERNS:
         m = rx.match(line)
         if m:
+            if kind == "dotted":
+                kind = f"num{len(re.findall(r'[.．]', m.group()))}"
             return HeadingMatch(kind, 0, m.end())
     return None
 
@@ -205,6 +224,9 @@ def find_points(text: str) -> list[tuple[int, int, str]]:
 # --------------------------------------------------------------------------- chunks
 
 
+CONTENTS_TITLE = re.compile(r"^(?:目\s*录|目\s*次|contents|table of contents)$", re.I)  # a contents' own title
+
+
 def header_line_count(lines: list[str]) -> int:
     """How many leading non-empty lines form the document's header block (title, source
     line, subtitle, author line): short lines that are not headings and end no sentence.
@@ -212,7 +234,7 @@ def header_line_count(lines: list[str]) -> int:
     n = 0
     for i, line in enumerate(lines[:12]):
         s = line.strip()
-        if i > 0 and heading_match(s):
+        if i > 0 and (heading_match(s) or CONTENTS_TITLE.match(s)):
             break
         if len(s) > 80 or (i > 0 and ("。" in s or len(s) > 50)):
             break
