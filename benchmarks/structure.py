@@ -6,7 +6,8 @@ Reads and splits every file of LIBRARY with kb's readers and splitter (no embedd
 the passages with the files' own markup:
 
 - ``heading_recall``: headings of the markup (HTML/EPUB ``h1``–``h6``, PDF outline entries, DOCX
-  heading styles) found as a component of some passage's section path (numbering and spacing aside);
+  heading styles; for a ``.txt`` with a PDF of the same name beside it, that PDF's outline) found
+  as a component of some passage's section path (numbering and spacing aside);
 - ``heading_precision``: section-path components (the document title aside) that are headings of
   the markup — for formats that have markup;
 - ``p_whole``: ``<p>`` paragraphs (20–400 characters) that lie whole inside one passage;
@@ -146,9 +147,13 @@ def measure(library: Path) -> dict:
         row["mid"] += mid
         row["mid_seen"] += seen
         reader = MARKUP.get(path.suffix.lower())
-        if reader is None:
+        twin = path.with_suffix(".pdf")
+        if reader is None and path.suffix.lower() == ".txt" and twin.is_file():
+            markup = _pdf_markup(twin.read_bytes())  # a manual's text export: its PDF's outline has the headings
+        elif reader is None:
             continue
-        markup = reader(raw)
+        else:
+            markup = reader(raw)
         components = {c for p in passages for c in p.heading_path[1:]}
         found = {heading_key(c) for p in passages for c in p.heading_path} | {heading_key(doc.title)}
         marked = {heading_key(h) for h in markup["headings"]}

@@ -429,3 +429,12 @@ def test_a_glyph_or_two_read_off_a_picture_is_not_a_document():
     text_image(["个"], px=60, width=400).save(buf, format="PNG")
     with pytest.raises(DocumentError, match="no text found in the image"):
         parse_document(buf.getvalue(), "button.png")
+
+
+@needs_font
+@pytest.mark.ocr
+def test_a_screenshot_is_titled_by_its_file_name_and_a_scanned_page_by_its_first_line():
+    shot = parse_document(png_of(text_image(["工具选项", "裁剪", "仅当前图层", "删除裁剪的像素"])), "crop-dialog.png")
+    assert shot.title == "crop-dialog"
+    page = parse_document(png_of(text_image(["关于开展调研的通知", "各单位要按时报送材料。"])), "scan.png")
+    assert page.title.startswith("关于开展调研的通知")  # its first line (OCR may join the next to it)

@@ -1279,6 +1279,11 @@ def read_document(
     return parse_document(raw, rel, max_bytes=max_bytes, opts=opts)
 
 
+# Sentences: an image whose OCR holds none is a screenshot or a photo, titled by its file name (its
+# first OCR line is a button or a caption); one that holds them is a scanned page, titled by its first line
+_PROSE = re.compile(r"[。！？]|[a-z]{2,}[.!?](?:\s|$)")
+
+
 def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES,
                    opts: ReadOptions = DEFAULT_READ) -> Document:
     suffix = Path(rel).suffix.lower()
@@ -1297,7 +1302,7 @@ def parse_document(raw: bytes, rel: str, max_bytes: int = DEFAULT_MAX_BYTES,
     lines = [ln for ln in text.split("\n") if ln.strip()]
     first = lines[0].lstrip("#").strip() if lines else ""
     if not title:
-        title = first if 0 < len(first) <= 80 else Path(rel).stem
+        title = first if 0 < len(first) <= 80 and (fmt != "image" or _PROSE.search(text)) else Path(rel).stem
     meta: dict[str, Any] = extract_meta(lines[: header_line_count(lines)], tail=lines[-5:])
     for key, value in read.props.items():  # the file's properties, where the header says nothing
         meta.setdefault(key, value)
