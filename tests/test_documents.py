@@ -7,6 +7,7 @@ import pytest
 
 from kb.errors import DocumentError, UnsupportedFormat
 from kb.read.documents import decode_bytes, extract_meta, header_line_count, parse_document, read_document
+from kb.split.passages import split_document
 
 from .conftest import SAMPLE_DOC
 
@@ -99,14 +100,22 @@ def test_docx_paragraphs_headings_and_tables():
     d.core_properties.title = "文档标题"
     d.add_heading("一、总体要求", level=1)
     d.add_paragraph("第一段正文。一要学习，二要思考。")
-    t = d.add_table(rows=1, cols=2)
-    t.rows[0].cells[0].text = "单元格甲"
-    t.rows[0].cells[1].text = "单元格乙"
+    t = d.add_table(rows=2, cols=2)
+    for (r, c), text in {(0, 0): "名称", (0, 1): "数量", (1, 0): "苹果", (1, 1): "3"}.items():
+        t.rows[r].cells[c].text = text
+    code = d.add_paragraph()
+    code.add_run("# apt-get install foo").font.name = "Courier New"
+    d.add_paragraph("表后的段落。")
     buf = io.BytesIO()
     d.save(buf)
     doc = parse_document(buf.getvalue(), "a.docx")
     assert doc.title == "文档标题"
-    assert "# 一、总体要求" in doc.text and "第一段正文。" in doc.text and "单元格甲 | 单元格乙" in doc.text
+    # the table a row a line under its header, where it stands (before the paragraph after it)
+    assert "# 一、总体要求\n\n第一段正文。一要学习，二要思考。\n\n列：名称、数量\n名称：苹果；数量：3\n\n" in doc.text
+    assert doc.text.index("名称：苹果") < doc.text.index("表后的段落")
+    passages = split_document(doc)
+    assert [p for p in passages if "# apt-get install foo" in p.text]  # monospace: code, not a heading
+    assert not [p for p in passages if any("apt-get" in h for h in p.heading_path)]
 
 
 def _tiny_pdf(text: str) -> bytes:

@@ -10,6 +10,7 @@ import codecs
 import hashlib
 import html
 import io
+import logging
 import os
 import re
 import stat
@@ -355,27 +356,30 @@ def _cell_text(cell) -> str:
 
 
 def _table_lines(table) -> list[str]:
-    """A table a row a line, as ``列名：值；列名：值`` under its header row (``<th>`` cells or
-    ``<thead>``), else its cells joined by ``；``."""
+    """An HTML table a row a line (:func:`rows_as_lines`), its header the first row when that row
+    is ``<th>`` cells or in ``<thead>``."""
     rows = []
+    head = False
     for tr in table.find_all("tr"):
         if tr.find_parent("table") is not table:
             continue  # a row of a nested table: read with its own table's text
         cells = [c for c in tr.find_all(["th", "td"], recursive=False)]
         if cells:
-            rows.append((cells, all(c.name == "th" for c in cells) or tr.find_parent("thead") is not None))
-    header: list[str] | None = None
-    lines = []
-    for i, (cells, is_head) in enumerate(rows):
-        texts = [_cell_text(c) for c in cells]
-        if is_head and i == 0:
-            header = texts
-            lines.append("列：" + "、".join(t for t in texts if t))
-            continue
-        if header:
-            pairs = [f"{header[j] if j < len(header) and header[j] else f'列{j + 1}'}：{t}"
-                     for j, t in enumerate(texts) if t]
-            line = "；".join(pairs)
+            if not rows:
+                head = all(c.name == "th" for c in cells) or tr.find_parent("thead") is not None
+            rows.append([_cell_text(c) for c in cells])
+    return rows_as_lines(rows, head)
+
+
+def rows_as_lines(rows: list[list[str]], header: bool) -> list[str]:
+    """A table a row a line, as a spreadsheet is read: under a header row ``列名：值；列名：值``
+    (the header first, as ``列：名、名``), else the cells joined by ``；``."""
+    names = rows[0] if header and rows else None
+    lines = ["列：" + "、".join(t for t in names if t)] if names else []
+    for texts in rows[1:] if names else rows:
+        if names:
+            line = "；".join(f"{names[j] if j < len(names) and names[j] else f'列{j + 1}'}：{t}"
+                            for j, t in enumerate(texts) if t)
         else:
             line = "；".join(t for t in texts if t)
         if line:
@@ -572,22 +576,69 @@ def _read_docx(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
         d = docx.Document(io.BytesIO(raw))
     except Exception as e:
         raise DocumentError(f"{name}: not a readable DOCX file ({type(e).__name__}: {e})") from e
-    lines = []
-    for p in d.paragraphs:
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    blocks = _Blocks()
+    code: list[tuple[int, int]] = []
+    last_code = False
+    for el in d.element.body.iterchildren():  # paragraphs and tables in reading order
+        tag = el.tag.rsplit("}", 1)[-1]
+        if tag == "tbl":
+            rows = [[c.text.strip() for c in _unique_cells(row)] for row in Table(el, d).rows]
+            lines = rows_as_lines([r for r in rows if any(r)], header=True)
+            if lines:
+                blocks.add("\n".join(lines))
+            last_code = False
+            continue
+        if tag != "p":
+            continue
+        p = Paragraph(el, d)
+        style = (p.style.name if p.style is not None else "") or ""
+        if _is_code(p, style):  # kept verbatim, one block with the code paragraphs before it
+            text = p.text.rstrip()
+            if not text.strip():
+                continue
+            if last_code:
+                blocks.parts[-1] += "\n" + text
+                blocks.pos += 1 + len(text)
+                code[-1] = (code[-1][0], blocks.pos)
+            else:
+                blocks.add(text)
+                code.append((blocks.pos - len(text), blocks.pos))
+            last_code = True
+            continue
+        last_code = False
         text = p.text.strip()
         if not text:
             continue
-        style = (p.style.name if p.style is not None else "") or ""
         m = re.match(r"(?:Heading|标题)\s*(\d)", style)
-        lines.append("#" * int(m.group(1)) + " " + text if m else text)
-    for table in d.tables:
-        for row in table.rows:
-            cells = [c.text.strip() for c in row.cells if c.text.strip()]
-            if cells:
-                lines.append(" | ".join(cells))
+        blocks.add("#" * int(m.group(1)) + " " + text if m else text)
     core = d.core_properties
     title = (core.title or "").strip() or None
-    return Read("\n\n".join(lines), "docx", title, props=_properties(core.created, core.keywords))
+    return Read(blocks.text(), "docx", title, props=_properties(core.created, core.keywords), code=code)
+
+
+_MONOSPACE = ("courier", "consolas", "menlo", "monaco", "mono", "source code")
+
+
+def _is_code(p, style: str) -> bool:
+    """A DOCX paragraph that is code: a code style (pandoc's "Source Code", "HTML Preformatted"…)
+    or every run in a monospace font."""
+    if re.search(r"code|preformatted|代码", style, re.I):
+        return True
+    fonts = [(r.font.name or "").lower() for r in p.runs if r.text.strip()]
+    return bool(fonts) and all(any(m in f for m in _MONOSPACE) for f in fonts)
+
+
+def _unique_cells(row) -> list:
+    """A table row's cells, a merged cell once (python-docx repeats it for every grid column)."""
+    seen, out = set(), []
+    for cell in row.cells:
+        if id(cell._tc) not in seen:
+            seen.add(id(cell._tc))
+            out.append(cell)
+    return out
 
 
 MIN_TEXT_LAYER_CHARS = 10  # a page with fewer characters in its text layer is a scan (auto OCR)
@@ -601,6 +652,7 @@ def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     try:
         from pypdf import PdfReader
 
+        logging.getLogger("pypdf").setLevel(logging.ERROR)  # font-parsing advice is not the user's problem
         reader = PdfReader(io.BytesIO(raw))
         if reader.is_encrypted:
             try:

@@ -83,8 +83,7 @@ def reflow(text: str) -> str:
             continue
         full = display_width(prev.rstrip()) + 1 + display_width(_first_word(body)) > width - 2
         head = heading_match(body, markdown=False)
-        # a numbered line after a numbered one is the next entry (a contents, a list), not a wrap
-        starts_entry = head is not None and (para_head or head.kind.startswith(("num2", "num3", "num4", "num5")))
+        starts_entry = head is not None and para_head  # a numbered line after a numbered one: the next entry
         # a numbered item after a line that ends its sentence is the next item, else a wrapped "(5) 手册页"
         item = _MARK_BULLET.match(body) or (_BULLET.match(body) and prev.rstrip().endswith(_SENTENCE_END))
         if open_para and full and _indent(line) in cont and not item and not starts_entry \

@@ -66,7 +66,8 @@ _HEADING_PATTERNS: list[tuple[str, re.Pattern]] = [
     ("section", re.compile(rf"^第 ?[{_CN}\d]+ ?节(?=\s|$|[:：、,，.．]|[\u4e00-\u9fff])")),
     ("article", re.compile(rf"^第 ?[{_CN}\d]+ ?条(?=\s|$|[:：、,，.．])")),
     # 1.2. / 1.2.3. (the kind names the depth, so 1.2.3. nests under 1.2. and 1.3. closes both)
-    ("dotted", re.compile(r"^\d{1,3}(?:[.．]\d{1,3}){1,4}[.．](?=\s*\S)")),
+    ("dotted", re.compile(r"^(?:\d{1,3}|[A-Z])(?:[.．]\d{1,3}){1,4}[.．](?=\s*\S)")),  # A.1. in an appendix
+    ("appendix", re.compile(r"^附录\s?[A-Z\d一二三四五六七八九十]{1,3}(?:[.．、:：]|(?=\s|$))")),
     ("cn", re.compile(rf"^[{_CN}]+\s*、")),
     ("cn_paren", re.compile(rf"^[（(]\s*[{_CN}]+\s*[）)]")),
     ("num", re.compile(r"^\d{1,3}(?:[.．](?!\d)|、)")),
@@ -89,6 +90,8 @@ def heading_match(line: str, markdown: bool = True) -> HeadingMatch | None:
         if m:
             if kind == "dotted":
                 kind = f"num{len(re.findall(r'[.．]', m.group()))}"
+            elif kind == "appendix":
+                kind = "chapter"  # 附录 A follows 第 9 章 as its sibling, not inside it
             return HeadingMatch(kind, 0, m.end())
     return None
 
