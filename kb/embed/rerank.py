@@ -19,8 +19,8 @@ class Reranker:
     def __init__(self, model: str, device: str | None = None, max_length: int = 512, depth: int = 30) -> None:
         try:
             from sentence_transformers import CrossEncoder
-        except ImportError as e:  # pragma: no cover
-            raise KBError("reranking needs sentence-transformers: pip install sentence-transformers") from e
+        except ImportError as e:
+            raise KBError("--rerank needs sentence-transformers, which is not installed: pip install 'kb[st]'") from e
         try:
             self._ce = CrossEncoder(model, device=device, max_length=max_length)
         except Exception as e:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.errors import KBError
 from kb.eval.evaluate import first_occurrences, hit_at, mrr_at
 from kb.rank.fusion import FEATURES, FusionModel, features
 
@@ -114,11 +115,20 @@ def _stack(questions: Sequence[Question]):
     return x, np.concatenate([q.y for q in questions]), seg
 
 
+def _minimize():
+    """scipy's optimiser, which only learning needs (the ``learn`` extra)."""
+    try:
+        from scipy.optimize import minimize
+    except ImportError as e:
+        raise KBError("learning a ranking needs scipy, which is not installed: pip install 'kb[learn]'") from e
+    return minimize
+
+
 def fit(questions: Sequence[Question], l2: float = L2, weights: Sequence[float] | None = None,
         info: dict | None = None) -> FusionModel:
     """The listwise linear model (and its calibration) fitted on ``questions``; those whose
     candidates hold no positive teach nothing and are left out."""
-    from scipy.optimize import minimize
+    minimize = _minimize()
 
     keep = [i for i, q in enumerate(questions) if q.y.any()]
     if not keep:
@@ -153,7 +163,7 @@ def fit(questions: Sequence[Question], l2: float = L2, weights: Sequence[float] 
 
 def _calibrate(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """``(a, b)`` of the logistic p(relevant) = 1 / (1 + exp(-(a * raw + b)))."""
-    from scipy.optimize import minimize
+    minimize = _minimize()
 
     def loss(p):
         t = p[0] * raw + p[1]
