@@ -163,14 +163,16 @@ def test_a_short_numbered_list_is_not_a_table_of_contents():
 # --------------------------------------------------------------------------- PDF
 
 
-def _pdf(pages: list[list[str]]) -> bytes:
-    """A PDF with a Helvetica text layer (ASCII), one list of lines per page."""
+def _pdf(pages: list[list[str | tuple[int, str]]]):
+    """A PdfWriter with a Helvetica text layer (ASCII), one list of lines per page; a line is its
+    text (set in 12 pt) or ``(size, text)``."""
     from pypdf import PdfReader, PdfWriter
 
     writer = PdfWriter()
     for lines in pages:
-        ops = " ".join(f"({line}) Tj 0 -16 Td" for line in lines)
-        stream = f"BT /F1 12 Tf 72 720 Td {ops} ET".encode()
+        sized = [(12, line) if isinstance(line, str) else line for line in lines]
+        ops = " ".join(f"/F1 {size} Tf ({line}) Tj 0 -{size + 6} Td" for size, line in sized)
+        stream = f"BT 72 720 Td {ops} ET".encode()
         objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
                 b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
                 b"/Resources << /Font << /F1 5 0 R >> >> >>",
@@ -229,6 +231,22 @@ def test_a_pdfs_page_labels_are_its_locators():
     assert locate(doc.meta, check.start, check.end)[:2] == ("第47页", "47")  # the 4th sheet, printed 47
     (start,) = [p for p in passages if "Install the tools" in p.text]
     assert locate(doc.meta, start.start, start.end)[0] == "第45页"
+
+
+def test_a_pdf_without_an_outline_takes_its_headings_from_type_size():
+    writer = _pdf([
+        [(24, "Packaging Guide"), (20, "Getting started"), "Install the tools first and then read the policy",
+         "manual before you start.",
+         (15, "Where to ask"), "Ask on the mentors mailing list when you are stuck on", "a packaging question."],
+        [(20, "Building"), "Run the build in a clean chroot so that no local", "library leaks into the package."],
+    ])
+    buf = io.BytesIO()
+    writer.write(buf)
+    _, passages = _passages(buf.getvalue(), "guide.pdf")
+    (ask,) = [p for p in passages if "mentors" in p.text]
+    assert ask.heading_path[1:] == ["Getting started", "Where to ask"]
+    (build,) = [p for p in passages if "chroot" in p.text]
+    assert build.heading_path[1:] == ["Building"] and build.text.startswith("Run the build")
 
 
 # --------------------------------------------------------------------------- EPUB

@@ -664,8 +664,11 @@ def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
         n = min(total, opts.max_pages)
         if total > n:
             warnings.append(f"{name}: read the first {n} of {total} pages (raise it with --max-pages)")
-        pages = [(reader.pages[i].extract_text() or "") if opts.ocr != "always" else "" for i in range(n)]
         outline = _pdf_outline(reader, n)
+        sized: list[list[tuple[float, str]]] = [[] for _ in range(n)]  # (font size, text) runs per page
+        pages = [_page_text(reader.pages[i], None if outline else sized[i]) if opts.ocr != "always" else ""
+                 for i in range(n)]
+        outline = outline or _font_headings(sized)
         labels = _pdf_page_labels(reader, n)
         title, props = None, {}
         info = reader.metadata
@@ -699,7 +702,8 @@ def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
         prev = blocks.parts[-1] if blocks.parts else ""
         starts_heading = bool(marked.get(i)) and t.split("\n", 1)[0] in heading_texts(i)
         if prev and not prev.endswith(tuple(_SENT_END_CHARS + ".")) and not heading_match(t) and not starts_heading \
-                and heading_match(prev.rsplit("\n", 1)[-1]) is None and prev.rsplit("\n", 1)[-1] not in outline_texts:
+                and heading_match(prev.rsplit("\n", 1)[-1]) is None and prev.rsplit("\n", 1)[-1] not in outline_texts \
+                and not _DOT_LEADER.search(prev):
             # the paragraph goes on over the page break: join the page's first line to it
             head, _, rest = t.partition("\n")
             blocks.extend(head, i + 1, i in ocred)
@@ -760,6 +764,60 @@ def _pdf_outline(reader, pages: int) -> list[tuple[int, str, int]]:
 
 
 MAX_OUTLINE_ENTRIES = 5_000
+HEADING_SIZE_RATIO = 1.15  # a line set this much larger than the body text is a heading
+MAX_SIZED_HEADING_CHARS = 60
+
+
+def _page_text(page, sized: list[tuple[float, str]] | None) -> str:
+    """A page's text layer; with ``sized``, also the size each run of text is set in."""
+    if sized is None:
+        return page.extract_text() or ""
+
+    def visit(text, cm, tm, font, size):
+        if text and size:
+            scale = abs((tm[3] if tm else 1) * (cm[3] if cm else 1)) or 1
+            sized.append((round(float(size) * scale, 1), text))
+    return page.extract_text(visitor_text=visit) or ""
+
+
+def _font_headings(pages: list[list[tuple[float, str]]]) -> list[tuple[int, str, int]]:
+    """Headings of a PDF without an outline, from type size: runs of text set at least
+    :data:`HEADING_SIZE_RATIO` larger than the body (the size most characters have), the larger
+    the outer (``(level, text, page)``, as :func:`_pdf_outline` gives). Text that stands on half
+    the pages or more (a running header) is none."""
+    chars: dict[float, int] = {}
+    for runs in pages:
+        for size, text in runs:
+            chars[size] = chars.get(size, 0) + len(text.strip())
+    if not chars:
+        return []
+    body = max(chars, key=chars.get)
+    found: list[tuple[float, str, int]] = []
+    for page, runs in enumerate(pages):
+        current: list[str] = []
+        current_size = 0.0
+
+        def close() -> None:
+            title = " ".join("".join(current).split())
+            if 2 <= len(title) <= MAX_SIZED_HEADING_CHARS and _WORD_CHARS.search(title):
+                found.append((current_size, title, page))
+            current.clear()
+
+        for size, text in runs:
+            large = size >= body * HEADING_SIZE_RATIO
+            if current and (not large or abs(size - current_size) > 0.5 or "\n" in "".join(current)):
+                close()
+            if large:
+                current_size = size
+                current.append(text)
+        if current:
+            close()
+    counts: dict[str, int] = {}
+    for _, title, _ in found:
+        counts[title] = counts.get(title, 0) + 1
+    sizes = sorted({size for size, _, _ in found}, reverse=True)
+    return [(min(sizes.index(size) + 1, 6), title, page) for size, title, page in found
+            if len(pages) < 4 or counts[title] < len(pages) / 2]
 
 
 def _pdf_page_labels(reader, pages: int) -> list[str]:

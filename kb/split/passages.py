@@ -176,6 +176,10 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS,
             group.clear()
 
     n_header = header_line_count([text[s:e] for s, e in lines])
+    # headings the file marks itself (a PDF's outline, type sizes): these lines, and no guessed ones;
+    # the header block ends at the first of them after the title line
+    marked = {int(a): int(level) for a, _, level in doc.meta.get(HEADINGS_KEY) or ()}
+    n_header = next((i for i in range(1, n_header) if lines[i][0] in marked), n_header)
     # The header is a passage when it holds more than the title (source, date, author...),
     # or when it is all there is; a bare title already heads every passage.
     if n_header and (n_header > 1 or n_header == len(lines)):
@@ -207,9 +211,6 @@ def split_document(doc: Document, max_chars: int = DEFAULT_MAX_CHARS,
     contents = {i: j for i, j in contents_blocks(text, body, markdown,
                                                  {i for i, (s, _) in enumerate(body)
                                                   if code and code_block(s) is not None})}
-    # headings the file marks itself (a PDF's outline): these lines, and no guessed ones
-    marked = {int(a): int(level) for a, _, level in doc.meta.get(HEADINGS_KEY) or ()}
-
     def heading_of(s: int, e: int) -> tuple[HeadingMatch, str, bool] | None:
         if code and code_block(s) is not None:
             return None
