@@ -77,12 +77,14 @@ def lexical_text(passage: Passage) -> str:
 
 # Bump when splitting or tokenising changes: an index built by an older pipeline is then
 # re-processed on the next `kb index` (vectors are reused wherever the embedded text is unchanged).
-PIPELINE_VERSION = 7  # 3: document URLs in the metadata; 4: page/slide/row locators, OCR of scans;
+PIPELINE_VERSION = 8  # 3: document URLs in the metadata; 4: page/slide/row locators, OCR of scans;
 #                      5: document dates from front matter, HTML, DOCX and PDF properties; tags;
 #                      6: identifiers (codes, standards, document and article numbers) as whole terms;
 #                         a `# ` line of plain text or a PDF is text, not a heading;
 #                      7: files read with their own structure: HTML paragraphs whole, tables a row a
-#                         line, hard-wrapped text reflowed, PDF outlines and page labels, contents
+#                         line, hard-wrapped text reflowed, PDF outlines and page labels, contents;
+#                      8: DOCX in reading order (tables in place, code verbatim), PDF headings from type
+#                         size where there is no outline
 
 
 def pipeline_settings(max_chars: int, reading: dict | None = None) -> dict:

@@ -30,6 +30,7 @@ from kb.search.filters import MAX_VALUE_CHARS, MAX_VALUES, TYPES, FilterError, F
 from kb.search.live import LiveSearcher
 from kb.search.searcher import MAX_QUERY_CHARS, Searcher, search_response
 from kb.serve.access import redact_paths, token_matches
+from kb.serve.dify import add_retrieval
 
 MAX_K = 100
 MAX_BODY_BYTES = 64 * 1024  # a POST /search body at most; anything bigger is refused unread
@@ -184,10 +185,15 @@ def _error(status: int, error: str, detail: str = "", root: FsPath | str | None 
     return JSONResponse({"error": error, "detail": redact_paths(detail)}, status_code=status)
 
 
+DEFAULT_NAME = "default"  # the library's name when none is given: Dify's knowledge_id
+
+
 def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: int | None = None,
-               cors_origins: list[str] | None = None, embedder: Embedder | None = None) -> FastAPI:
+               cors_origins: list[str] | None = None, embedder: Embedder | None = None,
+               name: str = DEFAULT_NAME) -> FastAPI:
     """The API over ``index_dir``. ``token``: required as ``Authorization: Bearer …`` on
-    every endpoint but ``/healthz``; ``rate_limit``: requests per minute per client."""
+    every endpoint but ``/healthz``; ``rate_limit``: requests per minute per client; ``name``:
+    the library's name (``knowledge_id`` of Dify's ``POST /retrieval``, :mod:`kb.serve.dify`)."""
     library = LiveSearcher(index_dir, embedder=embedder)
 
     def searcher() -> Searcher:
@@ -280,6 +286,8 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
         s.pop("index", None)  # a server path
         s.pop("corpus", None)
         return JSONResponse(s)
+
+    add_retrieval(app, searcher, name, token, ERRORS)
 
     @app.get("/healthz", response_model=Health, responses={503: ERRORS[503]},
              summary="Whether the index can be searched")

@@ -556,11 +556,13 @@ def _serving_threads() -> None:
 @click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="ADDR",
               help="A reverse proxy whose X-Forwarded-For names the client (repeatable). "
                    "Without one the header is ignored: it cannot dodge --rate-limit.")
+@click.option("--name", default="default", show_default=True, metavar="NAME",
+              help="The library's name: the External Knowledge ID to give Dify (POST /retrieval).")
 @_index_option
 @_friendly
-def serve_cmd(host, port, rate_limit, cors_origins, trusted_proxies, index_dir):
+def serve_cmd(host, port, rate_limit, cors_origins, trusted_proxies, name, index_dir):
     """Serve the HTTP API (OpenAPI at /docs): /search, /passages/ID, /passages/ID/related,
-    /documents, /documents/ID, /stats, /healthz.
+    /documents, /documents/ID, /stats, /healthz, and Dify's external knowledge API /retrieval.
 
     \b
     Listens on 127.0.0.1. Elsewhere it needs an API key, which every request then carries:
@@ -574,7 +576,8 @@ def serve_cmd(host, port, rate_limit, cors_origins, trusted_proxies, index_dir):
     from kb.serve.api import create_app
     from kb.serve.http_server import serve as serve_http
 
-    app = create_app(index_dir, token=token, rate_limit=rate_limit, cors_origins=list(cors_origins) or None)
+    app = create_app(index_dir, token=token, rate_limit=rate_limit, cors_origins=list(cors_origins) or None,
+                     name=name)
     click.echo(f"kb API on http://{host}:{port}/ (docs at /docs){' — API key required' if token else ''}", err=True)
     serve_http(app, host, port, tuple(trusted_proxies))
 
