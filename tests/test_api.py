@@ -268,10 +268,18 @@ def test_mcp_tools_over_stdio(library):
             shown = json.loads((await c.call_tool("get_passage", {"passage_id": pid})).content[0].text)
             near = json.loads((await c.call_tool("related", {"passage_id": pid, "k": 2})).content[0].text)
             missing = await c.call_tool("get_passage", {"passage_id": "nope:1"})
-            return names, data, shown, near, missing
+            # ChatGPT's connector pair: search(query) -> results [{id, title, url}], fetch(id)
+            listed = json.loads((await c.call_tool("search", {"query": "严守纪律"})).content[0].text)["results"]
+            fetched = json.loads((await c.call_tool("fetch", {"id": listed[0]["id"]})).content[0].text)
+            tools = (await c.list_tools()).tools
+            return names, data, shown, near, missing, listed, fetched, tools
 
-    names, data, shown, near, missing = asyncio.run(session())
-    assert names == {"search", "get_passage", "related"}
+    names, data, shown, near, missing, listed, fetched, tools = asyncio.run(session())
+    assert names == {"search", "fetch", "get_passage", "related"}
+    assert all(t.annotations is not None and t.annotations.read_only_hint for t in tools)  # readOnlyHint
+    assert listed and set(listed[0]) == {"id", "title", "url"} and listed[0]["id"] == data["passages"][0]["id"]
+    assert set(fetched) == {"id", "title", "text", "url", "metadata"} and "严守纪律" in fetched["text"]
+    assert fetched["url"] == "https://www.example.gov.cn/notice.html" and fetched["metadata"]["citation"]
     assert data["passages"] and all(p["citation"] for p in data["passages"])
     assert "严守纪律" in data["passages"][0]["text"] and "[EB/OL]" in data["passages"][0]["citation"]
     assert shown["passage"]["id"] == data["passages"][0]["id"] and shown["passage"]["citation"]

@@ -37,22 +37,36 @@ def _passage(view) -> dict[str, Any]:
     return {k: data[k] for k in FIELDS if k in data}
 
 
+def _title(hit) -> str:
+    """A hit's title as a list shows it: its document and, after it, its section."""
+    return " › ".join([hit.title] + hit.heading_path[1:][-1:])
+
+
+def _url(hit) -> str:
+    return hit.meta.get("url") or f"kb://passages/{hit.id}"
+
+
 def build_server(index_dir: str | Path, library: LiveSearcher | None = None):
     from mcp.server.mcpserver import MCPServer
+    from mcp.types import ToolAnnotations
 
     library = library or LiveSearcher(index_dir, warm=True)
     server = MCPServer("kb", instructions=(
         "A library of Chinese documents. Use `search` to find the passages that answer a question and quote "
         "them with their `citation`; `get_passage` shows a passage with its neighbours; `related` finds "
-        "passages on the same subject. Passages marked low_confidence do not answer the question well."))
+        "passages on the same subject; `fetch` gives one passage's full text by id. Passages marked "
+        "low_confidence do not answer the question well."))
+    reads = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
-    @server.tool()
+    @server.tool(annotations=reads)
     @_one_line
-    def search(question: str, k: int = 5, mode: str = "hybrid", cite: str = "short",
-               filters: dict[str, Any] | None = None, facets: bool = False) -> dict[str, Any]:
+    def search(question: str = "", k: int = 5, mode: str = "hybrid", cite: str = "short",
+               filters: dict[str, Any] | None = None, facets: bool = False, query: str = "") -> dict[str, Any]:
         """Find the passages that answer a question (Chinese works best). Returns up to k passages,
         best first, each with its document title, section path (heading_path), text and a ready-to-paste
         citation; cite is short, gbt7714 (GB/T 7714-2015) or apa. mode: hybrid, dense or lexical.
+        `query` is the same as `question` (the name ChatGPT's connectors use); `results` lists the hits as
+        {id, title, url} for `fetch`.
         Words of the question in double quotes must appear as a phrase in every hit; -word leaves out
         passages that hold it.
         filters narrows the search: {"source": [..], "author": [..], "after": "2024-01-01", "before": "2024-12-31",
@@ -61,15 +75,28 @@ def build_server(index_dir: str | Path, library: LiveSearcher | None = None):
         hits were ranked from (up to 100)."""
         k = max(1, min(int(k), 20))
         chosen = Filters.make(**(filters or {}))
-        response = search_response(library.current(), question, k=k, mode=mode, style=cite, filters=chosen,
-                                   facets=bool(facets))
-        out = {"query": response.query, "passages": [_passage(h) for h in response.hits]}
+        response = search_response(library.current(), question or query, k=k, mode=mode, style=cite,
+                                   filters=chosen, facets=bool(facets))
+        out = {"query": response.query, "passages": [_passage(h) for h in response.hits],
+               "results": [{"id": h.id, "title": _title(h), "url": _url(h)} for h in response.hits]}
         for key in ("low_confidence", "truncated", "filters", "empty_because", "facets"):
             if getattr(response, key):
                 out[key] = getattr(response, key)
         return out
 
-    @server.tool()
+    @server.tool(annotations=reads)
+    @_one_line
+    def fetch(id: str) -> dict[str, Any]:  # noqa: A002 - the argument's name in ChatGPT's connector shape
+        """One passage by id (from search): its full text under its section path, its document's title,
+        a URL (the document's own, else kb://passages/ID) and metadata with its citation."""
+        hit = library.current().passage_hit(id)
+        section = " › ".join(hit.heading_path[1:])
+        return {"id": hit.id, "title": _title(hit), "text": (section + "\n\n" if section else "") + hit.text,
+                "url": _url(hit),
+                "metadata": {"document": hit.title, "heading_path": hit.heading_path, "path": hit.path,
+                             "page": hit.locator or None, "citation": hit.citation, **hit.meta}}
+
+    @server.tool(annotations=reads)
     @_one_line
     def get_passage(passage_id: str, context: int = 1) -> dict[str, Any]:
         """A passage by id (from search), with up to `context` neighbouring paragraphs before and after,
@@ -80,7 +107,7 @@ def build_server(index_dir: str | Path, library: LiveSearcher | None = None):
         return {"passage": _passage(hit), "before": [b["text"] for b in view["before"]],
                 "after": [a["text"] for a in view["after"]]}
 
-    @server.tool()
+    @server.tool(annotations=reads)
     @_one_line
     def related(passage_id: str, k: int = 5, filters: dict[str, Any] | None = None) -> dict[str, Any]:
         """Passages on the same subject as the given one (not itself, its paragraph or its sub-points),
