@@ -34,7 +34,7 @@ import numpy as np
 
 from kb.errors import KBError
 from kb.eval.evaluate import first_occurrences, hit_at, mrr_at
-from kb.rank.fusion import FEATURES, FusionModel, features
+from kb.rank.fusion import ABSENT_RANK, FEATURES, FusionModel, features, load_model
 
 SEED = "kb-fusion-1"
 TRAIN_SHARE = 0.7
@@ -203,6 +203,51 @@ def report(questions: Sequence[Question], model: FusionModel | None) -> dict[str
     return out
 
 
+DENSE, LEXICAL = FEATURES.index("dense"), FEATURES.index("lexical")
+DENSE_RANK, LEXICAL_RANK = FEATURES.index("dense_rank"), FEATURES.index("lexical_rank")
+
+
+def channel_scores(q: Question) -> dict[str, np.ndarray]:
+    """Each single-channel and fixed fusion's scores of a question's candidates: dense, lexical, the
+    weighted sum (``convex``) and RRF (k = 60, from the candidates' ranks in each channel)."""
+    def rrf_part(col: int) -> np.ndarray:
+        rank = np.expm1(q.x[:, col])  # the features hold log1p(rank), ABSENT_RANK when not returned
+        return np.where(rank < ABSENT_RANK - 0.5, 1.0 / (60.0 + rank), 0.0)
+    return {"lexical": q.x[:, LEXICAL], "dense": q.x[:, DENSE], "convex": q.x[:, CONVEX],
+            "rrf": rrf_part(DENSE_RANK) + rrf_part(LEXICAL_RANK)}
+
+
+def _means(rows: list[tuple[float, float]]) -> dict[str, float]:
+    a = np.array(rows) if rows else np.zeros((0, 2))
+    return {"mrr@10": round(float(a[:, 0].mean()), 4) if len(a) else 0.0,
+            "hit@1": round(float(a[:, 1].mean()), 4) if len(a) else 0.0}
+
+
+def leave_one_out(questions: Sequence[Question], l2: float = L2, shipped: FusionModel | None = None,
+                  fitter=None) -> dict[str, dict[str, dict[str, float]]]:
+    """The protocol that judges a fusion by sources it never saw: for each set, a model fitted on
+    the other sets (``fitter(train) -> FusionModel``, by default :func:`fit` with set weights)
+    ranks that set's candidates; beside it the set's lexical, dense, weighted-sum, RRF and shipped
+    rankings. ``{set: {method: {mrr@10, hit@1}}}``."""
+    fitter = fitter or (lambda train: fit(train, l2, set_weights(train)))
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    names = sorted({q.dataset for q in questions})
+    for name in names:
+        test = [q for q in questions if q.dataset == name]
+        train = [q for q in questions if q.dataset != name]
+        rows: dict[str, list[tuple[float, float]]] = {}
+        model = fitter(train) if train else None
+        for q in test:
+            for method, scores in channel_scores(q).items():
+                rows.setdefault(method, []).append(mrr(scores, q))
+            if shipped is not None:
+                rows.setdefault("shipped", []).append(mrr(shipped.raw(q.x), q))
+            if model is not None:
+                rows.setdefault("left_out", []).append(mrr(model.raw(q.x), q))
+        out[name] = {method: _means(r) for method, r in rows.items()} | {"questions": {"n": len(test)}}
+    return out
+
+
 def set_weights(questions: Sequence[Question]) -> list[float]:
     """Each set weighs as much as the others whatever its size (DuReader has 95 questions,
     DRCD 3,493): a question weighs 1 / sqrt(its set's size)."""
@@ -223,10 +268,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", default=SEED, help="the split's seed")
     ap.add_argument("--model", help="embedding model (default: the bundled offline one)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--leave-one-out", action="store_true",
+                    help="report, for each set, a model fitted on the other sets against that set's channels, "
+                         "weighted sum, RRF and the shipped model (the check a new model must pass)")
     args = ap.parse_args(argv)
     questions: list[Question] = []
     for d in args.datasets:
         questions += collect(d, progress=not args.no_progress, model=args.model)
+    if args.leave_one_out:
+        print(json.dumps({"leave_one_out": leave_one_out(questions, args.l2, load_model())}, ensure_ascii=False))
+        return
     train = [q for q in questions if in_train(q.key, args.seed)]
     test = [q for q in questions if not in_train(q.key, args.seed)]
     held = fit(train, args.l2, set_weights(train), {"split": args.seed, "side": "train"}) if train else None
