@@ -170,7 +170,7 @@ def test_openapi_schema_holds_under_generated_requests(library):
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(library[1]))
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 9
+    assert len(operations) == 16
     for operation in operations:
         @given(case=operation.as_strategy())
         @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))

@@ -49,11 +49,12 @@ def configured_token(environ: dict[str, str] | None = None) -> str | None:
     return token or None
 
 
-def check_exposure(host: str | None, environ: dict[str, str] | None = None) -> str | None:
-    """Refuse to serve on a non-loopback address without an access token. Returns the
-    token that visitors must give (``None`` when serving locally without one)."""
+def check_exposure(host: str | None, environ: dict[str, str] | None = None, has_keys: bool = False) -> str | None:
+    """Refuse to serve on a non-loopback address without an access token (or, with ``has_keys``,
+    the scoped keys of ``kb tokens``). Returns the token that visitors may give (``None`` when there
+    is none)."""
     token = configured_token(environ)
-    if is_local_host(host):
+    if is_local_host(host) or (token is None and has_keys):
         return token
     if token is None:
         raise AccessDenied(

@@ -31,6 +31,7 @@ from kb.search.live import LiveSearcher
 from kb.search.searcher import MAX_QUERY_CHARS, Searcher, search_response
 from kb.serve.access import redact_paths, token_matches
 from kb.serve.dify import add_retrieval
+from kb.serve.keys import KeyStore
 
 MAX_K = 100
 MAX_BODY_BYTES = 64 * 1024  # a POST /search body at most; anything bigger is refused unread
@@ -99,6 +100,9 @@ class SearchRequest(BaseModel):
     cite: str = Field(default="short", pattern="^(short|gbt7714|apa)$")
     min_score: float | None = Field(default=None, ge=0, le=1)
     facets: bool = False
+    library: list[Annotated[str, StringConstraints(max_length=40)]] = Field(
+        default_factory=list, max_length=MAX_VALUES, description="Search these libraries; default: every one the key "
+                                                                 "opens")
 
 
 @dataclass
@@ -147,7 +151,8 @@ class Health:
 
 
 ERRORS = {code: {"model": ErrorBody, "description": text} for code, text in (
-    (400, "A bad request"), (401, "Missing or wrong API key"), (404, "No such passage or document"),
+    (400, "A bad request"), (401, "Missing or wrong API key"), (403, "The key does not open this library"),
+    (404, "No such passage, document or library"),
     (413, "Request too large"), (422, "A parameter is invalid"), (429, "Rate limit exceeded"),
     (503, "The index is missing or damaged"))}
 
@@ -176,41 +181,60 @@ class RateLimiter:
             return count < self.per_minute
 
 
-def _error(status: int, error: str, detail: str = "", root: FsPath | str | None = None) -> JSONResponse:
-    if root is not None:  # kb's messages name the index folder: say "the index" instead
-        names = {str(root)} if str(root).startswith(("http://", "https://")) else {str(FsPath(root).resolve()),
-                                                                                    str(root)}
-        for name in sorted(names, key=len, reverse=True):
-            detail = detail.replace(name + "/", "the index").replace(name, "the index")
+def _error(status: int, error: str, detail: str = "", roots: list[FsPath | str] = ()) -> JSONResponse:
+    names: set[str] = set()
+    for root in roots:  # kb's messages name the index folder: say "the index" instead
+        names |= {str(root)} if str(root).startswith(("http://", "https://")) else {str(FsPath(root).resolve()),
+                                                                                     str(root)}
+    for name in sorted(names, key=len, reverse=True):
+        detail = detail.replace(name + "/", "the index").replace(name, "the index")
     return JSONResponse({"error": error, "detail": redact_paths(detail)}, status_code=status)
 
 
 DEFAULT_NAME = "default"  # the library's name when none is given: Dify's knowledge_id
+LibraryName = Annotated[str, Path(max_length=40, pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
 
 
-def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: int | None = None,
+@dataclass(frozen=True)
+class Principal:
+    """Who asks: a key's name, the library it opens (``*``: all) and its role."""
+
+    name: str
+    library: str
+    role: str
+
+    def opens(self, library: str) -> bool:
+        return self.library in ("*", library)
+
+
+def not_yours(library: str) -> StarletteHTTPException:
+    # one answer whether the library exists or not: a key learns nothing of the others
+    return StarletteHTTPException(403, f"this key does not open a library named {library!r}")
+
+
+def create_app(index_dir: str | FsPath | None = None, token: str | None = None, rate_limit: int | None = None,
                cors_origins: list[str] | None = None, embedder: Embedder | None = None,
-               name: str = DEFAULT_NAME) -> FastAPI:
-    """The API over ``index_dir``. ``token``: required as ``Authorization: Bearer …`` on
-    every endpoint but ``/healthz``; ``rate_limit``: requests per minute per client; ``name``:
-    the library's name (``knowledge_id`` of Dify's ``POST /retrieval``, :mod:`kb.serve.dify`)."""
-    library = LiveSearcher(index_dir, embedder=embedder)
-
-    def searcher() -> Searcher:
-        """The live version's searcher; 503 when the index is missing, damaged or being replaced."""
-        try:
-            return library.current()
-        except KBError as e:
-            raise Unavailable(str(e)) from e
+               name: str = DEFAULT_NAME, libraries: dict[str, str | FsPath] | None = None,
+               keys: KeyStore | None = None, require_key: bool = False) -> FastAPI:
+    """The API over one library (``index_dir``, called ``name``) or several (``libraries``: name ->
+    index; each also under ``/libraries/{name}/…``). ``token`` (``KB_ACCESS_TOKEN``) opens every
+    library as admin; ``keys`` are the scoped keys of ``KB_HOME`` (:mod:`kb.serve.keys`); without a key
+    a request is answered only when neither a token is set nor ``require_key``. ``rate_limit``:
+    requests per minute per client; ``name``: Dify's ``knowledge_id`` (:mod:`kb.serve.dify`)."""
+    named = dict(libraries) if libraries else {name: index_dir}
+    live = {n: LiveSearcher(ix, embedder=embedder) for n, ix in named.items()}
+    first = next(iter(live.values()))
+    open_access = token is None and not require_key
 
     def fail(status: int, error: str, detail: str = "") -> JSONResponse:
-        return _error(status, error, detail, root=library.location)
+        return _error(status, error, detail, roots=[lib.location for lib in live.values()])
 
     limiter = RateLimiter(rate_limit) if rate_limit else None
     app = FastAPI(title="kb", version=__version__,
                   description="Search a library of Chinese documents and cite the passages that answer. "
                               "Every hit carries its document, section path, source, date and a citation.")
-    app.state.library = library
+    app.state.library = first
+    app.state.libraries = live
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -219,85 +243,173 @@ def create_app(index_dir: str | FsPath, token: str | None = None, rate_limit: in
 
     _bound_requests(app, fail, limiter)
 
-    def authorized(request: Request) -> None:
-        if token is None:
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not token_matches(value.strip(), token):
-            raise StarletteHTTPException(401, "missing or wrong API key (Authorization: Bearer …)")
+    def principal(request: Request) -> Principal:
+        """The key a request carries, checked; 401 when it is missing (and needed) or wrong."""
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        value = value.strip()
+        if not value and open_access:
+            return Principal("anonymous", "*", "admin")
+        if scheme.lower() == "bearer" and value:
+            if token is not None and token_matches(value, token):
+                return Principal("access-token", "*", "admin")
+            key = keys.verify(value) if keys is not None else None
+            if key is not None:
+                return Principal(key.name, key.library, key.role)
+        raise StarletteHTTPException(401, "missing or wrong API key (Authorization: Bearer …)")
+
+    def opened(library: str, who: Principal) -> Searcher:
+        """The live searcher of ``library`` for ``who``; 403 (the same for one that does not exist) or 503."""
+        if not who.opens(library):
+            raise not_yours(library)
+        if library not in live:
+            raise not_yours(library) if who.library != "*" else StarletteHTTPException(
+                404, f"no library named {library!r}")
+        try:
+            return live[library].current()
+        except KBError as e:
+            raise Unavailable(str(e)) from e
+
+    def readable(who: Principal) -> list[str]:
+        return [n for n in live if who.opens(n)]
+
+    def by_name(name: LibraryName, who: Principal = Depends(principal)) -> Searcher:
+        return opened(name, who)
+
+    def the_only(who: Principal = Depends(principal)) -> Searcher:
+        """The library of the single-library paths: the only one this server (or this key) has."""
+        mine = readable(who)
+        if len(mine) != 1:
+            raise StarletteHTTPException(404, "this server holds several libraries: ask /libraries/{name}/…")
+        return opened(mine[0], who)
 
     _answer_errors(app, fail)
+    _library_routes(app, "", the_only)
+    _library_routes(app, "/libraries/{name}", by_name)
 
-    auth = [Depends(authorized)]
-
-    @app.get("/search", response_model=SearchResponse, dependencies=auth, responses=ERRORS,
-             summary="The passages that answer a question (the JSON of `kb search --json`)")
+    @app.get("/search", response_model=SearchResponse, responses=ERRORS,
+             summary="The passages that answer a question (the JSON of `kb search --json`); library= (repeatable) "
+                     "searches several libraries, merged by score")
     def search(q: Annotated[str, Query(min_length=1, max_length=100_000,
                                        description=QUESTION_HELP)],
                filters: QueryFilters, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10, mode: Mode = "hybrid",
                cite: Annotated[str, Query(pattern="^(short|gbt7714|apa)$")] = "short",
                min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
-               facets: Annotated[bool, Query(description=FACETS_HELP)] = False):
-        response = search_response(searcher(), q, k=k, mode=mode, filters=filters, style=cite, min_score=min_score,
-                                   facets=facets)
-        return JSONResponse(response.to_dict())
+               facets: Annotated[bool, Query(description=FACETS_HELP)] = False,
+               library: Annotated[list[str] | None, Query(max_length=MAX_VALUES,
+                                                          description="Search these libraries (repeatable); "
+                                                                      "default: every one the key opens")] = None,
+               who: Principal = Depends(principal)):
+        names = list(dict.fromkeys(library)) if library else readable(who)
+        return _answer(names, who, q, k, mode, filters, cite, min_score, facets)
 
-    @app.post("/search", response_model=SearchResponse, dependencies=auth, responses=ERRORS,
+    @app.post("/search", response_model=SearchResponse, responses=ERRORS,
               summary="The same search with its filters in a JSON body")
-    def search_body(body: SearchRequest) -> JSONResponse:
+    def search_body(body: SearchRequest, who: Principal = Depends(principal)) -> JSONResponse:
         filters = Filters.make(**body.filters.model_dump())
-        response = search_response(searcher(), body.q, k=body.k, mode=body.mode, filters=filters, style=body.cite,
-                                   min_score=body.min_score, facets=body.facets)
-        return JSONResponse(response.to_dict())
+        names = list(dict.fromkeys(body.library)) if body.library else readable(who)
+        return _answer(names, who, body.q, body.k, body.mode, filters, body.cite, body.min_score, body.facets)
 
-    @app.get("/passages/{passage_id}", response_model=PassageContext, dependencies=auth, responses=ERRORS,
-             summary="A passage with its context (like `kb show`)")
-    def passage(passage_id: Annotated[str, Path(max_length=200)],
-                context: Annotated[int, Query(ge=0, le=20)] = 1) -> JSONResponse:
-        view = searcher().show(passage_id, context=context)
-        return JSONResponse(_plain(view))
+    def _answer(names, who, q, k, mode, filters, cite, min_score, facets) -> JSONResponse:
+        if len(names) == 1:
+            response = search_response(opened(names[0], who), q, k=k, mode=mode, filters=filters, style=cite,
+                                       min_score=min_score, facets=facets)
+            return JSONResponse(response.to_dict())
+        if not names:
+            raise StarletteHTTPException(403, "this key opens no library")
+        if facets:
+            raise FilterError("facets", "one library at a time (ask /libraries/{name}/search)")
+        return JSONResponse(merged_search([(n, opened(n, who)) for n in names], q, k=k, mode=mode, filters=filters,
+                                          style=cite, min_score=min_score))
 
-    @app.get("/passages/{passage_id}/related", response_model=RelatedPassages, dependencies=auth, responses=ERRORS,
-             summary="Passages nearest to this one (not itself, its parent or children)")
-    def related(passage_id: Annotated[str, Path(max_length=200)],
-                filters: QueryFilters, k: Annotated[int, Query(ge=1, le=MAX_K)] = 5) -> JSONResponse:
-        hits = searcher().related(passage_id, k=k, filters=filters)
-        return JSONResponse({"passage": passage_id, "hits": [asdict(h) for h in hits]})
+    @app.get("/libraries", response_model=list[dict[str, Any]], responses=ERRORS,
+             summary="The libraries this key opens")
+    def list_libraries(who: Principal = Depends(principal)) -> JSONResponse:
+        return JSONResponse([{"name": n, "role": who.role} for n in readable(who)])
 
-    @app.get("/documents", response_model=DocumentPage, dependencies=auth, responses=ERRORS,
-             summary="The documents, a page at a time")
-    def documents(offset: Annotated[int, Query(ge=0)] = 0,
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JSONResponse:
-        docs = searcher().documents()
-        return JSONResponse({"total": len(docs), "offset": offset, "limit": limit,
-                             "documents": [asdict(d) for d in docs[offset: offset + limit]]})
+    def searcher_for(knowledge_id: str, who: Principal) -> Searcher:
+        return opened(knowledge_id, who)
 
-    @app.get("/documents/{doc_id}", response_model=FullDocument, dependencies=auth, responses=ERRORS,
-             summary="One document: its card, full text and passages")
-    def document(doc_id: Annotated[str, Path(max_length=200)]) -> JSONResponse:
-        full = searcher().document(doc_id)
-        return JSONResponse(_plain(full))
-
-    @app.get("/stats", response_model=dict[str, Any], dependencies=auth, responses=ERRORS,
-             summary="What the index holds (like `kb stats`)")
-    def stats() -> JSONResponse:
-        s = searcher().stats()
-        s.pop("index", None)  # a server path
-        s.pop("corpus", None)
-        return JSONResponse(s)
-
-    add_retrieval(app, searcher, name, token, ERRORS)
+    add_retrieval(app, principal, searcher_for, open_access, ERRORS)
 
     @app.get("/healthz", response_model=Health, responses={503: ERRORS[503]},
              summary="Whether the index can be searched")
     def healthz() -> JSONResponse:
         try:
-            s = library.health()
+            found = [lib.health() for lib in live.values()]
         except KBError as e:
             return fail(503, "index unavailable", str(e))
-        return JSONResponse({"status": "ok", "generation": s.version, "passages": s.count})
+        return JSONResponse({"status": "ok", "generation": found[0].version if len(found) == 1 else
+                             ",".join(f"{n}:{h.version}" for n, h in zip(live, found)),
+                             "passages": sum(h.count for h in found)})
     return app
+
+
+def merged_search(libraries: list[tuple[str, Searcher]], q: str, k: int = 10, mode: str = "hybrid",
+                  filters: Filters | None = None, style: str = "short", min_score: float | None = None) -> dict:
+    """One question asked of several libraries: every library's hits merged by their calibrated score
+    (the same 0-1 scale in each), each naming its library; weak only when every library's answer is."""
+    answers = [(name, search_response(s, q, k=k, mode=mode, filters=filters, style=style, min_score=min_score))
+               for name, s in libraries]
+    hits = [{**h.to_dict(), "library": name} for name, a in answers for h in a.hits]
+    hits.sort(key=lambda h: (-h["score"], h["library"], h["id"]))
+    out = answers[0][1].to_dict()
+    out["hits"] = hits[:k]
+    out["libraries"] = [name for name, _ in answers]
+    out["low_confidence"] = all(a.low_confidence for _, a in answers) or None
+    out["empty_because"] = None if hits else out.get("empty_because")
+    return out
+
+
+def _library_routes(app: FastAPI, prefix: str, resolve) -> None:
+    """The endpoints of one library, at ``prefix`` (``""``: the single-library paths), the library
+    given by the dependency ``resolve`` (which checks the key)."""
+    lib = Depends(resolve)
+
+    @app.get(prefix + "/passages/{passage_id}", response_model=PassageContext, responses=ERRORS,
+             summary="A passage with its context (like `kb show`)")
+    def passage(passage_id: Annotated[str, Path(max_length=200)],
+                context: Annotated[int, Query(ge=0, le=20)] = 1, searcher: Searcher = lib) -> JSONResponse:
+        return JSONResponse(_plain(searcher.show(passage_id, context=context)))
+
+    @app.get(prefix + "/passages/{passage_id}/related", response_model=RelatedPassages, responses=ERRORS,
+             summary="Passages nearest to this one (not itself, its parent or children)")
+    def related(passage_id: Annotated[str, Path(max_length=200)], filters: QueryFilters,
+                k: Annotated[int, Query(ge=1, le=MAX_K)] = 5, searcher: Searcher = lib) -> JSONResponse:
+        hits = searcher.related(passage_id, k=k, filters=filters)
+        return JSONResponse({"passage": passage_id, "hits": [asdict(h) for h in hits]})
+
+    @app.get(prefix + "/documents", response_model=DocumentPage, responses=ERRORS,
+             summary="The documents, a page at a time")
+    def documents(offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  searcher: Searcher = lib) -> JSONResponse:
+        docs = searcher.documents()
+        return JSONResponse({"total": len(docs), "offset": offset, "limit": limit,
+                             "documents": [asdict(d) for d in docs[offset: offset + limit]]})
+
+    @app.get(prefix + "/documents/{doc_id}", response_model=FullDocument, responses=ERRORS,
+             summary="One document: its card, full text and passages")
+    def document(doc_id: Annotated[str, Path(max_length=200)], searcher: Searcher = lib) -> JSONResponse:
+        return JSONResponse(_plain(searcher.document(doc_id)))
+
+    @app.get(prefix + "/stats", response_model=dict[str, Any], responses=ERRORS,
+             summary="What the index holds (like `kb stats`)")
+    def stats(searcher: Searcher = lib) -> JSONResponse:
+        s = searcher.stats()
+        s.pop("index", None)  # a server path
+        s.pop("corpus", None)
+        return JSONResponse(s)
+
+    if prefix:
+        @app.get(prefix + "/search", response_model=SearchResponse, responses=ERRORS,
+                 summary="The passages that answer a question, in this library")
+        def search_in(q: Annotated[str, Query(min_length=1, max_length=100_000, description=QUESTION_HELP)],
+                      filters: QueryFilters, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+                      mode: Mode = "hybrid", cite: Annotated[str, Query(pattern="^(short|gbt7714|apa)$")] = "short",
+                      min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
+                      facets: Annotated[bool, Query(description=FACETS_HELP)] = False, searcher: Searcher = lib):
+            response = search_response(searcher, q, k=k, mode=mode, filters=filters, style=cite, min_score=min_score,
+                                       facets=facets)
+            return JSONResponse(response.to_dict())
 
 
 def _bound_requests(app: FastAPI, fail, limiter: RateLimiter | None) -> None:
@@ -323,7 +435,7 @@ def _answer_errors(app: FastAPI, fail) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        names = {401: "unauthorized", 404: "not found", 405: "method not allowed"}
+        names = {401: "unauthorized", 403: "forbidden", 404: "not found", 405: "method not allowed"}
         response = fail(exc.status_code, names.get(exc.status_code, "error"), str(exc.detail))
         if exc.status_code == 401:
             response.headers["WWW-Authenticate"] = "Bearer"

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -481,6 +482,122 @@ def _jieba_cut():
     return _get_jieba().cut
 
 
+def _cli_actor() -> str:
+    """Who an admin action from the command line is recorded as in the audit log."""
+    import getpass
+
+    try:
+        return "cli:" + getpass.getuser()
+    except Exception:  # no user name (a container without passwd)
+        return "cli"
+
+
+@cli.group("libraries")
+def libraries_group():
+    """The named libraries one kb serve serves (KB_HOME/libraries.toml; KB_HOME is ~/.kb by default)."""
+
+
+@libraries_group.command("add")
+@click.argument("name")
+@click.option("--index", "index", required=True, metavar="DIR|PATH.db|URI", help="The library's index.")
+@click.option("--docs", default=None, metavar="DIR", help="Its document folder (for the page's uploads).")
+@_friendly
+def libraries_add_cmd(name, index, docs):
+    """Add (or repoint) the library NAME."""
+    from kb.serve.keys import AuditLog, Library, check_name, kb_home, load_libraries, save_libraries
+
+    home = kb_home()
+    libs = load_libraries(home)
+    index = index if "://" in index else str(Path(index).resolve())
+    libs[check_name(name)] = Library(name, index, str(Path(docs).resolve()) if docs else None)
+    save_libraries(home, libs)
+    AuditLog(home).record(_cli_actor(), name, "library.add", index)
+    click.echo(f"library {name}: {index}")
+
+
+@libraries_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def libraries_list_cmd(as_json):
+    """The libraries, with their index and document folder."""
+    from kb.serve.keys import kb_home, load_libraries
+
+    libs = load_libraries(kb_home())
+    if as_json:
+        _dump([{"name": x.name, "index": x.index, "docs": x.docs} for x in libs.values()])
+        return
+    for lib in libs.values():
+        click.echo(f"{lib.name}\t{lib.index}" + (f"\t{lib.docs}" if lib.docs else ""))
+
+
+@libraries_group.command("remove")
+@click.argument("name")
+@_friendly
+def libraries_remove_cmd(name):
+    """Forget the library NAME (its index and documents stay where they are)."""
+    from kb.serve.keys import AuditLog, kb_home, load_libraries, save_libraries
+
+    home = kb_home()
+    libs = load_libraries(home)
+    if name not in libs:
+        raise KBError(f"no library named {name!r}")
+    del libs[name]
+    save_libraries(home, libs)
+    AuditLog(home).record(_cli_actor(), name, "library.remove")
+    click.echo(f"library {name} removed")
+
+
+@cli.group("tokens")
+def tokens_group():
+    """API keys scoped to one library (or all) with a role: read, write or admin (KB_HOME/keys.json)."""
+
+
+@tokens_group.command("add")
+@click.argument("name")
+@click.option("--library", required=True, metavar="NAME|*", help="The library the key opens ('*': every one).")
+@click.option("--role", type=click.Choice(["read", "write", "admin"]), default="read", show_default=True)
+@_friendly
+def tokens_add_cmd(name, library, role):
+    """Make a key: its secret is printed once, on the last line, and stored only as its hash."""
+    from kb.serve.keys import AuditLog, KeyStore, kb_home
+
+    home = kb_home()
+    secret = KeyStore(home).add(name, library, role)
+    AuditLog(home).record(_cli_actor(), library, "key.add", f"{name} ({role})")
+    click.echo(f"key {name}: {role} on {'every library' if library == '*' else library}. "
+               "Its secret (shown this once):", err=True)
+    click.echo(secret)
+
+
+@tokens_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def tokens_list_cmd(as_json):
+    """The keys: names, scopes, created, last used (never their secrets)."""
+    from kb.serve.keys import KeyStore, kb_home
+
+    rows = KeyStore(kb_home()).listing()
+    if as_json:
+        _dump(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['name']}\t{r['library']}\t{r['role']}\tcreated {r['created']}\t"
+                   f"last used {r['last_used'] or 'never'}")
+
+
+@tokens_group.command("revoke")
+@click.argument("name")
+@_friendly
+def tokens_revoke_cmd(name):
+    """Revoke the key NAME: a running kb serve refuses it from its next request."""
+    from kb.serve.keys import AuditLog, KeyStore, kb_home
+
+    home = kb_home()
+    KeyStore(home).revoke(name)
+    AuditLog(home).record(_cli_actor(), "*", "key.revoke", name)
+    click.echo(f"key {name} revoked")
+
+
 @cli.command("compact")
 @click.option("--vectors", "vector_kind", type=click.Choice(VECTOR_KINDS), default="auto", show_default=True,
               help="Vector index of the merged segment (see `kb index --vectors`).")
@@ -558,9 +675,14 @@ def _serving_threads() -> None:
                    "Without one the header is ignored: it cannot dodge --rate-limit.")
 @click.option("--name", default="default", show_default=True, metavar="NAME",
               help="The library's name: the External Knowledge ID to give Dify (POST /retrieval).")
+@click.option("--library", "library_options", multiple=True, metavar="NAME=INDEX",
+              help="Serve several libraries, each also at /libraries/NAME/… (repeatable). Without it and without "
+                   "--index, those of KB_HOME/libraries.toml (kb libraries add).")
+@click.option("--require-key", is_flag=True,
+              help="Answer no request without a key, even on 127.0.0.1 (keys: kb tokens add, or KB_ACCESS_TOKEN).")
 @_index_option
 @_friendly
-def serve_cmd(host, port, rate_limit, cors_origins, trusted_proxies, name, index_dir):
+def serve_cmd(host, port, rate_limit, cors_origins, trusted_proxies, name, library_options, require_key, index_dir):
     """Serve the HTTP API (OpenAPI at /docs): /search, /passages/ID, /passages/ID/related,
     /documents, /documents/ID, /stats, /healthz, and Dify's external knowledge API /retrieval.
 
@@ -569,16 +691,27 @@ def serve_cmd(host, port, rate_limit, cors_origins, trusted_proxies, name, index
       KB_ACCESS_TOKEN=<a long secret> kb serve --host 0.0.0.0
       curl -H "Authorization: Bearer <the secret>" "http://HOST:8000/search?q=学习型政党"
     """
-    from kb.serve.access import check_exposure
+    from kb.serve.access import check_exposure, is_local_host
+    from kb.serve.keys import KeyStore, kb_home, load_libraries, parse_library_option
 
-    token = check_exposure(host)
+    home = kb_home()
+    keys = KeyStore(home)
+    token = check_exposure(host, has_keys=bool(keys.keys()))
+    libraries = None
+    if library_options:
+        libraries = {lib.name: lib.index for lib in map(parse_library_option, library_options)}
+    elif click.get_current_context().get_parameter_source("index_dir") == click.core.ParameterSource.DEFAULT:
+        libraries = {lib.name: lib.index for lib in load_libraries(home).values()} or None
     _serving_threads()
     from kb.serve.api import create_app
     from kb.serve.http_server import serve as serve_http
 
+    require_key = require_key or not is_local_host(host)
     app = create_app(index_dir, token=token, rate_limit=rate_limit, cors_origins=list(cors_origins) or None,
-                     name=name)
-    click.echo(f"kb API on http://{host}:{port}/ (docs at /docs){' — API key required' if token else ''}", err=True)
+                     name=name, libraries=libraries, keys=keys, require_key=require_key)
+    served = ", ".join(libraries) if libraries else name
+    click.echo(f"kb API on http://{host}:{port}/ (docs at /docs) · libraries: {served}"
+               f"{' — API key required' if token or require_key else ''}", err=True)
     serve_http(app, host, port, tuple(trusted_proxies))
 
 

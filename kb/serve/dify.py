@@ -17,10 +17,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kb.search.filters import MAX_VALUES, Filters
 from kb.search.searcher import search_response
-from kb.serve.access import token_matches
 
 MAX_TOP_K = 100
 
@@ -141,30 +141,38 @@ def records(response) -> list[dict[str, Any]]:
     return out
 
 
-def add_retrieval(app: FastAPI, searcher, name: str, token: str | None, errors: dict) -> None:
-    """``POST /retrieval`` on ``app``, answering for the library called ``name``; ``errors``: the
-    API's own error responses (kb's ``{error, detail}``: a malformed body, an unavailable index)."""
+def add_retrieval(app: FastAPI, identify, library_for, open_access: bool, errors: dict | None = None) -> None:
+    """``POST /retrieval`` on ``app``: ``identify(request)`` is the key's principal (raising 401),
+    ``library_for(knowledge_id, principal)`` the library's searcher (raising 403 for a library the
+    key does not open, 404 for one that does not exist); ``open_access``: a request without a key is
+    answered (loopback, no token)."""
 
     @app.post("/retrieval", summary="Dify's external knowledge API: the passages for a query",
               response_model=Records, responses={
                   400: {"model": DifyError, "description": "error_code 4001: a metadata condition kb cannot apply"},
                   403: {"model": DifyError, "description": "error_code 1001 (malformed header) or 1002 (wrong key)"},
                   404: {"model": DifyError, "description": "error_code 2001: no such knowledge base"},
-                  **{code: errors[code] for code in (413, 422, 429, 503) if code in errors}})
+                  **{code: v for code, v in (errors or {}).items() if code in (413, 422, 429, 503)}})
     def retrieval(body: RetrievalRequest, request: Request) -> JSONResponse:
-        if token is not None:
-            scheme, _, key = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not key.strip():
-                return dify_error(403, 1001, "Invalid Authorization header format. Expected 'Bearer <api-key>' format.")
-            if not token_matches(key.strip(), token):
-                return dify_error(403, 1002, "Authorization failed")
-        if body.knowledge_id != name:
-            return dify_error(404, 2001, "The knowledge does not exist")
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if (header or not open_access) and (scheme.lower() != "bearer" or not key.strip()):
+            return dify_error(403, 1001, "Invalid Authorization header format. Expected 'Bearer <api-key>' format.")
+        try:
+            who = identify(request)
+        except StarletteHTTPException:
+            return dify_error(403, 1002, "Authorization failed")
+        try:
+            searcher = library_for(body.knowledge_id, who)
+        except StarletteHTTPException as e:
+            if e.status_code == 404:
+                return dify_error(404, 2001, "The knowledge does not exist")
+            return dify_error(403, 1002, "Authorization failed")  # the same whether it exists or not
         try:
             filters = condition_filters(body.metadata_condition)
         except UnsupportedCondition as e:
             return dify_error(400, 4001, f"Unsupported metadata condition: {e}")
         setting = body.retrieval_setting
-        response = search_response(searcher(), body.query, k=setting.top_k, filters=filters,
+        response = search_response(searcher, body.query, k=setting.top_k, filters=filters,
                                    min_score=setting.score_threshold or None)
         return JSONResponse({"records": records(response)})

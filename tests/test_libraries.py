@@ -1,0 +1,164 @@
+"""Several libraries on one ``kb serve``, each with its own keys: the scope matrix (every role on
+every endpoint of its own and of another library), one answer for "no such library" and "not
+yours", a revoked key refused at once, merged search across libraries, secrets never written
+anywhere but the one line that shows them, and ``kb libraries`` / ``kb tokens``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from kb.serve.api import create_app
+from kb.serve.cli import cli
+from kb.serve.keys import AuditLog, KeyStore, load_libraries
+
+from .conftest import library_with
+
+ACCESS_TOKEN = "an-all-libraries-admin-token"
+
+
+@pytest.fixture(scope="module")
+def libraries(tmp_path_factory) -> dict[str, Path]:
+    hr = library_with(tmp_path_factory.mktemp("hr"), {
+        "leave.txt": "年休假管理办法\n\n来源：人事处 时间：2025-01-05\n\n职工连续工作满一年的，享受带薪年休假。\n"})
+    finance = library_with(tmp_path_factory.mktemp("finance"), {
+        "travel.txt": "差旅费报销规定\n\n来源：财务处 时间：2025-02-10\n\n出差人员应在返回后十日内报销差旅费。\n"})
+    return {"hr": hr[1], "finance": finance[1]}
+
+
+@pytest.fixture()
+def home(tmp_path) -> Path:
+    return tmp_path / "kbhome"
+
+
+@pytest.fixture()
+def keyed(libraries, home):
+    store = KeyStore(home)
+    secrets = {(lib, role): store.add(f"{lib.strip('*') or 'all'}-{role}", lib, role)
+               for lib in ("hr", "finance") for role in ("read", "write", "admin")}
+    secrets[("*", "admin")] = store.add("everything", "*", "admin")
+    app = create_app(libraries=libraries, keys=store, require_key=True, token=ACCESS_TOKEN)
+    return TestClient(app), secrets, store
+
+
+def endpoints(library: str, client: TestClient) -> list[str]:
+    """One URL of every read endpoint of ``library``, with real ids from it."""
+    docs = client.get(f"/libraries/{library}/documents", headers=_admin()).json()["documents"]
+    doc = next(d for d in docs if not d["path"].startswith("000_"))
+    passage = client.get(f"/libraries/{library}/documents/{doc['doc_id']}", headers=_admin()).json()["passages"][0]
+    pid = passage["id"]
+    base = f"/libraries/{library}"
+    return [f"{base}/search?q=规定", f"{base}/passages/{pid}", f"{base}/passages/{pid}/related",
+            f"{base}/documents", f"{base}/documents/{doc['doc_id']}", f"{base}/stats"]
+
+
+def _admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ACCESS_TOKEN}"}
+
+
+def _key(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def test_the_scope_matrix_every_role_on_every_endpoint_of_its_own_and_another_library(keyed):
+    client, secrets, _ = keyed
+    urls = {lib: endpoints(lib, client) for lib in ("hr", "finance")}
+    for (lib, role), secret in secrets.items():
+        for target, target_urls in urls.items():
+            for url in target_urls:
+                r = client.get(url, headers=_key(secret))
+                if lib in ("*", target):
+                    assert r.status_code == 200, (lib, role, url, r.text)
+                else:
+                    assert r.status_code == 403, (lib, role, url)
+                    assert r.json() == {"error": "forbidden",
+                                        "detail": f"this key does not open a library named {target!r}"}
+    for url in urls["hr"]:
+        assert client.get(url).status_code == 401  # no key
+        assert client.get(url, headers=_key("kb_not-a-real-key-at-all")).status_code == 401
+
+
+def test_a_library_that_does_not_exist_gets_the_same_answer_as_one_that_is_not_yours(keyed):
+    client, secrets, _ = keyed
+    hr_key = _key(secrets[("hr", "read")])
+    other = client.get("/libraries/finance/stats", headers=hr_key)
+    missing = client.get("/libraries/payroll/stats", headers=hr_key)
+    assert other.status_code == missing.status_code == 403
+    assert other.json()["detail"].replace("finance", "X") == missing.json()["detail"].replace("payroll", "X")
+    assert client.get("/libraries/payroll/stats", headers=_admin()).status_code == 404  # an admin may know
+
+
+def test_a_key_lists_and_searches_only_its_libraries(keyed):
+    client, secrets, _ = keyed
+    hr_key = _key(secrets[("hr", "read")])
+    assert client.get("/libraries", headers=hr_key).json() == [{"name": "hr", "role": "read"}]
+    assert {x["name"] for x in client.get("/libraries", headers=_admin()).json()} == {"hr", "finance"}
+    hits = client.get("/search", params={"q": "报销 年休假"}, headers=hr_key).json()["hits"]
+    assert hits and all(not h["path"].startswith("travel") for h in hits)  # the single-library path: its one
+    assert client.get("/search", params={"q": "报销", "library": "finance"}, headers=hr_key).status_code == 403
+
+
+def test_search_over_several_libraries_merges_by_calibrated_score_and_names_each_hits_library(keyed):
+    client, _, _ = keyed
+    merged = client.get("/search", params={"q": "报销差旅费 年休假", "k": 6, "library": ["hr", "finance"]},
+                        headers=_admin()).json()
+    hits = merged["hits"]
+    assert {h["library"] for h in hits} == {"hr", "finance"} and merged["libraries"] == ["hr", "finance"]
+    each = [dict(h, library=lib) for lib in ("hr", "finance")
+            for h in client.get(f"/libraries/{lib}/search", params={"q": "报销差旅费 年休假", "k": 6},
+                                headers=_admin()).json()["hits"]]
+    expect = sorted(each, key=lambda h: (-h["score"], h["library"], h["id"]))[:6]
+    assert [(h["library"], h["id"], h["score"]) for h in hits] == [(h["library"], h["id"], h["score"]) for h in expect]
+    travel = next(h for h in hits if h["path"] == "travel.txt")
+    assert travel["library"] == "finance"
+
+
+def test_a_revoked_key_is_refused_at_once(keyed, home):
+    client, secrets, _ = keyed
+    key = _key(secrets[("hr", "read")])
+    assert client.get("/libraries/hr/stats", headers=key).status_code == 200
+    KeyStore(home).revoke("hr-read")  # another process (kb tokens revoke) rewrites the file
+    assert client.get("/libraries/hr/stats", headers=key).status_code == 401
+
+
+def test_dify_retrieval_follows_the_keys_scope(keyed):
+    client, secrets, _ = keyed
+    body = {"query": "年休假", "retrieval_setting": {"top_k": 3, "score_threshold": 0}}
+    hr_key = _key(secrets[("hr", "read")])
+    assert client.post("/retrieval", json={**body, "knowledge_id": "hr"}, headers=hr_key).json()["records"]
+    for other in ("finance", "payroll"):  # not yours, and not there: one answer
+        r = client.post("/retrieval", json={**body, "knowledge_id": other}, headers=hr_key)
+        assert (r.status_code, r.json()["error_code"]) == (403, 1002)
+    r = client.post("/retrieval", json={**body, "knowledge_id": "payroll"}, headers=_admin())
+    assert (r.status_code, r.json()["error_code"]) == (404, 2001)
+
+
+def test_kb_libraries_and_kb_tokens_never_write_a_secret_but_the_line_that_shows_it(tmp_path, libraries, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("KB_HOME", str(home))
+    runner = CliRunner()
+    out = runner.invoke(cli, ["libraries", "add", "hr", "--index", str(libraries["hr"])])
+    assert out.exit_code == 0, out.output
+    assert load_libraries(home)["hr"].index == str(libraries["hr"].resolve())
+    made = runner.invoke(cli, ["tokens", "add", "alice", "--library", "hr", "--role", "read"])
+    assert made.exit_code == 0, made.output
+    secret = made.stdout.strip().splitlines()[-1]
+    assert secret.startswith("kb_") and len(secret) > 30
+    listed = runner.invoke(cli, ["tokens", "list", "--json"])
+    assert json.loads(listed.stdout)[0] | {"created": None} == {"name": "alice", "library": "hr", "role": "read",
+                                                                "created": None, "last_used": None}
+    client = TestClient(create_app(libraries={"hr": libraries["hr"]}, keys=KeyStore(home), require_key=True))
+    answer = client.get("/search", params={"q": "年休假"}, headers=_key(secret))
+    assert answer.status_code == 200
+    assert runner.invoke(cli, ["tokens", "revoke", "alice"]).exit_code == 0
+    assert client.get("/search", params={"q": "年休假"}, headers=_key(secret)).status_code == 401
+    audit = [json.loads(line) for line in (home / "audit.jsonl").read_text().splitlines()]
+    assert [a["action"] for a in audit] == ["library.add", "key.add", "key.revoke"]
+    for place in [listed.stdout, answer.text, *(p.read_text() for p in home.iterdir() if p.is_file())]:
+        assert secret not in place
+    AuditLog(home).record("x", "hr", "test")  # appended, never rewritten
+    assert len((home / "audit.jsonl").read_text().splitlines()) == 4
