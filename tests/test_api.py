@@ -275,7 +275,7 @@ def test_mcp_tools_over_stdio(library):
             return names, data, shown, near, missing, listed, fetched, tools
 
     names, data, shown, near, missing, listed, fetched, tools = asyncio.run(session())
-    assert names == {"search", "fetch", "get_passage", "related"}
+    assert names == {"search", "fetch", "get_passage", "related", "list_libraries"}
     assert all(t.annotations is not None and t.annotations.read_only_hint for t in tools)  # readOnlyHint
     assert listed and set(listed[0]) == {"id", "title", "url"} and listed[0]["id"] == data["passages"][0]["id"]
     assert set(fetched) == {"id", "title", "text", "url", "metadata"} and "严守纪律" in fetched["text"]

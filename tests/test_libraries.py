@@ -162,3 +162,22 @@ def test_kb_libraries_and_kb_tokens_never_write_a_secret_but_the_line_that_shows
         assert secret not in place
     AuditLog(home).record("x", "hr", "test")  # appended, never rewritten
     assert len((home / "audit.jsonl").read_text().splitlines()) == 4
+
+
+def test_mcp_tools_name_their_library(libraries):
+    import asyncio
+
+    from kb.serve.mcp import build_server
+
+    server = build_server(libraries=libraries)
+
+    def call(name: str, args: dict) -> dict:
+        return json.loads(asyncio.run(server.call_tool(name, args)).content[0].text)
+
+    assert [x["name"] for x in call("list_libraries", {})["libraries"]] == ["hr", "finance"]
+    travel = call("search", {"question": "报销差旅费", "library": "finance", "k": 3})["passages"]
+    assert travel and any("差旅费" in p["text"] for p in travel)
+    leave = call("search", {"question": "报销差旅费", "library": "hr", "k": 3})["passages"]
+    assert not any("差旅费" in p["text"] for p in leave)
+    pid = next(p["id"] for p in travel if "差旅费" in p["text"])
+    assert "差旅费" in call("fetch", {"id": pid, "library": "finance"})["text"]

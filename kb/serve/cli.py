@@ -716,15 +716,20 @@ def serve_cmd(host, port, rate_limit, cors_origins, trusted_proxies, name, libra
 
 
 @cli.command("mcp")
+@click.option("--library", "library_options", multiple=True, metavar="NAME=INDEX",
+              help="Serve several libraries (repeatable); the tools' library argument chooses one.")
 @_index_option
 @_friendly
-def mcp_cmd(index_dir):
-    """Serve the library to an AI assistant over the Model Context Protocol (stdio):
-    tools search, get_passage and related, each returning passages with their citation."""
+def mcp_cmd(library_options, index_dir):
+    """Serve the library to an AI assistant over the Model Context Protocol (stdio): read-only
+    tools search, fetch, get_passage, related and list_libraries, passages with their citation."""
+    from kb.serve.keys import parse_library_option
+
+    libraries = {lib.name: lib.index for lib in map(parse_library_option, library_options)} or None
     _serving_threads()
     from kb.serve.mcp import build_server
 
-    build_server(index_dir).run("stdio")
+    build_server(index_dir, libraries=libraries).run("stdio")
 
 
 @cli.command("eval")
