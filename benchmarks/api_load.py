@@ -3,6 +3,7 @@
     python benchmarks/api_load.py --seconds 60                  # demo index + 100k synthetic, c = 1, 8, 32
     python benchmarks/api_load.py --indexes demo --seconds 20 --leak-requests 10000
     python benchmarks/api_load.py --while-indexing --seconds 30 # queries while `kb index` embeds
+    python benchmarks/api_load.py --libraries --seconds 30      # 32 clients over two libraries with keys
 
 For each index and concurrency: QPS, p50/p95/p99 ms, errors; a generation swap is published
 in the middle of every run (a new generation made by copying the live one and switching
@@ -13,7 +14,9 @@ N requests. --while-indexing: sequential queries against a server on the demo in
 a `kb index` embeds documents in another process, with the encoder threads pinned (kb serve's
 default) and unpinned (OpenMP's defaults). Clients run in this process (threads with
 keep-alive connections), so on 2 cores they share the CPU with the server. Prints one JSON
-object as its last line.
+object as its last line. --libraries: 32 clients, half with a key of one library and half with a
+key of another, each asking its own library (`/libraries/NAME/search`), against the same 32 clients
+on one library without keys (errors, and the throughput ratio).
 """
 
 from __future__ import annotations
@@ -55,10 +58,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index: Path, pinned: bool = True) -> tuple[subprocess.Popen, int]:
+def start_server(index: Path, pinned: bool = True, libraries: dict[str, Path] | None = None,
+                 home: Path | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
-    if pinned:  # what `kb serve` does
+    if home is not None:
+        env["KB_HOME"] = str(home)
+    if libraries:
+        cmd = [sys.executable, "-m", "kb", "serve", "--port", str(port), "--require-key",
+               *[a for name, ix in libraries.items() for a in ("--library", f"{name}={ix}")]]
+    elif pinned:  # what `kb serve` does
         cmd = [sys.executable, "-m", "kb", "serve", "--port", str(port), "--index", str(index)]
     else:  # the same app, OpenMP left at its defaults (all cores, spinning waits)
         cmd = [sys.executable, "-c", "import sys, uvicorn; from kb.serve.api import create_app; "
@@ -69,7 +78,7 @@ def start_server(index: Path, pinned: bool = True) -> tuple[subprocess.Popen, in
     while time.time() < deadline:
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            c.request("GET", "/healthz")
+            c.request("GET", "/healthz")  # needs no key
             if c.getresponse().status == 200:
                 return proc, port
         except OSError:
@@ -95,7 +104,10 @@ def swap_generation(index: Path) -> None:
     idx.clean(keep_previous=live)
 
 
-def load(port: int, questions: list[str], concurrency: int, seconds: float, index: Path | None) -> dict:
+def load(port: int, questions: list[str], concurrency: int, seconds: float, index: Path | None,
+         routes: list[tuple[str, dict[str, str]]] = (("", {}),)) -> dict:
+    """``concurrency`` clients for ``seconds``; client n asks ``routes[n % len(routes)]``: a path
+    prefix (``/libraries/NAME``) and its headers (its key)."""
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -103,6 +115,7 @@ def load(port: int, questions: list[str], concurrency: int, seconds: float, inde
 
     def client(n: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        prefix, headers = routes[n % len(routes)]
         i = n
         mine, bad = [], []
         while time.perf_counter() < stop:
@@ -110,7 +123,7 @@ def load(port: int, questions: list[str], concurrency: int, seconds: float, inde
             i += concurrency
             t0 = time.perf_counter()
             try:
-                conn.request("GET", "/search?k=10&q=" + urllib.parse.quote(q))
+                conn.request("GET", prefix + "/search?k=10&q=" + urllib.parse.quote(q), headers=headers)
                 r = conn.getresponse()
                 body = r.read()
                 if r.status != 200:
@@ -198,6 +211,34 @@ def while_indexing(demo: Path, questions: list[str], seconds: float, tmp: Path) 
     return out
 
 
+def libraries_with_keys(demo: Path, questions: list[str], seconds: float, tmp: Path, concurrency: int = 32) -> dict:
+    """32 clients over two libraries with scoped keys, against 32 on one library without keys."""
+    from kb.serve.keys import KeyStore
+
+    libs = {"hr": tmp / "lib-hr", "finance": tmp / "lib-finance"}
+    for ix in libs.values():
+        shutil.copytree(demo, ix)
+    home = tmp / "kbhome"
+    store = KeyStore(home)
+    routes = [(f"/libraries/{name}", {"Authorization": f"Bearer {store.add(name + '-reader', name, 'read')}"})
+              for name in libs]
+    out = {}
+    proc, port = start_server(demo)
+    try:
+        out["one_library_no_keys"] = load(port, questions, concurrency, seconds, None)
+    finally:
+        proc.terminate()
+        proc.wait()
+    proc, port = start_server(demo, libraries=libs, home=home)
+    try:
+        out["two_libraries_with_keys"] = load(port, questions, concurrency, seconds, None, routes)
+    finally:
+        proc.terminate()
+        proc.wait()
+    out["throughput_ratio"] = round(out["two_libraries_with_keys"]["qps"] / out["one_library_no_keys"]["qps"], 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60)
@@ -205,6 +246,7 @@ def main() -> None:
     ap.add_argument("--indexes", nargs="+", default=["demo", "100k"], choices=["demo", "100k"])
     ap.add_argument("--leak-requests", type=int, default=10_000)
     ap.add_argument("--while-indexing", action="store_true", help="Only the queries-while-indexing measurement.")
+    ap.add_argument("--libraries", action="store_true", help="Only two libraries with keys against one without.")
     args = ap.parse_args()
     questions = synthetic.questions(2000)
     result: dict = {}
@@ -213,6 +255,10 @@ def main() -> None:
         demo = demo_index(tmp)
         if args.while_indexing:
             result["while_indexing"] = while_indexing(demo, questions, args.seconds, tmp)
+            print(json.dumps(result, ensure_ascii=False))
+            return
+        if args.libraries:
+            result["libraries"] = libraries_with_keys(demo, questions, args.seconds, tmp)
             print(json.dumps(result, ensure_ascii=False))
             return
         for name in args.indexes:

@@ -181,3 +181,42 @@ def test_mcp_tools_name_their_library(libraries):
     assert not any("差旅费" in p["text"] for p in leave)
     pid = next(p["id"] for p in travel if "差旅费" in p["text"])
     assert "差旅费" in call("fetch", {"id": pid, "library": "finance"})["text"]
+
+
+def test_the_page_asks_for_a_key_once_and_shows_only_the_libraries_it_opens(libraries, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from kb.serve.keys import Library, save_libraries
+
+    from .conftest import ROOT
+
+    home = tmp_path / "home"
+    save_libraries(home, {n: Library(n, str(ix)) for n, ix in libraries.items()})
+    store = KeyStore(home)
+    reader = store.add("alice", "hr", "read")
+    admin = store.add("root", "*", "admin")
+    monkeypatch.setenv("KB_HOME", str(home))
+    monkeypatch.delenv("KB_INDEX", raising=False)
+    monkeypatch.delenv("KB_ACCESS_TOKEN", raising=False)
+
+    def enter(secret: str):
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+        assert at.text_input[0].label == "访问口令" and not at.sidebar.selectbox  # nothing shown before the key
+        at.text_input[0].input(secret)
+        return at.button[0].click().run()
+
+    wrong = enter("kb_wrong-secret-entirely")
+    assert any("口令不对" in e.value for e in wrong.error)
+    at = enter(reader)
+    assert not at.exception and not at.error
+    assert "知识库" not in [s.label for s in at.sidebar.selectbox]  # one library opens: no choice to make
+    assert not [f for f in at.sidebar.markdown if "管理文档" in f.value]  # a read key uploads nothing
+    at.query_params["q"] = "年休假"
+    at.run()
+    assert not at.text_input or at.text_input[0].label != "访问口令"  # the key is asked once per session
+    shown = " ".join(m.value for m in at.markdown)
+    assert "年休假" in shown and "差旅费" not in shown
+    root = enter(admin)
+    choice = next(s for s in root.sidebar.selectbox if s.label == "知识库")
+    assert sorted(choice.options) == ["finance", "hr"]
+    assert [f for f in root.sidebar.markdown if "管理文档" in f.value]

@@ -26,7 +26,16 @@ from kb.records import SEARCH_MODES
 from kb.search.filters import FilterError, Filters, document_fields, shown_value
 from kb.search.live import LiveSearcher
 from kb.search.searcher import MAX_QUERY_CHARS, Searcher, bound_query, search_response
-from kb.serve.access import authorize_session, check_exposure, confine, library_roots, redact_paths, token_matches
+from kb.serve.access import (
+    authorize_session,
+    check_exposure,
+    confine,
+    is_local_host,
+    library_roots,
+    redact_paths,
+    token_matches,
+)
+from kb.serve.keys import ALL, AuditLog, Key, KeyStore, kb_home, load_libraries
 from kb.serve.streamlit_server import harden
 from kb.serve.uploads import UPLOAD_SUFFIXES, remove_document, save_library_file, save_upload
 from kb.text.vocabulary import parse_synonyms, parse_words
@@ -96,14 +105,14 @@ html, body, [class*="css"], .stMarkdown, .stTextInput input {
 # --------------------------------------------------------------------------- loading
 
 
-def index_dir_from_args() -> str:
-    """The index: a folder, or a Milvus store (a .db path or a URI)."""
+def index_dir_from_args() -> str | None:
+    """The index given (--index, --store, KB_INDEX, KB_STORE): a folder, or a Milvus store (a .db path
+    or a URI); None when none is."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--index")
     parser.add_argument("--store")
     args, _ = parser.parse_known_args(sys.argv[1:])
-    where = args.store or os.environ.get("KB_STORE") or args.index or os.environ.get("KB_INDEX") or "index"
-    return where
+    return args.store or os.environ.get("KB_STORE") or args.index or os.environ.get("KB_INDEX") or None
 
 
 def say(kind: str, message: str, where=st) -> None:
@@ -134,32 +143,62 @@ def _remember_authorized() -> None:
         authorize_session(ctx.session_id)
 
 
-def access_granted() -> bool:
-    """The page's door: served beyond this machine only with an access token, which each
-    visitor types once per session (compared in constant time)."""
+def access_granted() -> Key | None:
+    """The page's door: served beyond this machine only with a key — ``KB_ACCESS_TOKEN`` (every
+    library, admin) or a scoped key of ``kb tokens`` — which each visitor types once per session
+    (compared in constant time). Returns who is in (on this machine without a token: everyone, as
+    admin of every library), else None."""
+    keys = KeyStore(kb_home())
     try:
-        token = check_exposure(st.get_option("server.address"))
+        has_keys = bool(keys.keys())
+        address = st.get_option("server.address")
+        token = check_exposure(address, has_keys=has_keys)
     except KBError as e:
         st.title("kb 知识库检索")
         st.error("这个页面在网络上公开，但没有设置访问口令，所以不提供服务。管理员请设置环境变量 "
-                 "KB_ACCESS_TOKEN 后重新启动，或者只在本机（127.0.0.1）上运行。")
-        st.caption(text_html(str(e)))
-        return False
-    if token is None:
-        return True
-    if st.session_state.get("kb_authorized"):
+                 "KB_ACCESS_TOKEN（或用 kb tokens add 建立密钥）后重新启动，或者只在本机（127.0.0.1）上运行。")
+        st.caption(text_html(redact_paths(str(e))))
+        return None
+    if token is None and is_local_host(address):
+        return EVERYONE
+    if st.session_state.get("kb_key") is not None:
         _remember_authorized()
-        return True
+        return st.session_state["kb_key"]
     st.title("kb 知识库检索")
     with st.form("login"):
         given = st.text_input("访问口令", type="password", max_chars=256)
         if st.form_submit_button("进入", type="primary"):
-            if token_matches(given, token):
-                st.session_state["kb_authorized"] = True
+            who = (Key("access-token", ALL, "admin", "", "") if token is not None and token_matches(given, token)
+                   else keys.verify(given.strip()))
+            if who is not None:
+                st.session_state["kb_key"] = who
                 _remember_authorized()
                 st.rerun()
             st.error("口令不对。")
-    return False
+    return None
+
+
+EVERYONE = Key("local", ALL, "admin", "", "")  # a visitor on this machine when no token is set
+
+
+def choose_library(who: Key) -> tuple[str, str] | None:
+    """The library this page shows: ``(name, index)``. With libraries in ``KB_HOME`` (and no
+    --index), the visitor picks among those the key opens; else the one index given."""
+    explicit = index_dir_from_args()
+    libraries = {} if explicit else load_libraries(kb_home())
+    if not libraries:
+        index = explicit or "index"
+        name = next((n for n, lib in load_libraries(kb_home()).items() if lib.index == index), "default")
+        if not who.opens(name):
+            st.error("这个密钥不能打开这个知识库。")
+            return None
+        return name, index
+    mine = [n for n in libraries if who.opens(n)]
+    if not mine:
+        st.error("这个密钥不能打开任何知识库。")
+        return None
+    name = st.sidebar.selectbox("知识库", mine, key="library") if len(mine) > 1 else mine[0]
+    return name, libraries[name].index
 
 
 @st.cache_resource(show_spinner=False)
@@ -526,6 +565,9 @@ def sidebar(searcher: Searcher, index_dir: str) -> dict:
     filter_panel(sb, searcher, titles, filters, response.facets if response else None)
 
     corpus = Path(searcher.manifest.get("corpus", ""))
+    actor, library_name, may_write = st.session_state.get("kb_actor", ("local", "default", True))
+    if not may_write:  # a read key: searching only
+        return {"mode": MODES[mode_label], "k": k, "filters": filters, "response": response, "ms": ms}
     sb.markdown("### 管理文档")
     with sb.form("upload", clear_on_submit=True):
         files = st.file_uploader(
@@ -573,6 +615,7 @@ def save_vocabulary(words: str, synonyms: str, corpus: Path, index_dir: str) -> 
     try:  # the lines that can be used, as kb reads them
         save_library_file(folder, "words.txt", "".join(w.line() + "\n" for w in own))
         save_library_file(folder, "synonyms.txt", "".join(r.line() + "\n" for r in rules))
+        audit("vocabulary.save", f"{len(own)} words, {len(rules)} synonym rules")
     except (KBError, OSError) as e:
         note("error", f"未能保存词典：{e}")
         st.rerun()
@@ -631,6 +674,14 @@ def library_folder(corpus: Path) -> Path | None:
     return folder
 
 
+def audit(action: str, obj: str = "") -> None:
+    """A write from the page, in KB_HOME's audit log (when kb keeps one: KB_HOME exists)."""
+    actor, library_name, _ = st.session_state.get("kb_actor", ("local", "default", True))
+    home = kb_home()
+    if home.is_dir():
+        AuditLog(home).record(actor, library_name, action, obj)
+
+
 def add_files(files, corpus: Path, index_dir: str) -> None:
     folder = library_folder(corpus)
     if folder is None:
@@ -650,6 +701,7 @@ def add_files(files, corpus: Path, index_dir: str) -> None:
             save_upload(folder, f.name, f.getvalue(), max_bytes=UPLOAD_LIMIT_MB * 1024 * 1024,
                         suffixes=UPLOAD_SUFFIXES)
             added += 1
+            audit("document.upload", f.name)
         except KBError as e:
             note("warning", f"未添加：{e}")
     if not added:
@@ -665,7 +717,9 @@ def remove(searcher: Searcher, doc_id: str, corpus: Path, index_dir: str) -> Non
         st.rerun()
         return
     try:
-        remove_document(folder, searcher.document_info(doc_id).path)
+        path = searcher.document_info(doc_id).path
+        remove_document(folder, path)
+        audit("document.remove", path)
     except KBError as e:
         note("error", f"未能移出：{e}")
         st.rerun()
@@ -681,9 +735,14 @@ def main() -> None:
     harden()  # also when started as a plain `streamlit run app.py` (kb page hardens before the server starts)
     st.set_page_config(page_title="kb · 知识库检索", page_icon="📚", layout="centered")
     st.markdown(CSS, unsafe_allow_html=True)
-    if not access_granted():
+    who = access_granted()
+    if who is None:
         return
-    index_dir = index_dir_from_args()
+    chosen = choose_library(who)
+    if chosen is None:
+        return
+    library_name, index_dir = chosen
+    st.session_state["kb_actor"] = (who.name, library_name, who.may("write"))
     try:
         library = live_searcher(index_dir)
         live = library.version()
