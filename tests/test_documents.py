@@ -120,7 +120,11 @@ def test_docx_paragraphs_headings_and_tables():
 
 def _tiny_pdf(text: str) -> bytes:
     """A one-page PDF with a Helvetica text layer (ASCII), built by hand."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    return pdf_page(f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode())
+
+
+def pdf_page(stream: bytes) -> bytes:
+    """A one-page PDF whose content is ``stream`` (text in Helvetica, /F1), built by hand."""
     objs = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",

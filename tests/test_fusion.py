@@ -62,7 +62,7 @@ def test_features_of_a_pool():
 
 def test_the_shipped_model_loads_and_describes_its_training():
     model = load_model()
-    assert model.features == FEATURES and len(model.weights) == len(FEATURES)
+    assert set(model.features) <= set(FEATURES) and len(model.weights) == len(model.features)
     info = model.info
     assert "python -m kb.learn" in info["command"] and info["questions"] > 1000
     scores = model.score(features(pool(), RankingConfig()))
@@ -71,11 +71,12 @@ def test_the_shipped_model_loads_and_describes_its_training():
 
 def test_a_model_file_for_other_features_is_refused(tmp_path):
     data = json.loads(MODEL_PATH.read_text(encoding="utf-8"))
-    data["features"] = data["features"][:-1]
-    bad = tmp_path / "old.json"
-    bad.write_text(json.dumps(data), encoding="utf-8")
-    with pytest.raises(KBError, match="retrain"):
-        load_model(str(bad))
+    for names in (data["features"][:-1], data["features"][:-1] + ["a_feature_kb_does_not_compute"]):
+        bad = tmp_path / "old.json"
+        bad.write_text(json.dumps(dict(data, features=names)), encoding="utf-8")
+        load_model.cache_clear()
+        with pytest.raises(KBError, match="retrain"):
+            load_model(str(bad))
     with pytest.raises(KBError, match="cannot read"):
         load_model(str(tmp_path / "missing.json"))
 

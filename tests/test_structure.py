@@ -14,6 +14,7 @@ from kb.read.plaintext import reflow, wrap_width
 from kb.records import CONTENTS_KIND
 from kb.split.passages import split_document
 
+from .test_documents import pdf_page
 from .test_formats import epub_bytes
 
 
@@ -172,24 +173,7 @@ def _pdf(pages: list[list[str | tuple[int, str]]]):
     for lines in pages:
         sized = [(12, line) if isinstance(line, str) else line for line in lines]
         ops = " ".join(f"/F1 {size} Tf ({line}) Tj 0 -{size + 6} Td" for size, line in sized)
-        stream = f"BT 72 720 Td {ops} ET".encode()
-        objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-                b"/Resources << /Font << /F1 5 0 R >> >> >>",
-                b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-                b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-        out = io.BytesIO()
-        out.write(b"%PDF-1.4\n")
-        offsets = []
-        for i, body in enumerate(objs, 1):
-            offsets.append(out.tell())
-            out.write(b"%d 0 obj\n" % i + body + b"\nendobj\n")
-        xref = out.tell()
-        out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1))
-        for off in offsets:
-            out.write(b"%010d 00000 n \n" % off)
-        out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref))
-        writer.append(PdfReader(io.BytesIO(out.getvalue())))
+        writer.append(PdfReader(io.BytesIO(pdf_page(f"BT 72 720 Td {ops} ET".encode()))))
     return writer
 
 

@@ -125,9 +125,9 @@ def _minimize():
 
 
 def fit(questions: Sequence[Question], l2: float = L2, weights: Sequence[float] | None = None,
-        info: dict | None = None) -> FusionModel:
-    """The listwise linear model (and its calibration) fitted on ``questions``; those whose
-    candidates hold no positive teach nothing and are left out."""
+        info: dict | None = None, names: Sequence[str] = FEATURES) -> FusionModel:
+    """The listwise linear model (and its calibration) over the features ``names`` fitted on
+    ``questions``; those whose candidates hold no positive teach nothing and are left out."""
     minimize = _minimize()
 
     keep = [i for i, q in enumerate(questions) if q.y.any()]
@@ -137,6 +137,9 @@ def fit(questions: Sequence[Question], l2: float = L2, weights: Sequence[float] 
     qw = np.ones(len(qs)) if weights is None else np.asarray([weights[i] for i in keep], dtype=float)
     qw = qw / qw.mean()
     x, y, seg = _stack(qs)
+    names = tuple(names)
+    if names != FEATURES:
+        x = x[:, [FEATURES.index(f) for f in names]]
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale < 1e-9] = 1.0
     z = (x - mean) / scale
@@ -158,7 +161,7 @@ def fit(questions: Sequence[Question], l2: float = L2, weights: Sequence[float] 
     w = res.x
     raw = z @ w
     calibration = _calibrate(raw, y)
-    return FusionModel(FEATURES, mean, scale, w, calibration, info or {})
+    return FusionModel(names, mean, scale, w, calibration, info or {})
 
 
 def _calibrate(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:

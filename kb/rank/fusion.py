@@ -178,7 +178,16 @@ FEATURES = (
     "dense_rank", "lexical_rank", "dense_only", "lexical_only",
     "cover", "cover_ramped", "head_cover", "log_length", "sub",
     "doc_hits", "doc_best_other", "family_best",
+    # within the query: each channel's scores standardised over its candidates, and gated by how far
+    # the two channels agree on the query's top 10 (a per-query weighting a linear model can learn)
+    "dense_z", "lexical_z", "dense_z_x_agree", "lexical_z_x_agree",
 )
+AGREE_TOP = 10
+
+
+def _standardised(a: np.ndarray) -> np.ndarray:
+    sd = float(a.std())
+    return (a - a.mean()) / sd if sd > 1e-9 else np.zeros_like(a)
 
 
 ABSENT_RANK = 200  # the rank feature of a candidate its channel did not return
@@ -221,12 +230,16 @@ def features(pool: Pool, config: RankingConfig) -> np.ndarray:
             family_best[i] = max(family_best[i], convex[j])
             family_best[j] = max(family_best[j], convex[i])
     dr, lr = np.asarray(pool.dense_rank), np.asarray(pool.lexical_rank)
+    top_d, top_l = (dr > 0) & (dr <= AGREE_TOP), (lr > 0) & (lr <= AGREE_TOP)
+    agree = float((top_d & top_l).sum()) / AGREE_TOP
+    dz, lz = _standardised(d), _standardised(lex)
     cols = [
         d, lex, lex * ramp, d * lex, convex, _ranks(dr), _ranks(lr), ((dr > 0) & (lr == 0)).astype(float),
         ((lr > 0) & (dr == 0)).astype(float),
         cover, cover * ramp, np.asarray(pool.head_cover, dtype=np.float64),
         np.log1p(np.asarray(pool.length, dtype=np.float64)), np.asarray(pool.sub, dtype=np.float64),
         doc_hits, doc_best_other, family_best,
+        dz, lz, dz * agree, lz * agree,
     ]
     return np.column_stack(cols)
 
@@ -245,6 +258,9 @@ class FusionModel:
     info: Mapping[str, object] = field(default_factory=dict)
 
     def raw(self, x: np.ndarray) -> np.ndarray:
+        """The model's score of each row of ``x`` (all of :data:`FEATURES`; it reads its own columns)."""
+        if self.features != FEATURES:
+            x = x[:, [FEATURES.index(f) for f in self.features]]
         return ((x - self.mean) / self.scale) @ self.weights
 
     def score(self, x: np.ndarray) -> np.ndarray:
@@ -265,11 +281,14 @@ class FusionModel:
     def from_json(cls, data: Mapping[str, object], where: str = "fusion model") -> FusionModel:
         from kb.errors import KBError
 
-        if data.get("format") != 1 or tuple(data.get("features", ())) != FEATURES:
+        names = tuple(data.get("features", ()))
+        if data.get("format") != 1 or not names or not set(names) <= set(FEATURES):
             raise KBError(f"{where} was trained for other features than this kb computes — retrain it "
                           "with `python -m kb.learn` (see README, Ranking)")
         arr = {k: np.asarray(data[k], dtype=np.float64) for k in ("mean", "scale", "weights")}
-        return cls(FEATURES, arr["mean"], arr["scale"], arr["weights"],
+        if any(len(a) != len(names) for a in arr.values()):
+            raise KBError(f"{where}: {len(names)} features but weights of another length — retrain it")
+        return cls(names, arr["mean"], arr["scale"], arr["weights"],
                    tuple(float(c) for c in data["calibration"]), data.get("info") or {})
 
 
