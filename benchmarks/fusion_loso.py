@@ -37,6 +37,9 @@ CANDIDATES = {
     "channels_and_cover": ("dense", "lexical", "lexical_ramped", "convex", "dense_rank", "lexical_rank",
                            "cover", "cover_ramped", "head_cover"),
     "channels": ("dense", "lexical", "dense_rank", "lexical_rank"),
+    "gated_channels_and_cover": ("dense", "lexical", "lexical_ramped", "convex", "dense_rank", "lexical_rank",
+                                 "cover", "cover_ramped", "head_cover", "dense_z", "lexical_z", "dense_z_x_agree",
+                                 "lexical_z_x_agree"),
 }
 L2S = (1e-2, 1e-1, 1.0)
 
@@ -60,12 +63,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("datasets", nargs="+")
     ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--only", nargs="+", choices=list(CANDIDATES), help="these candidates only")
+    ap.add_argument("--l2", nargs="+", type=float, default=list(L2S))
     args = ap.parse_args()
     questions = questions_of(args.datasets, args.cache)
     shipped = load_model()
     result: dict = {"sets": {}, "candidates": {}}
     for name, names in CANDIDATES.items():
-        for l2 in L2S:
+        if args.only and name not in args.only:
+            continue
+        for l2 in args.l2:
             def fitter(train, names=names, l2=l2):
                 return fit(train, l2, set_weights(train), names=names)
             table = leave_one_out(questions, l2, shipped, fitter=fitter)

@@ -3,6 +3,7 @@ related-passages score."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from kb.errors import KBError
-from kb.eval.learn import Question, fit, in_train, main, mrr
+from kb.eval.learn import Question, fit, in_train, main, mrr, set_weights
 from kb.rank.fusion import (
     FEATURES,
     MODEL_PATH,
@@ -98,7 +99,7 @@ def synthetic(n: int, rng) -> list[Question]:
 def test_fit_learns_what_ranks_the_positive_first():
     rng = np.random.default_rng(0)
     model = fit(synthetic(200, rng), l2=1e-3)
-    w = dict(zip(FEATURES, model.weights))
+    w = dict(zip(model.features, model.weights))
     assert w["cover"] > 0.5 and w["dense"] < 0
     held = synthetic(50, rng)
     assert np.mean([mrr(model.raw(q.x), q)[0] for q in held]) > 0.85
@@ -167,3 +168,21 @@ def test_related_is_not_the_same_document_only(tmp_path):
     related = s.related(focus.id, k=5)
     assert any(h.path == "学习心得.txt" for h in related), [(h.path, h.heading_path) for h in related]
     assert all(0 <= h.score <= 1 for h in related)
+
+
+def test_a_model_worse_than_the_shipped_one_on_leave_one_set_out_is_refused():
+    from kb.eval.learn import guard
+
+    rng = np.random.default_rng(3)
+    questions = [dataclasses.replace(q, dataset=name) for name in ("one", "two", "three")
+                 for q in synthetic(60, rng)]
+
+    def blind(train):  # a model that cannot see what ranks the positive first
+        return fit(train, 1e-3, names=("log_length", "sub"))
+
+    refused = guard(questions, blind)
+    assert not refused["passed"] and refused["new"] < refused["shipped"]
+    assert refused["protocol"] == "leave-one-set-out"
+    shipped = load_model()
+    same = guard(questions, lambda train: fit(train, shipped.info["l2"], set_weights(train), names=shipped.features))
+    assert same["passed"] and same["new"] == same["shipped"]
