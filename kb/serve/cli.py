@@ -657,9 +657,11 @@ def _serving_threads() -> None:
     """A server answers one short query at a time per request: one encoder thread each,
     sleeping rather than spinning while idle, so that a `kb index` running beside it (or
     many concurrent requests) does not oversubscribe the cores. Set before the encoder's
-    library loads; the user's own settings win."""
+    library loads; the user's own settings win. Queries are encoded side by side, one per core
+    (``KB_ENCODER_THREADS``), instead of queueing at one encoder."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("KB_ENCODER_THREADS", str(min(os.cpu_count() or 1, 8)))
 
 
 @cli.command("serve")
