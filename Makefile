@@ -11,8 +11,12 @@ CORPUS ?= corpus
 PORT ?= 8501
 # The page listens on this machine only; HOST=0.0.0.0 serves the network and needs KB_ACCESS_TOKEN.
 HOST ?= 127.0.0.1
-# pip on this kind of machine prints a warning per package for an absent local mirror; hide only those.
-PIPQUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+# pip on this kind of machine prints a warning per package for an absent local mirror, and setuptools
+# an informational box about editable installs of a flat layout (kb/ beside pyproject.toml, as meant);
+# hide only those.
+PIPQUIET := grep -v -E "is ignored: it is neither a file nor a directory|editable_wheel.py:[0-9]+: \
+	[A-Za-z]+: Editable installation|^ *!! *$$|^ *\*{20,} *$$|Please be careful with folders in your working|name as \
+	your package as they may take precedence|with strategy, WheelFile\(|^ *$$" || true
 
 .PHONY: help setup .venv index run serve test test-fast lint bench fuzz fusion-model clean
 .DEFAULT_GOAL := help
