@@ -26,13 +26,13 @@ from kb.rank.fusion import FEATURES, load_model  # noqa: E402
 
 # Candidate feature sets: all of today's, and ones without what describes a source's layout
 # (documents of one paragraph vs pages of many, lengths) rather than a passage's relevance.
-SHIPPED = FEATURES[:17]  # the features of the shipped model
+ORIGINAL = FEATURES[:17]  # the features of the model shipped before leave-one-set-out chose one
 CANDIDATES = {
-    "all": SHIPPED,
+    "all": ORIGINAL,
     "all_gated": FEATURES,
     "gated_no_doc_layout": tuple(f for f in FEATURES if f not in ("doc_hits", "doc_best_other", "log_length", "sub",
                                                                   "family_best")),
-    "no_doc_layout": tuple(f for f in SHIPPED if f not in ("doc_hits", "doc_best_other", "log_length", "sub",
+    "no_doc_layout": tuple(f for f in ORIGINAL if f not in ("doc_hits", "doc_best_other", "log_length", "sub",
                                                             "family_best")),
     "channels_and_cover": ("dense", "lexical", "lexical_ramped", "convex", "dense_rank", "lexical_rank",
                            "cover", "cover_ramped", "head_cover"),

@@ -222,6 +222,11 @@ class _Blocks:
         self.parts.append(block)
         self.pos += len(block)
 
+    def add_line(self, line: str) -> None:
+        """Continue the last block with ``line`` on a line of its own (a code block's next line)."""
+        self.parts[-1] += "\n" + line
+        self.pos += 1 + len(line)
+
     def extend(self, piece: str, mark: int, ocr: bool = False) -> None:
         """Continue the last block with ``piece`` (a paragraph running over a page break),
         marking where ``piece`` starts."""
@@ -600,8 +605,7 @@ def _read_docx(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
             if not text.strip():
                 continue
             if last_code:
-                blocks.parts[-1] += "\n" + text
-                blocks.pos += 1 + len(text)
+                blocks.add_line(text)
                 code[-1] = (code[-1][0], blocks.pos)
             else:
                 blocks.add(text)
@@ -690,17 +694,15 @@ def _read_pdf(raw: bytes, name: str, opts: ReadOptions = DEFAULT_READ) -> Read:
     ocred: set[int] = set()
     if scanned and opts.ocr != "never":
         ocred = _ocr_pdf_pages(raw, name, scanned, opts, texts, warnings)
-    def heading_texts(i: int) -> set[str]:
-        return {page_lines[i][k].strip() for k in marked.get(i, {})}
-
-    outline_texts = {t for i in marked for t in heading_texts(i)}
+    heading_texts = {i: {page_lines[i][k].strip() for k in lines} for i, lines in marked.items()}
+    outline_texts = set().union(*heading_texts.values())
     blocks = _Blocks()
     for i, t in enumerate(texts):
         t = t.strip()
         if not t:
             continue
         prev = blocks.parts[-1] if blocks.parts else ""
-        starts_heading = bool(marked.get(i)) and t.split("\n", 1)[0] in heading_texts(i)
+        starts_heading = t.split("\n", 1)[0] in heading_texts.get(i, ())
         if prev and not prev.endswith(tuple(_SENT_END_CHARS + ".")) and not heading_match(t) and not starts_heading \
                 and heading_match(prev.rsplit("\n", 1)[-1]) is None and prev.rsplit("\n", 1)[-1] not in outline_texts \
                 and not _DOT_LEADER.search(prev):
@@ -840,11 +842,15 @@ def _drop_running_lines(pages: list[list[str]]) -> list[list[str]]:
     stands at the top or bottom of at least half the pages (three or more)."""
     if len(pages) < 3:
         return pages
+
+    def shape(line: str) -> str:
+        return _DIGITS.sub("#", "".join(line.split()))
+
     counts: dict[tuple[str, str], int] = {}
     for lines in pages:
         body = [ln for ln in lines if ln.strip()]
         for where, line in (("top", body[0] if body else ""), ("bottom", body[-1] if body else "")):
-            key = (where, _DIGITS.sub("#", "".join(line.split())))
+            key = (where, shape(line))
             if key[1]:
                 counts[key] = counts.get(key, 0) + 1
     running = {key for key, c in counts.items() if c >= max(3, len(pages) // 2)}
@@ -853,7 +859,7 @@ def _drop_running_lines(pages: list[list[str]]) -> list[list[str]]:
         lines = list(lines)
         for where, pick in (("top", 0), ("bottom", -1)):
             body = [k for k, ln in enumerate(lines) if ln.strip()]
-            if body and (where, _DIGITS.sub("#", "".join(lines[body[pick]].split()))) in running:
+            if body and (where, shape(lines[body[pick]])) in running:
                 lines[body[pick]] = ""
         out.append(lines)
     return out

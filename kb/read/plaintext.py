@@ -12,9 +12,8 @@ Lines inside fenced code (```` ``` ````) and prompt lines (``$ ``, ``# ``) are n
 from __future__ import annotations
 
 import re
-import unicodedata
 
-from kb.text.structure import heading_match, join_wrapped
+from kb.text.structure import heading_match, join_wrapped, wide
 
 MIN_WRAPPED_LINES = 8  # fewer lines at the width than this: the file is not hard-wrapped
 MAX_WRAP_WIDTH = 120  # display columns; wider "lines" are paragraphs a line
@@ -27,7 +26,7 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 
 def display_width(text: str) -> int:
     """Columns ``text`` takes in a terminal: East Asian wide and full-width characters two."""
-    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+    return sum(2 if wide(c) else 1 for c in text)
 
 
 def wrap_width(lines: list[str]) -> int | None:
@@ -52,8 +51,10 @@ def _indent(line: str) -> int:
 
 def _first_word(text: str) -> str:
     """What a wrapping program could not break: a run of narrow characters, or one wide one."""
-    m = re.match(r"[^\s\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60]+", text)
-    return m.group() if m else text[:1]
+    for n, ch in enumerate(text):
+        if ch.isspace() or wide(ch):
+            return text[:n] or text[:1]
+    return text
 
 
 def reflow(text: str) -> str:

@@ -31,7 +31,7 @@ from kb.search.live import LiveSearcher
 from kb.search.searcher import MAX_QUERY_CHARS, Searcher, search_response
 from kb.serve.access import redact_paths, token_matches
 from kb.serve.dify import add_retrieval
-from kb.serve.keys import KeyStore
+from kb.serve.keys import ACCESS_TOKEN, ANYONE, KeyStore, Principal
 
 MAX_K = 100
 MAX_BODY_BYTES = 64 * 1024  # a POST /search body at most; anything bigger is refused unread
@@ -195,18 +195,6 @@ DEFAULT_NAME = "default"  # the library's name when none is given: Dify's knowle
 LibraryName = Annotated[str, Path(max_length=40, pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who asks: a key's name, the library it opens (``*``: all) and its role."""
-
-    name: str
-    library: str
-    role: str
-
-    def opens(self, library: str) -> bool:
-        return self.library in ("*", library)
-
-
 def not_yours(library: str) -> StarletteHTTPException:
     # one answer whether the library exists or not: a key learns nothing of the others
     return StarletteHTTPException(403, f"this key does not open a library named {library!r}")
@@ -248,13 +236,13 @@ def create_app(index_dir: str | FsPath | None = None, token: str | None = None, 
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         value = value.strip()
         if not value and open_access:
-            return Principal("anonymous", "*", "admin")
+            return ANYONE
         if scheme.lower() == "bearer" and value:
             if token is not None and token_matches(value, token):
-                return Principal("access-token", "*", "admin")
+                return ACCESS_TOKEN
             key = keys.verify(value) if keys is not None else None
             if key is not None:
-                return Principal(key.name, key.library, key.role)
+                return key
         raise StarletteHTTPException(401, "missing or wrong API key (Authorization: Bearer …)")
 
     def opened(library: str, who: Principal) -> Searcher:
@@ -326,10 +314,7 @@ def create_app(index_dir: str | FsPath | None = None, token: str | None = None, 
     def list_libraries(who: Principal = Depends(principal)) -> JSONResponse:
         return JSONResponse([{"name": n, "role": who.role} for n in readable(who)])
 
-    def searcher_for(knowledge_id: str, who: Principal) -> Searcher:
-        return opened(knowledge_id, who)
-
-    add_retrieval(app, principal, searcher_for, open_access, ERRORS)
+    add_retrieval(app, principal, opened, open_access, ERRORS)
 
     @app.get("/healthz", response_model=Health, responses={503: ERRORS[503]},
              summary="Whether the index can be searched")

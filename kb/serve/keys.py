@@ -112,18 +112,30 @@ def parse_library_option(value: str) -> Library:
 
 
 @dataclass(frozen=True)
-class Key:
+class Principal:
+    """Who asks: a key's name, the library it opens (or ALL) and its role."""
+
     name: str
     library: str  # a library's name, or ALL
     role: str
-    sha256: str
-    created: str
 
     def opens(self, library: str) -> bool:
         return self.library in (ALL, library)
 
     def may(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
+
+
+ACCESS_TOKEN = Principal("access-token", ALL, "admin")  # KB_ACCESS_TOKEN's holder
+ANYONE = Principal("anonymous", ALL, "admin")  # a request without a key where none is needed (loopback)
+
+
+@dataclass(frozen=True)
+class Key(Principal):
+    """A scoped key as ``keys.json`` keeps it: only the hash of its secret."""
+
+    sha256: str = ""
+    created: str = ""
 
 
 def digest(secret: str) -> str:
@@ -205,7 +217,7 @@ class KeyStore:
             if now - self._used_written < USED_EVERY_S:
                 return
             self._used_written = now
-            used = self.last_used() | {k: v for k, v in self._used.items()}
+            used = self.last_used() | self._used
         try:
             _write_atomically(self.used_path, json.dumps(used))
         except OSError:

@@ -35,7 +35,7 @@ from kb.serve.access import (
     redact_paths,
     token_matches,
 )
-from kb.serve.keys import ALL, AuditLog, Key, KeyStore, kb_home, load_libraries
+from kb.serve.keys import ACCESS_TOKEN, ALL, AuditLog, KeyStore, Principal, kb_home, load_libraries
 from kb.serve.streamlit_server import harden
 from kb.serve.uploads import UPLOAD_SUFFIXES, remove_document, save_library_file, save_upload
 from kb.text.vocabulary import parse_synonyms, parse_words
@@ -143,7 +143,7 @@ def _remember_authorized() -> None:
         authorize_session(ctx.session_id)
 
 
-def access_granted() -> Key | None:
+def access_granted() -> Principal | None:
     """The page's door: served beyond this machine only with a key — ``KB_ACCESS_TOKEN`` (every
     library, admin) or a scoped key of ``kb tokens`` — which each visitor types once per session
     (compared in constant time). Returns who is in (on this machine without a token: everyone, as
@@ -168,8 +168,7 @@ def access_granted() -> Key | None:
     with st.form("login"):
         given = st.text_input("访问口令", type="password", max_chars=256)
         if st.form_submit_button("进入", type="primary"):
-            who = (Key("access-token", ALL, "admin", "", "") if token is not None and token_matches(given, token)
-                   else keys.verify(given.strip()))
+            who = ACCESS_TOKEN if token is not None and token_matches(given, token) else keys.verify(given.strip())
             if who is not None:
                 st.session_state["kb_key"] = who
                 _remember_authorized()
@@ -178,17 +177,18 @@ def access_granted() -> Key | None:
     return None
 
 
-EVERYONE = Key("local", ALL, "admin", "", "")  # a visitor on this machine when no token is set
+EVERYONE = Principal("local", ALL, "admin")  # a visitor on this machine when no token is set
 
 
-def choose_library(who: Key) -> tuple[str, str] | None:
+def choose_library(who: Principal) -> tuple[str, str] | None:
     """The library this page shows: ``(name, index)``. With libraries in ``KB_HOME`` (and no
     --index), the visitor picks among those the key opens; else the one index given."""
     explicit = index_dir_from_args()
-    libraries = {} if explicit else load_libraries(kb_home())
+    known = load_libraries(kb_home())
+    libraries = {} if explicit else known
     if not libraries:
         index = explicit or "index"
-        name = next((n for n, lib in load_libraries(kb_home()).items() if lib.index == index), "default")
+        name = next((n for n, lib in known.items() if lib.index == index), "default")
         if not who.opens(name):
             st.error("这个密钥不能打开这个知识库。")
             return None
@@ -565,7 +565,7 @@ def sidebar(searcher: Searcher, index_dir: str) -> dict:
     filter_panel(sb, searcher, titles, filters, response.facets if response else None)
 
     corpus = Path(searcher.manifest.get("corpus", ""))
-    actor, library_name, may_write = st.session_state.get("kb_actor", ("local", "default", True))
+    _, _, may_write = actor()
     if not may_write:  # a read key: searching only
         return {"mode": MODES[mode_label], "k": k, "filters": filters, "response": response, "ms": ms}
     sb.markdown("### 管理文档")
@@ -674,12 +674,18 @@ def library_folder(corpus: Path) -> Path | None:
     return folder
 
 
+def actor() -> tuple[str, str, bool]:
+    """Who this session is, in which library, and whether they may change it: (key name, library,
+    may write), as main() set it (a page run without it: this machine's visitor, who may)."""
+    return st.session_state.get("kb_actor", ("local", "default", True))
+
+
 def audit(action: str, obj: str = "") -> None:
     """A write from the page, in KB_HOME's audit log (when kb keeps one: KB_HOME exists)."""
-    actor, library_name, _ = st.session_state.get("kb_actor", ("local", "default", True))
+    name, library_name, _ = actor()
     home = kb_home()
     if home.is_dir():
-        AuditLog(home).record(actor, library_name, action, obj)
+        AuditLog(home).record(name, library_name, action, obj)
 
 
 def add_files(files, corpus: Path, index_dir: str) -> None:
