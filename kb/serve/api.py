@@ -31,10 +31,19 @@ from kb.search.live import LiveSearcher
 from kb.search.searcher import MAX_QUERY_CHARS, Searcher, search_response
 from kb.serve.access import redact_paths, token_matches
 from kb.serve.dify import add_retrieval
-from kb.serve.keys import ACCESS_TOKEN, ANYONE, KeyStore, Principal
+from kb.serve.keys import ACCESS_TOKEN, ALL, ANYONE, KeyStore, Library, Principal, audit_write
+from kb.serve.uploads import (
+    UPLOAD_LIMIT_MB,
+    UPLOAD_SUFFIXES,
+    Reindexer,
+    document_folder,
+    remove_document,
+    save_upload,
+)
 
 MAX_K = 100
 MAX_BODY_BYTES = 64 * 1024  # a POST /search body at most; anything bigger is refused unread
+MAX_UPLOAD_BYTES = UPLOAD_LIMIT_MB * 1024 * 1024  # a document uploaded to POST …/documents at most
 QUESTION_HELP = (f"The question; only its first {MAX_QUERY_CHARS} characters are used (the answer then says "
                  "truncated: true). Words in double quotes (\"…\" or “…”) must appear as a phrase in every hit; "
                  "-word leaves out passages that hold it.")
@@ -144,6 +153,26 @@ class RelatedPassages:
 
 
 @dataclass
+class Indexing:
+    """How the library's background re-indexing stands: idle, queued, running, done or failed."""
+    state: str
+    runs: int
+    started: str | None = None
+    finished: str | None = None
+    summary: str | None = None
+    warnings: list[str] | None = None
+    error: str | None = None
+    again: bool | None = None
+
+
+@dataclass
+class WriteAnswer:
+    indexing: Indexing
+    saved: str | None = None
+    removed: str | None = None
+
+
+@dataclass
 class Health:
     status: str
     generation: str
@@ -151,7 +180,8 @@ class Health:
 
 
 ERRORS = {code: {"model": ErrorBody, "description": text} for code, text in (
-    (400, "A bad request"), (401, "Missing or wrong API key"), (403, "The key does not open this library"),
+    (400, "A bad request"), (401, "Missing or wrong API key"),
+    (403, "The key does not open this library, or may not do this in it"),
     (404, "No such passage, document or library"),
     (413, "Request too large"), (422, "A parameter is invalid"), (429, "Rate limit exceeded"),
     (503, "The index is missing or damaged"))}
@@ -202,15 +232,18 @@ def not_yours(library: str) -> StarletteHTTPException:
 
 def create_app(index_dir: str | FsPath | None = None, token: str | None = None, rate_limit: int | None = None,
                cors_origins: list[str] | None = None, embedder: Embedder | None = None,
-               name: str = DEFAULT_NAME, libraries: dict[str, str | FsPath] | None = None,
+               name: str = DEFAULT_NAME, libraries: dict[str, str | FsPath | Library] | None = None,
                keys: KeyStore | None = None, require_key: bool = False) -> FastAPI:
     """The API over one library (``index_dir``, called ``name``) or several (``libraries``: name ->
-    index; each also under ``/libraries/{name}/…``). ``token`` (``KB_ACCESS_TOKEN``) opens every
-    library as admin; ``keys`` are the scoped keys of ``KB_HOME`` (:mod:`kb.serve.keys`); without a key
-    a request is answered only when neither a token is set nor ``require_key``. ``rate_limit``:
-    requests per minute per client; ``name``: Dify's ``knowledge_id`` (:mod:`kb.serve.dify`)."""
-    named = dict(libraries) if libraries else {name: index_dir}
-    live = {n: LiveSearcher(ix, embedder=embedder) for n, ix in named.items()}
+    index or :class:`Library`; each also under ``/libraries/{name}/…``). ``token``
+    (``KB_ACCESS_TOKEN``) opens every library as admin; ``keys`` are the scoped keys of ``KB_HOME``
+    (:mod:`kb.serve.keys`, whose audit log records the writes); without a key a request is answered
+    only when neither a token is set nor ``require_key``. ``rate_limit``: requests per minute per
+    client; ``name``: Dify's ``knowledge_id`` (:mod:`kb.serve.dify`)."""
+    named = {n: lib if isinstance(lib, Library) else Library(n, str(lib))
+             for n, lib in (libraries or {name: index_dir or "index"}).items()}
+    live = {n: LiveSearcher(lib.index, embedder=embedder) for n, lib in named.items()}
+    reindexers = {n: Reindexer(lib.index) for n, lib in named.items()}
     first = next(iter(live.values()))
     open_access = token is None and not require_key
 
@@ -223,6 +256,7 @@ def create_app(index_dir: str | FsPath | None = None, token: str | None = None, 
                               "Every hit carries its document, section path, source, date and a citation.")
     app.state.library = first
     app.state.libraries = live
+    app.state.reindexers = reindexers
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -250,7 +284,7 @@ def create_app(index_dir: str | FsPath | None = None, token: str | None = None, 
         if not who.opens(library):
             raise not_yours(library)
         if library not in live:
-            raise not_yours(library) if who.library != "*" else StarletteHTTPException(
+            raise not_yours(library) if who.library != ALL else StarletteHTTPException(
                 404, f"no library named {library!r}")
         try:
             return live[library].current()
@@ -260,19 +294,50 @@ def create_app(index_dir: str | FsPath | None = None, token: str | None = None, 
     def readable(who: Principal) -> list[str]:
         return [n for n in live if who.opens(n)]
 
-    def by_name(name: LibraryName, who: Principal = Depends(principal)) -> Searcher:
-        return opened(name, who)
-
-    def the_only(who: Principal = Depends(principal)) -> Searcher:
+    def the_only_name(who: Principal) -> str:
         """The library of the single-library paths: the only one this server (or this key) has."""
         mine = readable(who)
         if len(mine) != 1:
             raise StarletteHTTPException(404, "this server holds several libraries: ask /libraries/{name}/…")
-        return opened(mine[0], who)
+        return mine[0]
+
+    def writer(library: str, who: Principal) -> Writer:
+        """What a write to ``library`` needs, for a key that may write there (403 otherwise)."""
+        try:
+            searcher: Searcher | None = opened(library, who)
+        except Unavailable:
+            if not named[library].docs:  # nothing to build it from
+                raise
+            searcher = None  # not built yet: a re-index of its document folder builds it
+        if not who.may("write"):
+            raise StarletteHTTPException(403, f"this key may only read library {library!r}")
+        return Writer(library, searcher, who, named[library].docs, reindexers[library],
+                      keys.home if keys is not None else None)
+
+    def by_name(name: LibraryName, who: Principal = Depends(principal)) -> Searcher:
+        return opened(name, who)
+
+    def the_only(who: Principal = Depends(principal)) -> Searcher:
+        return opened(the_only_name(who), who)
+
+    def writer_by_name(name: LibraryName, who: Principal = Depends(principal)) -> Writer:
+        return writer(name, who)
+
+    def the_only_writer(who: Principal = Depends(principal)) -> Writer:
+        return writer(the_only_name(who), who)
+
+    def indexing_by_name(name: LibraryName, who: Principal = Depends(principal)) -> Reindexer:
+        opened(name, who)
+        return reindexers[name]
+
+    def the_only_indexing(who: Principal = Depends(principal)) -> Reindexer:
+        return indexing_by_name(the_only_name(who), who)
 
     _answer_errors(app, fail)
     _library_routes(app, "", the_only)
     _library_routes(app, "/libraries/{name}", by_name)
+    _write_routes(app, "", the_only_writer, the_only_indexing)
+    _write_routes(app, "/libraries/{name}", writer_by_name, indexing_by_name)
 
     @app.get("/search", response_model=SearchResponse, responses=ERRORS,
              summary="The passages that answer a question (the JSON of `kb search --json`); library= (repeatable) "
@@ -313,6 +378,15 @@ def create_app(index_dir: str | FsPath | None = None, token: str | None = None, 
              summary="The libraries this key opens")
     def list_libraries(who: Principal = Depends(principal)) -> JSONResponse:
         return JSONResponse([{"name": n, "role": who.role} for n in readable(who)])
+
+    @app.get("/keys", response_model=list[dict[str, Any]], responses=ERRORS,
+             summary="The keys of the libraries this admin key governs: names, scopes, created, last used "
+                     "(never a secret)")
+    def list_keys(who: Principal = Depends(principal)) -> JSONResponse:
+        if not who.may("admin"):
+            raise StarletteHTTPException(403, "only an admin key may list keys")
+        listing = keys.listing() if keys is not None else []
+        return JSONResponse([k for k in listing if who.library == ALL or k["library"] == who.library])
 
     add_retrieval(app, principal, opened, open_access, ERRORS)
 
@@ -397,6 +471,88 @@ def _library_routes(app: FastAPI, prefix: str, resolve) -> None:
             return JSONResponse(response.to_dict())
 
 
+@dataclass
+class Writer:
+    """A write to one library by one key: where its documents are, its re-indexing, its audit log."""
+
+    library: str
+    searcher: Searcher | None  # None: the library has no index yet
+    who: Principal
+    docs: str | None
+    reindexer: Reindexer
+    home: FsPath | None  # KB_HOME, whose audit log records the write
+
+    def folder(self) -> FsPath:
+        corpus = self.searcher.manifest.get("corpus") if self.searcher is not None else None
+        return document_folder(corpus, self.docs)
+
+    def audit(self, action: str, obj: str = "") -> None:
+        if self.home is not None:
+            audit_write(self.home, self.who.name, self.library, action, obj)
+
+
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {
+    "schema": {"type": "string", "format": "binary", "maxLength": MAX_UPLOAD_BYTES}}}}}
+
+
+def _status(reindexer: Reindexer) -> dict[str, Any]:
+    status = reindexer.status()
+    for field in ("summary", "error"):
+        if status.get(field):
+            status[field] = redact_paths(status[field])
+    if status.get("warnings"):
+        status["warnings"] = [redact_paths(w) for w in status["warnings"]]
+    return status
+
+
+def _write_routes(app: FastAPI, prefix: str, write, indexing) -> None:
+    """Upload, remove and re-index (a write key's), and how indexing stands (a read key's), at
+    ``prefix``. A write answers 202 at once: the library is re-indexed in the background, and the
+    next search after it finishes sees the change (``GET …/indexing`` says when)."""
+    may_write = Depends(write)
+
+    @app.post(prefix + "/documents", response_model=WriteAnswer, status_code=202, responses=ERRORS,
+              openapi_extra=UPLOAD_BODY,
+              summary=f"Add a document (the body: the file's bytes, at most {UPLOAD_LIMIT_MB} MB), then re-index")
+    async def upload(request: Request,
+                     filename: Annotated[str, Query(min_length=1, max_length=255,
+                                                    description="The file's name; its suffix gives its type: "
+                                                                + " ".join(UPLOAD_SUFFIXES))],
+                     w: Writer = may_write) -> JSONResponse:
+        data = await request.body()
+        folder = w.folder()
+        saved = save_upload(folder, filename, data, max_bytes=MAX_UPLOAD_BYTES, suffixes=UPLOAD_SUFFIXES)
+        name = saved.relative_to(folder).as_posix()
+        w.audit("document.upload", name)
+        w.reindexer.request(folder)
+        return JSONResponse({"saved": name, "indexing": _status(w.reindexer)}, status_code=202)
+
+    @app.delete(prefix + "/documents/{doc_id}", response_model=WriteAnswer, status_code=202, responses=ERRORS,
+                summary="Remove a document (moved to the library's .kb-trash folder, never deleted), then re-index")
+    def remove(doc_id: Annotated[str, Path(max_length=200)], w: Writer = may_write) -> JSONResponse:
+        if w.searcher is None:
+            raise UnknownPassage(f"no document {doc_id!r}: the library has no index yet")
+        path = w.searcher.document_info(doc_id).path
+        folder = w.folder()
+        remove_document(folder, path)
+        w.audit("document.remove", path)
+        w.reindexer.request(folder, prune=True)
+        return JSONResponse({"removed": path, "indexing": _status(w.reindexer)}, status_code=202)
+
+    @app.post(prefix + "/reindex", response_model=WriteAnswer, status_code=202, responses=ERRORS,
+              summary="Bring the index in line with the library's document folder (in the background)")
+    def reindex(w: Writer = may_write) -> JSONResponse:
+        folder = w.folder()
+        w.audit("library.reindex")
+        w.reindexer.request(folder)
+        return JSONResponse({"indexing": _status(w.reindexer)}, status_code=202)
+
+    @app.get(prefix + "/indexing", response_model=Indexing, responses=ERRORS,
+             summary="How the library's re-indexing stands (idle, queued, running, done or failed)")
+    def indexing_status(reindexer: Reindexer = Depends(indexing)) -> JSONResponse:
+        return JSONResponse(_status(reindexer))
+
+
 def _bound_requests(app: FastAPI, fail, limiter: RateLimiter | None) -> None:
     """Refuse bodies over MAX_BODY_BYTES unread, and clients over the rate limit."""
 
@@ -406,8 +562,10 @@ def _bound_requests(app: FastAPI, fail, limiter: RateLimiter | None) -> None:
             length = int(request.headers.get("content-length") or 0)
         except ValueError:
             return fail(400, "bad request", "Content-Length is not a number")
-        if length > MAX_BODY_BYTES:
-            return fail(413, "request too large", f"at most {MAX_BODY_BYTES} bytes")
+        limit = MAX_UPLOAD_BYTES if request.method == "POST" and request.url.path.endswith("/documents") \
+            else MAX_BODY_BYTES
+        if length > limit:
+            return fail(413, "request too large", f"at most {limit} bytes")
         if "chunked" in request.headers.get("transfer-encoding", "").lower():  # a body of unknown length
             return fail(411, "length required", f"send Content-Length (at most {MAX_BODY_BYTES} bytes)")
         if limiter is not None and not limiter.allow(request.client.host if request.client else "?"):

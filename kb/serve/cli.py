@@ -627,9 +627,12 @@ def compact_cmd(vector_kind, as_json, index_dir):
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but loopback needs KB_ACCESS_TOKEN set.")
 @click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--library", "library_options", multiple=True, metavar="NAME=INDEX",
+              help="Offer several libraries, the visitor choosing among those their key opens (repeatable). "
+                   "Without it and without --index, those of KB_HOME/libraries.toml (kb libraries add).")
 @_index_option
 @_friendly
-def page_cmd(host, port, index_dir):
+def page_cmd(host, port, library_options, index_dir):
     """Serve the search page in the browser (Streamlit).
 
     \b
@@ -640,6 +643,8 @@ def page_cmd(host, port, index_dir):
     from pathlib import Path
 
     from kb.serve.access import check_exposure
+    from kb.serve.keys import parse_library_option
+    from kb.serve.uploads import UPLOAD_LIMIT_MB
 
     check_exposure(host)
     _serving_threads()
@@ -648,8 +653,14 @@ def page_cmd(host, port, index_dir):
     args = [sys.executable, "-m", "kb.serve.streamlit_server", "run", str(page), "--server.address", host,
             "--server.port", str(port), "--server.fileWatcherType", "none", "--server.headless", "true",
             "--browser.gatherUsageStats", "false",
-            "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal", "--server.maxUploadSize", "20",
-            "--theme.primaryColor", "#1f6feb", "--theme.base", "light", "--", "--index", str(index_dir)]
+            "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal", "--server.maxUploadSize",
+            str(UPLOAD_LIMIT_MB),
+            "--theme.primaryColor", "#1f6feb", "--theme.base", "light", "--"]
+    for option in library_options:
+        parse_library_option(option)  # a bad one is refused here, in one line
+        args += ["--library", option]
+    if click.get_current_context().get_parameter_source("index_dir") != click.core.ParameterSource.DEFAULT:
+        args += ["--index", str(index_dir)]  # else KB_HOME's libraries, or index/
     os.execv(sys.executable, args)
 
 
@@ -686,7 +697,8 @@ def _serving_threads() -> None:
 @_friendly
 def serve_cmd(host, port, rate_limit, cors_origins, trusted_proxies, name, library_options, require_key, index_dir):
     """Serve the HTTP API (OpenAPI at /docs): /search, /passages/ID, /passages/ID/related,
-    /documents, /documents/ID, /stats, /healthz, and Dify's external knowledge API /retrieval.
+    /documents, /documents/ID, /stats, /healthz, and Dify's external knowledge API /retrieval;
+    for write keys POST /documents?filename=NAME (upload), DELETE /documents/ID, POST /reindex.
 
     \b
     Listens on 127.0.0.1. Elsewhere it needs an API key, which every request then carries:
@@ -701,9 +713,9 @@ def serve_cmd(host, port, rate_limit, cors_origins, trusted_proxies, name, libra
     token = check_exposure(host, has_keys=bool(keys.keys()))
     libraries = None
     if library_options:
-        libraries = {lib.name: lib.index for lib in map(parse_library_option, library_options)}
+        libraries = {lib.name: lib for lib in map(parse_library_option, library_options)}
     elif click.get_current_context().get_parameter_source("index_dir") == click.core.ParameterSource.DEFAULT:
-        libraries = {lib.name: lib.index for lib in load_libraries(home).values()} or None
+        libraries = load_libraries(home) or None
     _serving_threads()
     from kb.serve.api import create_app
     from kb.serve.http_server import serve as serve_http

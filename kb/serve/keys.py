@@ -257,3 +257,10 @@ class AuditLog:
                 os.write(fd, line.encode("utf-8"))
             finally:
                 os.close(fd)
+
+
+def audit_write(home: Path, key: str, library: str, action: str, obj: str = "") -> None:
+    """A write from the page or the API, in ``home``'s audit log when kb keeps one there (``home``
+    exists: a visitor of a plain local page creates no ``~/.kb``)."""
+    if home.is_dir():
+        AuditLog(home).record(key, library, action, obj)

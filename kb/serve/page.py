@@ -35,13 +35,29 @@ from kb.serve.access import (
     redact_paths,
     token_matches,
 )
-from kb.serve.keys import ACCESS_TOKEN, ALL, AuditLog, KeyStore, Principal, kb_home, load_libraries
+from kb.serve.keys import (
+    ACCESS_TOKEN,
+    ALL,
+    KeyStore,
+    Library,
+    Principal,
+    audit_write,
+    kb_home,
+    load_libraries,
+    parse_library_option,
+)
 from kb.serve.streamlit_server import harden
-from kb.serve.uploads import UPLOAD_SUFFIXES, remove_document, save_library_file, save_upload
+from kb.serve.uploads import (
+    UPLOAD_LIMIT_MB,
+    UPLOAD_SUFFIXES,
+    document_folder,
+    remove_document,
+    save_library_file,
+    save_upload,
+)
 from kb.text.vocabulary import parse_synonyms, parse_words
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "corpus"  # in a checkout of kb
-UPLOAD_LIMIT_MB = 20  # per file
 UPLOAD_TOTAL_MB = 100  # per upload
 UPLOAD_MAX_FILES = 50
 WEAK_SHOWN = 3  # hits shown, marked, when nothing matches well
@@ -105,14 +121,24 @@ html, body, [class*="css"], .stMarkdown, .stTextInput input {
 # --------------------------------------------------------------------------- loading
 
 
-def index_dir_from_args() -> str | None:
-    """The index given (--index, --store, KB_INDEX, KB_STORE): a folder, or a Milvus store (a .db path
-    or a URI); None when none is."""
+def _page_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--index")
     parser.add_argument("--store")
-    args, _ = parser.parse_known_args(sys.argv[1:])
+    parser.add_argument("--library", action="append", default=[])
+    return parser.parse_known_args(sys.argv[1:])[0]
+
+
+def index_dir_from_args() -> str | None:
+    """The index given (--index, --store, KB_INDEX, KB_STORE): a folder, or a Milvus store (a .db path
+    or a URI); None when none is."""
+    args = _page_args()
     return args.store or os.environ.get("KB_STORE") or args.index or os.environ.get("KB_INDEX") or None
+
+
+def libraries_from_args() -> dict[str, Library]:
+    """The libraries given as ``--library NAME=INDEX`` (``kb page --library``)."""
+    return {lib.name: lib for lib in map(parse_library_option, _page_args().library)}
 
 
 def say(kind: str, message: str, where=st) -> None:
@@ -180,25 +206,26 @@ def access_granted() -> Principal | None:
 EVERYONE = Principal("local", ALL, "admin")  # a visitor on this machine when no token is set
 
 
-def choose_library(who: Principal) -> tuple[str, str] | None:
-    """The library this page shows: ``(name, index)``. With libraries in ``KB_HOME`` (and no
-    --index), the visitor picks among those the key opens; else the one index given."""
+def choose_library(who: Principal) -> Library | None:
+    """The library this page shows. With ``--library NAME=INDEX`` options, or libraries in
+    ``KB_HOME`` (and no --index), the visitor picks among those the key opens; else the one index
+    given."""
     explicit = index_dir_from_args()
     known = load_libraries(kb_home())
-    libraries = {} if explicit else known
+    libraries = libraries_from_args() or ({} if explicit else known)
     if not libraries:
         index = explicit or "index"
         name = next((n for n, lib in known.items() if lib.index == index), "default")
         if not who.opens(name):
             st.error("这个密钥不能打开这个知识库。")
             return None
-        return name, index
+        return known[name] if name in known else Library(name, index)
     mine = [n for n in libraries if who.opens(n)]
     if not mine:
         st.error("这个密钥不能打开任何知识库。")
         return None
     name = st.sidebar.selectbox("知识库", mine, key="library") if len(mine) > 1 else mine[0]
-    return name, libraries[name].index
+    return libraries[name]
 
 
 @st.cache_resource(show_spinner=False)
@@ -661,17 +688,13 @@ def filter_panel(sb, searcher: Searcher, titles: dict[str, str], filters: Filter
 
 
 def library_folder(corpus: Path) -> Path | None:
-    """The folder uploads go to and removals act in: the index's own folder, and only
-    while it lies inside the library roots."""
+    """The folder uploads go to and removals act in (:func:`kb.serve.uploads.document_folder`: the
+    library's docs folder, else the one its index was built from), or None with the reason shown."""
     try:
-        folder = confine(corpus, library_roots(corpus))
+        return document_folder(corpus, st.session_state.get("kb_docs"))
     except KBError as e:
         note("error", f"不能修改知识库文件夹：{e}")
         return None
-    if not folder.is_dir():
-        note("error", "知识库文件夹不存在了，无法添加或移出文档。")
-        return None
-    return folder
 
 
 def actor() -> tuple[str, str, bool]:
@@ -681,11 +704,9 @@ def actor() -> tuple[str, str, bool]:
 
 
 def audit(action: str, obj: str = "") -> None:
-    """A write from the page, in KB_HOME's audit log (when kb keeps one: KB_HOME exists)."""
+    """A write from the page, in KB_HOME's audit log."""
     name, library_name, _ = actor()
-    home = kb_home()
-    if home.is_dir():
-        AuditLog(home).record(name, library_name, action, obj)
+    audit_write(kb_home(), name, library_name, action, obj)
 
 
 def add_files(files, corpus: Path, index_dir: str) -> None:
@@ -747,8 +768,9 @@ def main() -> None:
     chosen = choose_library(who)
     if chosen is None:
         return
-    library_name, index_dir = chosen
-    st.session_state["kb_actor"] = (who.name, library_name, who.may("write"))
+    index_dir = chosen.index
+    st.session_state["kb_actor"] = (who.name, chosen.name, who.may("write"))
+    st.session_state["kb_docs"] = chosen.docs
     try:
         library = live_searcher(index_dir)
         live = library.version()

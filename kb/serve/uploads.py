@@ -1,21 +1,26 @@
-"""Changes to the knowledge-base folder made from the page: adding uploaded files and
-removing documents. Every path is checked to stay inside the folder."""
+"""Changes to a library's document folder made from the page or the API: adding uploaded files,
+removing documents, and re-indexing the folder in the background. Every path is checked to stay
+inside the folder."""
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 from kb.errors import DocumentError, KBError, UnsupportedFormat
 from kb.read.documents import DEFAULT_MAX_BYTES, READERS, SUPPORTED_SUFFIXES, too_large
+from kb.serve.access import confine, library_roots
 
 TRASH = ".kb-trash"  # hidden: the indexer skips it, and nothing removed is lost
 # What the page accepts, by extension and nothing else (no MIME families like "text").
 UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".docx", ".pdf", ".pptx", ".xlsx", ".epub", ".png",
                    ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+UPLOAD_LIMIT_MB = 20  # per file, from the page or the API
 _UNSAFE = re.compile(r"[^\w\u4e00-\u9fff\u3400-\u4dbf .()（）\[\]【】+-]")
 
 
@@ -120,3 +125,86 @@ def remove_document(folder: str | Path, relpath: str) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(source, dest)
     return dest
+
+
+def document_folder(corpus: str | Path | None, docs: str | Path | None = None) -> Path:
+    """The folder uploads go to and removals act in: the library's own document folder (``docs``,
+    from libraries.toml) or else the folder its index was built from, and only while it lies
+    inside the library roots (``KB_LIBRARY_ROOTS``) and exists."""
+    where = docs or corpus
+    if not where or not str(where).strip():
+        raise KBError("this library has no document folder (give it one: kb libraries add NAME INDEX --docs DIR)")
+    folder = confine(where, library_roots(where))
+    if not folder.is_dir():
+        raise KBError("the library's document folder no longer exists")
+    return folder
+
+
+MAX_WARNINGS = 20  # the warnings an indexing run keeps for whoever asks how it went
+
+
+class Reindexer:
+    """One library's re-indexing in the background (the API's writes): one run at a time; what is
+    asked while one runs is done by one more run after it (requests coalesce, none is lost).
+    ``status()`` says how the last run went."""
+
+    def __init__(self, index: str | Path) -> None:
+        self.index = index
+        self._lock = threading.Lock()
+        self._asked: tuple[Path, bool] | None = None  # (folder, prune) of the next run
+        self._thread: threading.Thread | None = None
+        self._status: dict[str, Any] = {"state": "idle", "runs": 0}
+
+    def request(self, folder: Path, prune: bool = False) -> dict[str, Any]:
+        with self._lock:
+            prune = prune or (self._asked is not None and self._asked[1])
+            self._asked = (folder, prune)
+            if self._thread is None or not self._thread.is_alive():
+                self._status = {"state": "queued", "runs": self._status["runs"]}
+                self._thread = threading.Thread(target=self._work, name="kb-reindex", daemon=True)
+                self._thread.start()
+            else:
+                self._status = {**self._status, "again": True}
+            return dict(self._status)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._status)
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """The status once no run is left (for tests and scripts)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                thread = self._thread
+            if thread is None or not thread.is_alive():
+                return self.status()
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() >= deadline:
+                return self.status()
+
+    def _work(self) -> None:
+        from kb.index import update_index
+
+        while True:
+            with self._lock:
+                if self._asked is None:
+                    return
+                folder, prune = self._asked
+                self._asked = None
+                self._status = {"state": "running", "runs": self._status["runs"], "started": _now()}
+            warnings: list[str] = []
+            try:
+                report = update_index(folder, self.index, progress=False, prune=prune,
+                                      warn=lambda w: len(warnings) < MAX_WARNINGS and warnings.append(w))
+                outcome: dict[str, Any] = {"state": "done", "summary": report.summary(), "warnings": warnings}
+            except Exception as e:  # a failed run is reported, never raised into a server thread
+                outcome = {"state": "failed", "error": str(e) if isinstance(e, KBError) else type(e).__name__}
+            with self._lock:
+                self._status = {**self._status, **outcome, "runs": self._status["runs"] + 1, "finished": _now()}
+                if self._asked is not None:
+                    self._status["again"] = True
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
