@@ -227,11 +227,12 @@ def writable(tmp_path):
     """Two fresh libraries (a test here changes them), keys of every role for each, and the app."""
     (tmp_path / "hr").mkdir()
     (tmp_path / "finance").mkdir()
-    made = {"hr": library_with(tmp_path / "hr", {"leave.txt": "年休假管理办法\n\n职工连续工作满一年的，享受带薪年休假。\n"}),
-            "finance": library_with(tmp_path / "finance", {"travel.txt": "差旅费报销规定\n\n出差人员应在返回后十日内报销差旅费。\n"})}
+    made = {"hr": library_with(tmp_path / "hr", {"leave.txt": "年休假管理办法\n\n职工满一年的，享受带薪年休假。\n"}),
+            "finance": library_with(tmp_path / "finance", {"travel.txt": "差旅费报销规定\n\n十日内报销差旅费。\n"})}
     home = tmp_path / "kbhome"
     store = KeyStore(home)
-    secrets = {(lib, role): store.add(f"{lib}-{role}", lib, role) for lib in made for role in ("read", "write", "admin")}
+    secrets = {(lib, role): store.add(f"{lib}-{role}", lib, role)
+               for lib in made for role in ("read", "write", "admin")}
     app = create_app(libraries={n: ix for n, (_, ix) in made.items()}, keys=store, require_key=True)
     return TestClient(app), app, secrets, {n: docs for n, (docs, _) in made.items()}, home
 
@@ -242,7 +243,8 @@ def test_writes_need_a_write_key_of_that_library(writable):
         for target in ("hr", "finance"):
             r = client.post(f"/libraries/{target}/reindex", headers=_key(secret))
             if lib != target:
-                assert (r.status_code, r.json()["detail"]) == (403, f"this key does not open a library named {target!r}")
+                assert (r.status_code, r.json()["detail"]) == (403,
+                                                               f"this key does not open a library named {target!r}")
             elif role == "read":
                 assert (r.status_code, r.json()["detail"]) == (403, f"this key may only read library {target!r}")
                 assert client.get(f"/libraries/{target}/indexing", headers=_key(secret)).status_code == 200
@@ -280,8 +282,8 @@ def test_a_write_key_uploads_and_removes_and_the_next_search_sees_it(writable):
     assert client.delete(f"/libraries/hr/documents/{leave['doc_id']}", headers=writer).status_code == 404
     assert client.post("/libraries/hr/documents", params={"filename": "x.exe"}, content=b"MZ",
                        headers=writer).status_code == 400
-    big = client.post("/libraries/hr/documents", params={"filename": "big.txt"}, content=b"a" * (20 * 1024 * 1024 + 1),
-                      headers=writer)
+    big = client.post("/libraries/hr/documents", params={"filename": "big.txt"},
+                      content=b"a" * (20 * 1024 * 1024 + 1), headers=writer)
     assert big.status_code == 413 and not (docs["hr"] / "big.txt").exists()
     assert client.post("/libraries/finance/documents", params={"filename": "y.txt"}, content=body,
                        headers=writer).status_code == 403
