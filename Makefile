@@ -18,7 +18,7 @@ PIPQUIET := grep -v -E "is ignored: it is neither a file nor a directory|editabl
 	[A-Za-z]+: Editable installation|^ *!! *$$|^ *\*{20,} *$$|Please be careful with folders in your working|name as \
 	your package as they may take precedence|with strategy, WheelFile\(|^ *$$" || true
 
-.PHONY: help setup .venv index run serve test test-fast lint bench fuzz fusion-model clean
+.PHONY: help setup .venv index run serve test test-fast lint bench fuzz fusion-model shown-score clean
 .DEFAULT_GOAL := help
 
 help:  ## List the targets
@@ -67,6 +67,14 @@ EVAL ?= ../shared/eval
 FUSION_SETS ?= $(EVAL)/cmrc2018_trial $(EVAL)/drcd_test $(EVAL)/dureader2_demo_train
 fusion-model: $(STAMP)  ## Retrain kb/data/fusion.json on the shared eval sets (FUSION_SETS=)
 	$(BIN)/python -m kb.learn $(FUSION_SETS) --out kb/data/fusion.json
+
+MANUALS ?= /tmp/manuals
+shown-score: $(STAMP)  ## Refit kb/data/shown.json (the shown score) on the shared sets, the sample and the manuals (MANUALS=)
+	for set in $(FUSION_SETS); do $(BIN)/kb eval $$set --mode hybrid --json > /dev/null; done
+	$(BIN)/kb eval $(EVAL)/seed_dev --corpus corpus --json > /dev/null
+	test -d $(MANUALS) || $(BIN)/python benchmarks/manuals.py $(MANUALS)
+	$(BIN)/kb eval benchmarks/manuals_questions --corpus $(MANUALS) --json > /dev/null
+	$(BIN)/python benchmarks/calibration.py --fit kb/data/shown.json
 
 FUZZ_SECONDS ?= 120
 fuzz: $(STAMP)  ## Fuzz the readers, splitter and query parser with atheris (FUZZ_SECONDS each)

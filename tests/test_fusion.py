@@ -186,3 +186,42 @@ def test_a_model_worse_than_the_shipped_one_on_leave_one_set_out_is_refused():
     shipped = load_model()
     same = guard(questions, lambda train: fit(train, shipped.info["l2"], set_weights(train), names=shipped.features))
     assert same["passed"] and same["new"] == same["shipped"]
+
+
+# --------------------------------------------------------------------------- the shown score
+
+
+def test_the_shown_score_keeps_the_order_of_the_hits_and_rewards_a_lead():
+    from kb.rank.shown import ShownCalibration, shown_calibration
+
+    cal = shown_calibration(load_model().fingerprint)
+    assert cal is not None  # kb/data/shown.json was fitted for the shipped model
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        logits = sorted(rng.normal(0, 4, size=int(rng.integers(1, 12))).tolist(), reverse=True)
+        shown = cal.scores(logits)
+        assert shown == sorted(shown, reverse=True) and all(0 <= p <= 1 for p in shown)
+    alone, ahead = cal.scores([1.0, 0.9])[0], cal.scores([1.0, -3.0])[0]
+    assert ahead > alone  # the same model score, standing out from the next hit, is surer
+    assert ShownCalibration(1.0, 0.0, 0.0, "").scores([0.0]) == [0.5]
+
+
+def test_the_shown_score_is_only_used_with_the_model_it_was_fitted_for(tmp_path):
+    from kb.rank.shown import shown_calibration
+
+    shipped = load_model()
+    other = FusionModel(shipped.features, shipped.mean, shipped.scale, shipped.weights * 2, shipped.calibration)
+    other.save(tmp_path / "model.json")
+    retrained = load_model(str(tmp_path / "model.json"))
+    assert retrained.fingerprint != shipped.fingerprint
+    assert shown_calibration(retrained.fingerprint) is None  # a user's own model shows its own probability
+
+
+def test_on_the_sample_the_answer_shows_as_likely_and_an_off_topic_question_is_flagged(sample_index):
+    from kb.search.searcher import Searcher, search_response
+
+    searcher = Searcher.load(sample_index)
+    answer = search_response(searcher, "如何创新工作机制", k=5)
+    assert answer.hits[0].text.startswith("三要创新机制") and answer.hits[0].score >= 0.5
+    assert not answer.low_confidence
+    assert search_response(searcher, "量子计算机的工作原理", k=5).low_confidence

@@ -26,7 +26,7 @@ import argparse
 import hashlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,6 +185,40 @@ def _calibrate(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
     res = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
     return float(res.x[0]), float(res.x[1])
+
+
+Judged = Sequence[tuple[Sequence[float], Sequence[bool | None]]]  # a question's hits: logits, right or not
+
+
+def fit_shown(libraries: Mapping[str, Judged], weights: Mapping[str, float] | None = None) -> tuple[float, ...]:
+    """``(a, g, b)`` of :class:`kb.rank.shown.ShownCalibration`, by maximum likelihood over the
+    judged hits of every library (``{name: [(the logits of a question's hits, best first, and
+    whether each is right — None: not judged)]}``), each library weighing the same (or its
+    ``weights``) however many hits it has."""
+    from kb.rank.shown import MARGIN
+
+    t_all, m_all, y_all, w_all = [], [], [], []
+    for name, rows in libraries.items():
+        judged = sum(y is not None for _, ys in rows for y in ys) / (weights or {}).get(name, 1.0)
+        for logits, ys in rows:
+            for i, (t, y) in enumerate(zip(logits, ys)):
+                if y is None:
+                    continue
+                others = list(logits[:i]) + list(logits[i + 1:])
+                t_all.append(t)
+                m_all.append(max(-MARGIN, min(MARGIN, t - max(others))) if others else 0.0)
+                y_all.append(float(y))
+                w_all.append(1.0 / judged)
+    x = np.column_stack([t_all, m_all, np.ones(len(t_all))])
+    y, w = np.array(y_all), np.array(w_all) / sum(w_all)
+
+    def loss(p):
+        z = x @ p
+        value = float(w @ (np.logaddexp(0, z) - y * z))
+        return value, x.T @ (w * (1 / (1 + np.exp(-z)) - y))
+
+    res = _minimize()(loss, np.array([1.0, 0.0, 0.0]), jac=True, method="L-BFGS-B")
+    return tuple(float(v) for v in res.x)
 
 
 # --------------------------------------------------------------------------- measuring

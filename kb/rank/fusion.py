@@ -9,7 +9,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ class RankingConfig:
 
     fusion: str = "learned"  # the shipped model over candidate features; "convex" (weighted sum); "rrf"
     model: str | None = None  # a fusion model file (``kb.learn`` writes one); None: the shipped one
+    shown: bool = True  # show the learned model's probability re-calibrated across libraries (kb.rank.shown)
     rrf_k: float = 60.0
     weights: Mapping[str, float] = field(default_factory=lambda: {"dense": 0.5, "lexical": 0.5})
     lexical_full_terms: int = 8  # keyword weight reaches its full value at this many query terms
@@ -266,6 +267,13 @@ class FusionModel:
     def score(self, x: np.ndarray) -> np.ndarray:
         a, b = self.calibration
         return 0.5 * (1.0 + np.tanh(0.5 * (a * self.raw(x) + b)))  # the logistic, without overflow
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """What identifies this model's arithmetic (:func:`kb.rank.shown.fingerprint`)."""
+        from kb.rank.shown import fingerprint
+
+        return fingerprint(self.to_json())
 
     def to_json(self) -> dict[str, object]:
         return {"format": 1, "features": list(self.features), "mean": self.mean.round(6).tolist(),

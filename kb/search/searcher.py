@@ -24,9 +24,11 @@ from kb.rank.fusion import (
     calibrate_lexical,
     channel_weights,
     fusion_for,
+    load_model,
     related_scores,
     telling_terms,
 )
+from kb.rank.shown import SHOWN_FLOOR, ShownCalibration, logit, shown_calibration
 from kb.records import SEARCH_MODES
 from kb.search.filters import FACET_DEPTH, FieldIndex, Filters, facet_counts
 from kb.search.query import ParsedQuery, parse_query
@@ -80,7 +82,8 @@ def search_response(searcher: Searcher, question: str, k: int = 10, mode: str = 
         hits, emptied = [], searcher.field_index().emptied_by(filters)
     else:
         hits, ranked_docs = searcher.search_ranked(query, k=k, mode=mode, filters=filters, rerank=rerank)
-    weak = confidence(hits) == "low" and not emptied
+    weak = not emptied and (confidence(hits) == "low" or (
+        bool(hits) and searcher.shown_calibration(mode, rerank) is not None and hits[0].score < SHOWN_FLOOR))
     counts = facet_counts([searcher.doc_by_id[d] for d in ranked_docs], filters) if facets else None
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
@@ -300,8 +303,16 @@ class Searcher(Reader):
             rerank_of = dict(zip(top, rerank.scores(query, texts).tolist()))
             ranked = self._ranked(rerank_of, rows)
             fused = {r: rerank_of[r] for r in ranked}
-        hits = self._finish(parsed.text, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of, rows, synonyms)
+        hits = self._finish(parsed.text, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of, rows, synonyms,
+                            shown=self.shown_calibration(mode, rerank))
         return hits, [rows[r]["doc_id"] for r in ranked[:FACET_DEPTH]]
+
+    def shown_calibration(self, mode: str = "hybrid", rerank=None) -> ShownCalibration | None:
+        """The calibration of the shown score (:mod:`kb.rank.shown`) when a search in ``mode``
+        shows the shipped learned model's probabilities; None for other scores."""
+        if mode != "hybrid" or rerank is not None or self.config.fusion != "learned" or not self.config.shown:
+            return None
+        return shown_calibration(load_model(self.config.model).fingerprint)
 
     def gather(self, query: str, qtokens: list[str], n: int, mode: str = "hybrid",
                allowed: Allowed = None, synonyms: dict[str, tuple[str, str]] | None = None) -> Candidates | None:
@@ -384,12 +395,17 @@ class Searcher(Reader):
         return {t: self.snapshot.idf(t) or rarest for t in dict.fromkeys(tokens)}
 
     def _finish(self, query, qtokens, ranked, fused, dense_of, lex_of, k, rerank_of=None, rows=None,
-                synonyms=None) -> list[Hit]:
+                synonyms=None, shown: ShownCalibration | None = None) -> list[Hit]:
         rows = rows if rows is not None else self.snapshot.rows(ranked)
         ancestors = self._ancestors(rows)
         evidence = {r: (lex_of.get(r, 0.0), dense_of.get(r, 0.0)) for r in ranked}
         ranked = contents_last(drop_repeats(ranked, rows), rows)
-        chosen = dedupe_families(ranked, rows, ancestors, fused, k, evidence)
+        # one hit more than asked: the top hit's lead over the next is part of its shown score
+        chosen = dedupe_families(ranked, rows, ancestors, fused, k + 1 if shown else k, evidence)
+        if shown is not None:
+            for entry, score in zip(chosen, shown.scores([logit(e["score"]) for e in chosen])):
+                entry["score"] = score
+            chosen = chosen[:k]
         measure = Cover(self.query_weights(qtokens))
         hits = []
         for entry in chosen:
