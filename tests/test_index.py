@@ -375,3 +375,25 @@ def test_dropped_fp16_index_releases_its_file(tmp_path):
         del v
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+class RecordingEmbedder(HashEmbedder):
+    """Remembers every text it encoded."""
+
+    def __init__(self) -> None:
+        super().__init__(64)
+        self.texts: list[str] = []
+
+    def _encode(self, texts, is_query):
+        self.texts += texts
+        return super()._encode(texts, is_query)
+
+
+def test_the_report_counts_the_characters_embedded_and_read(tmp_path, corpus):
+    embedder = RecordingEmbedder()
+    report = update_index(corpus, tmp_path / "index", embedder=embedder, progress=False)
+    assert report.embedded_chars == sum(len(t) for t in embedder.texts) > 0
+    texts = Searcher.load(tmp_path / "index", embedder=HashEmbedder(64)).snapshot
+    assert report.text_chars == sum(len(texts.doc_text(d["doc_id"])) for d in texts.docs)
+    again = update_index(corpus, tmp_path / "index", embedder=RecordingEmbedder(), progress=False)
+    assert (again.embedded_chars, again.text_chars) == (0, 0)  # nothing new: nothing read or embedded

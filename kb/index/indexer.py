@@ -111,6 +111,8 @@ class IndexReport:
     passages: int = 0
     embedded: int = 0
     reused: int = 0
+    embedded_chars: int = 0  # characters the model encoded (headings as context included)
+    text_chars: int = 0  # characters of the added and changed documents' text
     retokenised: int = 0  # unchanged documents cut again because they hold a word the dictionary changed
     warnings: list[str] = field(default_factory=list)
     generation: str | None = None
@@ -551,6 +553,7 @@ class Indexer:
         needed: dict[str, str] = {}  # vkey -> embed text
         for doc, _ in plan.new_docs:
             rows = []
+            report.text_chars += len(doc.text)
             for p in split_document(doc, max_chars=opt.max_chars):
                 text = embed_text(p)
                 vkey = vector_key(ekey, text)
@@ -608,6 +611,7 @@ class Indexer:
                 if done != len(missing):
                     raise KBError(f"the embedder returned {done} vectors for {len(missing)} passages")
             report.embedded = len(missing)
+            report.embedded_chars = sum(len(needed[k]) for k in missing)
         finally:
             pending.close()
         return new_rows, vec_of
