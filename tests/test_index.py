@@ -397,3 +397,20 @@ def test_the_report_counts_the_characters_embedded_and_read(tmp_path, corpus):
     assert report.text_chars == sum(len(texts.doc_text(d["doc_id"])) for d in texts.docs)
     again = update_index(corpus, tmp_path / "index", embedder=RecordingEmbedder(), progress=False)
     assert (again.embedded_chars, again.text_chars) == (0, 0)  # nothing new: nothing read or embedded
+
+
+def test_a_paragraph_with_sub_points_is_embedded_as_its_outline_each_point_once(tmp_path):
+    points = ["一要加强学习，提高理论水平。", "二要改进作风，深入基层调研。", "三要严守纪律，做到廉洁自律。"]
+    write_doc(tmp_path / "docs", "a.txt", "关于加强干部队伍建设的意见",
+              ["总的要求是：" + "".join(points), "另一段与上面无关的文字，讲的是年度预算安排。"])
+    embedder = RecordingEmbedder()
+    update_index(tmp_path / "docs", tmp_path / "index", embedder=embedder, progress=False)
+    for point in points:  # a sub-point's words go to the model once, never again inside its paragraph
+        assert sum(text.count(point) for text in embedder.texts) == 1
+    outline = next(t for t in embedder.texts if "总的要求是" in t)
+    assert outline.endswith("总的要求是： 一要加强学习，提高理论水平；二要改进作风，深入基层调研；三要严守纪律，做到廉洁自律")
+    s = Searcher.load(tmp_path / "index", embedder=HashEmbedder(64))
+    rows = s.snapshot.rows(range(s.count))
+    paragraph = next(r for r, p in rows.items() if p["text"].startswith("总的要求是"))
+    assert rows[paragraph]["text"] == "总的要求是：" + "".join(points)  # shown and cited whole
+    assert np.allclose(s.snapshot.vectors([paragraph])[0], HashEmbedder(64).embed_passages([outline])[0], atol=1e-6)
