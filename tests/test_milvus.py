@@ -410,3 +410,24 @@ def test_on_a_server_the_ocr_cache_is_not_the_pending_vectors_file(tmp_path, cor
     (corpus / "extra.txt").write_text("新文档\n\n关于水稻育种的新内容。", encoding="utf-8")
     assert build(corpus, store).added == 1
     assert [ln.text for ln in OcrCache(loc.ocr_cache_path).get("page")] == ["扫描页"]
+
+
+def test_a_write_key_changes_a_milvus_library_over_the_api_as_a_local_one(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from kb.serve.api import create_app
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("年休假管理办法\n\n职工连续工作满一年的，享受带薪年休假。\n", encoding="utf-8")
+    build(docs, tmp_path / "lib.db")
+    app = create_app(tmp_path / "lib.db")
+    client = TestClient(app)
+    body = "差旅费报销规定\n\n出差人员应在返回后十日内报销差旅费。\n".encode()
+    assert client.post("/documents", params={"filename": "b.txt"}, content=body).status_code == 202
+    assert app.state.reindexers["default"].wait(300)["state"] == "done"
+    assert client.get("/search", params={"q": "差旅费报销"}).json()["hits"][0]["path"] == "b.txt"
+    a = next(d for d in client.get("/documents").json()["documents"] if d["path"] == "a.txt")
+    assert client.delete(f"/documents/{a['doc_id']}").status_code == 202
+    assert app.state.reindexers["default"].wait(300)["state"] == "done"
+    assert [d["path"] for d in client.get("/documents").json()["documents"]] == ["b.txt"]
