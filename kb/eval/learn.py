@@ -195,18 +195,17 @@ def fit_shown(libraries: Mapping[str, Judged], weights: Mapping[str, float] | No
     judged hits of every library (``{name: [(the logits of a question's hits, best first, and
     whether each is right — None: not judged)]}``), each library weighing the same (or its
     ``weights``) however many hits it has."""
-    from kb.rank.shown import MARGIN
+    from kb.rank.shown import leads
 
     t_all, m_all, y_all, w_all = [], [], [], []
     for name, rows in libraries.items():
         judged = sum(y is not None for _, ys in rows for y in ys) / (weights or {}).get(name, 1.0)
         for logits, ys in rows:
-            for i, (t, y) in enumerate(zip(logits, ys)):
+            for t, lead, y in zip(logits, leads(list(logits)), ys):
                 if y is None:
                     continue
-                others = list(logits[:i]) + list(logits[i + 1:])
                 t_all.append(t)
-                m_all.append(max(-MARGIN, min(MARGIN, t - max(others))) if others else 0.0)
+                m_all.append(lead)
                 y_all.append(float(y))
                 w_all.append(1.0 / judged)
     x = np.column_stack([t_all, m_all, np.ones(len(t_all))])

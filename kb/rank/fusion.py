@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.rank.shown import fingerprint
 from kb.store import bm25
 
 MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "fusion.json"
@@ -271,8 +272,6 @@ class FusionModel:
     @cached_property
     def fingerprint(self) -> str:
         """What identifies this model's arithmetic (:func:`kb.rank.shown.fingerprint`)."""
-        from kb.rank.shown import fingerprint
-
         return fingerprint(self.to_json())
 
     def to_json(self) -> dict[str, object]:

@@ -49,17 +49,22 @@ class ShownCalibration:
 
     def scores(self, logits: list[float]) -> list[float]:
         """The shown score of each hit, from the model's logits of the hits shown (best first)."""
-        out = []
-        for i, t in enumerate(logits):
-            others = logits[:i] + logits[i + 1:]
-            lead = max(-MARGIN, min(MARGIN, t - max(others))) if others else 0.0
-            z = self.a * t + self.g * lead + self.b
-            out.append(0.5 * (1.0 + math.tanh(0.5 * z)))  # the logistic, without overflow
-        return out
+        return [0.5 * (1.0 + math.tanh(0.5 * (self.a * t + self.g * lead + self.b)))  # the logistic
+                for t, lead in zip(logits, leads(logits))]
 
     def to_json(self, info: dict | None = None) -> dict:
         return {"format": 1, "a": round(self.a, 6), "g": round(self.g, 6), "b": round(self.b, 6),
                 "model": self.model, "info": info or {}}
+
+
+def leads(logits: list[float]) -> list[float]:
+    """How far each hit stands from the best *other* hit (the top hit: its lead over the second),
+    clipped at ±MARGIN; 0 for a hit shown alone."""
+    if len(logits) < 2:
+        return [0.0] * len(logits)
+    first = max(range(len(logits)), key=logits.__getitem__)
+    second = max(t for i, t in enumerate(logits) if i != first)
+    return [max(-MARGIN, min(MARGIN, t - (second if i == first else logits[first]))) for i, t in enumerate(logits)]
 
 
 @lru_cache(maxsize=4)
