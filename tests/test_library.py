@@ -44,3 +44,25 @@ def test_remove_document_moves_to_trash_and_stays_inside(tmp_path):
     with pytest.raises(KBError):
         remove_document(tmp_path, "../outside.txt")
     assert outside.exists()
+
+
+def test_reindexer_runs_one_at_a_time_and_loses_no_request(tmp_path):
+    from kb.index import update_index
+    from kb.search.searcher import Searcher
+    from kb.serve.uploads import Reindexer
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("第一份文件\n\n年休假的规定。\n", encoding="utf-8")
+    update_index(docs, tmp_path / "index", model="hash:64", progress=False)
+    reindexer = Reindexer(tmp_path / "index")
+    for i in range(5):  # asked while a run goes: served by one more run after it
+        (docs / f"n{i}.txt").write_text(f"新增文件{i}\n\n第{i}条规定的内容。\n", encoding="utf-8")
+        reindexer.request(docs)
+    status = reindexer.wait(120)
+    assert status["state"] == "done" and 1 <= status["runs"] <= 5 and not status.get("again")
+    assert len(Searcher.load(tmp_path / "index").docs) == 6
+    (docs / "late.txt").write_text("最后的文件\n\n补充规定。\n", encoding="utf-8")
+    assert reindexer.request(docs)["state"] == "queued"  # the worker had ended: a new one starts
+    assert reindexer.wait(120)["runs"] == status["runs"] + 1
+    assert len(Searcher.load(tmp_path / "index").docs) == 7

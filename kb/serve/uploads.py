@@ -159,7 +159,7 @@ class Reindexer:
         with self._lock:
             prune = prune or (self._asked is not None and self._asked[1])
             self._asked = (folder, prune)
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:  # no run going: start one (a worker ends only with nothing asked)
                 self._status = {"state": "queued", "runs": self._status["runs"]}
                 self._thread = threading.Thread(target=self._work, name="kb-reindex", daemon=True)
                 self._thread.start()
@@ -189,6 +189,7 @@ class Reindexer:
         while True:
             with self._lock:
                 if self._asked is None:
+                    self._thread = None  # under the lock: a request from now on starts a new worker
                     return
                 folder, prune = self._asked
                 self._asked = None
