@@ -37,7 +37,7 @@ from kb.serve.access import (
 )
 from kb.serve.keys import (
     ACCESS_TOKEN,
-    ALL,
+    ANYONE,
     KeyStore,
     Library,
     Principal,
@@ -186,7 +186,7 @@ def access_granted() -> Principal | None:
         st.caption(text_html(redact_paths(str(e))))
         return None
     if token is None and is_local_host(address):
-        return EVERYONE
+        return ANYONE  # on this machine without a token: every library, as admin
     if st.session_state.get("kb_key") is not None:
         _remember_authorized()
         return st.session_state["kb_key"]
@@ -201,9 +201,6 @@ def access_granted() -> Principal | None:
                 st.rerun()
             st.error("口令不对。")
     return None
-
-
-EVERYONE = Principal("local", ALL, "admin")  # a visitor on this machine when no token is set
 
 
 def choose_library(who: Principal) -> Library | None:
@@ -700,7 +697,7 @@ def library_folder(corpus: Path) -> Path | None:
 def actor() -> tuple[str, str, bool]:
     """Who this session is, in which library, and whether they may change it: (key name, library,
     may write), as main() set it (a page run without it: this machine's visitor, who may)."""
-    return st.session_state.get("kb_actor", ("local", "default", True))
+    return st.session_state.get("kb_actor", (ANYONE.name, "default", True))
 
 
 def audit(action: str, obj: str = "") -> None:
